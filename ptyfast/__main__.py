@@ -1,0 +1,3 @@
+from ptyfast.cli import main
+
+main()
