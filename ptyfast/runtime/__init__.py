@@ -1,0 +1,1 @@
+"""Inference runtime: preprocessing, backends, the streaming reconstruct pipeline."""

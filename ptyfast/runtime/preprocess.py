@@ -1,0 +1,62 @@
+"""Preprocessing from measured intensities to network input, exactly as the model manifest says.
+
+Used by training, inference, fine-tuning and export parity checks (one place).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ptyfast.errors import InputError
+
+EPS = 1e-12
+
+
+def fit_frames(frames: np.ndarray, size: tuple[int, int], mode: str = "none") -> np.ndarray:
+    """Bring (N, H, W) frames (zero frequency at the centre) to ``size``.
+
+    ``mode``: ``none`` (shapes must already match), ``crop`` (keep the central window: cuts high
+    frequencies, i.e. a coarser object pixel), ``bin`` (sum k×k pixels: a larger field of view with the same
+    resolution), ``pad`` (zero-pad around the centre).
+    """
+    n, h, w = frames.shape
+    th, tw = size
+    if (h, w) == (th, tw):
+        return frames
+    if mode == "crop":
+        if h < th or w < tw:
+            raise InputError(f"cannot crop {h}×{w} frames to {th}×{tw}; use --fit pad.")
+        y0, x0 = h // 2 - th // 2, w // 2 - tw // 2
+        return frames[:, y0 : y0 + th, x0 : x0 + tw]
+    if mode == "pad":
+        if h > th or w > tw:
+            raise InputError(f"cannot pad {h}×{w} frames to {th}×{tw}; use --fit crop or --fit bin.")
+        out = np.zeros((n, th, tw), dtype=frames.dtype)
+        y0, x0 = th // 2 - h // 2, tw // 2 - w // 2
+        out[:, y0 : y0 + h, x0 : x0 + w] = frames
+        return out
+    if mode == "bin":
+        if h % th or w % tw or h // th != w // tw:
+            raise InputError(f"cannot bin {h}×{w} frames to {th}×{tw}: the sizes must be an integer multiple.")
+        k = h // th
+        return frames.reshape(n, th, k, tw, k).sum(axis=(2, 4))
+    raise InputError(
+        f"the frames are {h}×{w} but the model expects {th}×{tw}; pass --fit crop|bin|pad to adapt them, "
+        "or fine-tune / train a model for this pattern size."
+    )
+
+
+def preprocess(frames: np.ndarray, manifest=None) -> np.ndarray:
+    """(N, H, W) intensities → (N, 1, H, W) float32 network input: √I / max(√I) per pattern.
+
+    Negative counts (detector offsets) are clipped to zero first.
+    """
+    prep = getattr(manifest, "preprocessing", None) or {"transform": "sqrt", "normalise": "max"}
+    x = np.asarray(frames, dtype=np.float32)
+    x = np.maximum(x, 0.0)
+    if prep.get("transform", "sqrt") == "sqrt":
+        x = np.sqrt(x)
+    if prep.get("normalise", "max") == "max":
+        m = x.reshape(len(x), -1).max(axis=1)
+        x = x / np.maximum(m, EPS)[:, None, None]
+    return x[:, None]
