@@ -1,0 +1,539 @@
+"""ePIE and rPIE: iterative refinement of an object (and optionally the probe) against measured intensities.
+
+References
+----------
+- A. M. Maiden and J. M. Rodenburg, "An improved ptychographical phase retrieval algorithm for diffractive
+  imaging", Ultramicroscopy 109, 1256–1262 (2009) — ePIE.
+- A. Maiden, D. Johnson and P. Li, "Further improvements to the ptychographical iterative engine",
+  Optica 4, 736–745 (2017) — rPIE (Table 1).
+
+Physics is not written here: exit waves come from the kernels' bilinear ``gather`` times the probe, the
+propagation is :func:`ptyfast.physics.forward.far_field` / :func:`~ptyfast.physics.forward.back_propagate`
+(``Ψ = fftshift(fft2(P·O_n, norm="ortho"))``), the object update is scattered with the kernels'
+``overlap_add`` (the adjoint of ``gather``). Everything is array-module generic: numpy arrays run on the CPU
+(scipy.fft, all cores), CuPy arrays on the GPU through the CUDA kernels.
+
+Update step (one batch ``B`` of positions; the textbook sequential algorithm is ``|B| = 1``)
+-------------------------------------------------------------------------------------------
+For each position n in B: ψ_n = P · O_n (O_n the object patch), Ψ_n = F ψ_n, the modulus projection
+Ψ'_n = √I_n · Ψ_n / |Ψ_n| on valid detector pixels (masked pixels keep Ψ_n), Δ_n = F⁻¹ Ψ'_n − ψ_n. Then, with
+``S_n`` the overlap-add of a window onto the object grid (adjoint of the patch gather)::
+
+    N_O = Σ_n S_n(P* Δ_n)         D_O = Σ_n S_n(|P|²)          (object grid)
+    N_P = Σ_n O_n* Δ_n            D_P = Σ_n |O_n|²              (probe window)
+
+    rPIE:  O += N_O / ((1 − α) D_O + α max D_O)       P += N_P / ((1 − β) D_P + β max D_P)
+    ePIE:  O += α N_O / max D_O                        P += β N_P / max D_P
+
+Both updates use the iterate from before the batch. For ``|B| = 1`` these are exactly Maiden's ePIE and rPIE
+updates (D_O = |P|² at the window). For ``|B| > 1`` (mini-batch, for GPU throughput) the sums over the
+batch are *normalised* by the summed weights: where k windows of the batch overlap, the step is the
+average of their k individual steps rather than their sum, so a large batch cannot overshoot. (Pty-Chi's
+batched PIE sums the individual steps and averages only the probe update; the two agree at ``|B| = 1``.)
+Batches are random: a fresh permutation of the positions every iteration, cut into consecutive batches.
+
+Error metric
+------------
+The normalised amplitude error of one iteration is ::
+
+    E = Σ_n Σ_k m_k (|Ψ_nk| − √I_nk)²  /  Σ_n Σ_k m_k I_nk
+
+(k over detector pixels, m the valid-pixel mask), accumulated during the pass itself from each position's
+far field just before its update: no extra forward pass. E is dimensionless; 0 means the model explains the
+data exactly, and for Poisson-limited data its floor is ≈ N_pixels / (4 Σ I) per frame.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ptyfast.errors import InputError
+from ptyfast.kernels import gather, overlap_add
+from ptyfast.physics.forward import back_propagate, far_field
+from ptyfast.physics.xp import get_array_module
+
+ALGORITHMS = ("epie", "rpie")
+#: Default (alpha, beta) per algorithm. ePIE: step sizes (Maiden & Rodenburg 2009 use 1). rPIE: the
+#: regularisation weights of Maiden et al. 2017, Table 1 (0.05–0.25 recommended; Pty-Chi's default 0.1).
+DEFAULT_PARAMETERS = {"epie": (1.0, 1.0), "rpie": (0.1, 0.1)}
+INIT_CHOICES = ("flat", "random")
+
+ProgressFn = Callable[[int, int, float], Any]
+
+
+@dataclass
+class RefineResult:
+    """What :func:`refine` returns.
+
+    Attributes
+    ----------
+    object : complex64 array (rows, cols)
+        Refined object on the grid of ``positions`` (numpy or CuPy, like the computation).
+    probe : complex64 array (H, W)
+        Refined (or, with probe updates off, the possibly rescaled input) probe.
+    positions : ndarray (N, 2) float64
+        (y, x) top-left window corners in object pixels, as used.
+    errors : ndarray (iterations_run,) float64
+        Normalised amplitude error E of each completed iteration (see the module docstring).
+    timings : ndarray (iterations_run,) float64
+        Wall-clock seconds of each completed iteration.
+    algorithm : str
+        ``"epie"`` or ``"rpie"``.
+    options : dict
+        The settings used (alpha, beta, batch, probe updates, seed, …), for provenance.
+    diverged : bool
+        True when an iteration produced NaN/Inf; ``object``/``probe`` are then the last good iterate.
+    message : str
+        Why the run stopped early (divergence, target reached) or "".
+    meta : dict
+        Extra facts (e.g. the probe rescaling factor applied).
+    """
+
+    object: Any
+    probe: Any
+    positions: np.ndarray
+    errors: np.ndarray
+    timings: np.ndarray
+    algorithm: str
+    options: dict = field(default_factory=dict)
+    diverged: bool = False
+    message: str = ""
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def iterations(self) -> int:
+        """Number of completed (kept) iterations."""
+        return int(len(self.errors))
+
+    @property
+    def seconds_per_iteration(self) -> float:
+        """Median wall-clock seconds per iteration (NaN when none ran)."""
+        return float(np.median(self.timings)) if len(self.timings) else float("nan")
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def _to_numpy(a) -> np.ndarray:
+    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
+
+
+def object_grid_shape(positions: np.ndarray, window: tuple[int, int]) -> tuple[int, int]:
+    """Smallest object grid (rows, cols) holding every window at ``positions`` (all ≥ 0), one spare pixel
+    for bilinear sampling."""
+    hi = np.ceil(np.asarray(positions, dtype=np.float64).max(axis=0)).astype(int)
+    return int(hi[0]) + window[0] + 1, int(hi[1]) + window[1] + 1
+
+
+def check_positions(positions: np.ndarray, object_shape: tuple[int, int], window: tuple[int, int]) -> None:
+    """Raise :class:`InputError` unless every (y, x) window of ``window`` lies inside ``object_shape``."""
+    pos = np.asarray(positions, dtype=np.float64)
+    if pos.ndim != 2 or pos.shape[1] != 2 or not np.all(np.isfinite(pos)):
+        raise InputError(f"positions must be a finite (N, 2) array of (y, x); found shape {pos.shape}.")
+    rows, cols = object_shape
+    h, w = window
+    tol = 1e-6
+    bad = (pos[:, 0] < -tol) | (pos[:, 1] < -tol) | (pos[:, 0] + h > rows + tol) | (pos[:, 1] + w > cols + tol)
+    if np.any(bad):
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError(
+            f"{int(bad.sum())} of {len(pos)} probe positions fall outside the {rows}×{cols} object grid "
+            f"(first: #{i} at (y, x) = ({pos[i, 0]:.1f}, {pos[i, 1]:.1f}) with a {h}×{w} window); "
+            "shift the positions to ≥ 0 or give a larger initial object."
+        )
+
+
+def initial_object(init, shape: tuple[int, int], *, seed: int | None = 0, xp=np):
+    """The starting object.
+
+    Parameters
+    ----------
+    init : {"flat", "random"} or complex array (rows, cols)
+        ``"flat"``: ones. ``"random"``: amplitude uniform in [0.95, 1.05], phase uniform in [−0.1, 0.1] rad
+        (seeded). An array (e.g. a network reconstruction) is used as given (copied to complex64).
+    shape : (rows, cols)
+        Grid for ``"flat"``/``"random"``.
+    seed : int or None
+        Seed for ``"random"``.
+    xp : module
+        numpy or cupy.
+
+    Returns
+    -------
+    complex64 array (rows, cols) of module ``xp``.
+    """
+    if isinstance(init, str):
+        if init == "flat":
+            return xp.ones(shape, dtype=xp.complex64)
+        if init == "random":
+            rng = np.random.default_rng(seed)
+            amp = rng.uniform(0.95, 1.05, shape)
+            ph = rng.uniform(-0.1, 0.1, shape)
+            return xp.asarray((amp * np.exp(1j * ph)).astype(np.complex64))
+        raise InputError(f"init must be 'flat', 'random', a complex array or an HDF5 file; found {init!r}.")
+    if init is None:
+        return xp.ones(shape, dtype=xp.complex64)
+    arr = init if get_array_module(init) is xp else xp.asarray(_to_numpy(init))
+    if arr.ndim != 2:
+        raise InputError(f"the initial object must be a 2-D complex array; found shape {tuple(arr.shape)}.")
+    arr = arr.astype(xp.complex64, copy=True)
+    if not bool(xp.all(xp.isfinite(arr))):
+        raise InputError("the initial object contains NaN or Inf.")
+    return arr
+
+
+def _measured_intensity(scan, xp, chunk: int = 256):
+    """All frames as one float32 array of module ``xp`` (read in chunks when lazy); negative counts → 0."""
+    n, h, w = scan.n_frames, *scan.frame_shape
+    out = np.empty((n, h, w), dtype=np.float32)
+    for s, frames in scan.iter_chunks(chunk):
+        out[s : s + len(frames)] = frames
+    if not np.all(np.isfinite(out)):
+        raise InputError("the diffraction data contain NaN or Inf; fix or mask those frames before refinement.")
+    np.maximum(out, 0, out=out)
+    return xp.asarray(out)
+
+
+def _modulus_projection(Psi, intensity, mask):
+    """Ψ' = √I · Ψ/|Ψ| on valid pixels (Ψ kept where masked); returns (Ψ', Σ m(|Ψ| − √I)²) per batch.
+
+    Same semantics as the kernels' ``modulus_projection`` (kernels/modulus.cu); used through
+    :mod:`ptyfast.kernels` when that is available.
+    """
+    from ptyfast import kernels
+
+    fn = getattr(kernels, "modulus_projection", None)
+    if fn is not None:
+        out, err = fn(Psi, intensity, mask)
+        return out, err.sum(dtype=np.float64) if hasattr(err, "sum") else err
+    xp = get_array_module(Psi)
+    amp = xp.abs(Psi)
+    meas = xp.sqrt(intensity)
+    d = amp - meas
+    if mask is not None:
+        d *= mask
+    err = xp.vdot(d.ravel(), d.ravel()).real
+    scale = meas / xp.maximum(amp, xp.float32(1e-30))
+    if mask is not None:
+        scale = xp.where(mask, scale, xp.float32(1))
+    Psi *= scale
+    return Psi, err
+
+
+# ----------------------------------------------------------------------------------------------- engine
+
+
+class _Engine:
+    """Holds the iterate and does one batch update in place (module-private; use :func:`refine`)."""
+
+    def __init__(self, algorithm, obj, probe, positions, intensity, mask, alpha, beta, xp):
+        self.algorithm = algorithm
+        self.obj = obj
+        self.probe = probe
+        self.positions = positions
+        self.intensity = intensity
+        self.mask = mask
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.xp = xp
+        self.window = tuple(int(s) for s in probe.shape)
+
+    def step(self, idx: np.ndarray, update_probe: bool):
+        """Update with the positions ``idx``; returns Σ m(|Ψ| − √I)² over the batch (device scalar)."""
+        xp = self.xp
+        h, w = self.window
+        rows, cols = self.obj.shape
+        pos = self.positions[idx]
+        base = np.floor(pos).astype(np.int64)
+        y0, x0 = base.min(axis=0)
+        y1 = min(int(base[:, 0].max()) + h + 1, rows)
+        x1 = min(int(base[:, 1].max()) + w + 1, cols)
+        region = self.obj[y0:y1, x0:x1]  # view: updates land in self.obj
+        lpos = pos - np.array([y0, x0], dtype=np.float64)
+        lpos_dev = lpos if xp is np else xp.asarray(lpos)
+
+        patches = gather(region, lpos_dev, (h, w))
+        psi = self.probe[None] * patches
+        Psi = far_field(psi)
+        Psi, err = _modulus_projection(Psi, self.intensity[idx] if xp is np else self.intensity[xp.asarray(idx)],
+                                       self.mask)
+        dpsi = back_propagate(Psi)
+        dpsi -= psi
+
+        p_conj = xp.conj(self.probe)
+        p2 = (self.probe.real**2 + self.probe.imag**2).astype(xp.float32)
+        num = xp.zeros(region.shape, dtype=xp.complex64)
+        overlap_add(num, p_conj[None] * dpsi, lpos_dev)
+        if len(idx) == 1 and np.all(lpos == np.floor(lpos)):
+            den = xp.zeros(region.shape, dtype=xp.float32)
+            den[int(lpos[0, 0]) : int(lpos[0, 0]) + h, int(lpos[0, 1]) : int(lpos[0, 1]) + w] = p2
+        else:
+            den = xp.zeros(region.shape, dtype=xp.float32)
+            overlap_add(den, xp.broadcast_to(p2, (len(idx), h, w)), lpos_dev)
+        dmax = den.max()
+        if self.algorithm == "rpie":
+            weight = (1 - self.alpha) * den + self.alpha * dmax
+        else:
+            weight = dmax / self.alpha
+        weight = xp.maximum(weight, xp.float32(1e-30))  # rPIE with α = 0 and D = 0: no update there
+        region += num / weight
+
+        if update_probe:
+            n_p = (xp.conj(patches) * dpsi).sum(axis=0)
+            d_p = (patches.real**2 + patches.imag**2).sum(axis=0)
+            pmax = d_p.max()
+            if self.algorithm == "rpie":
+                pw = (1 - self.beta) * d_p + self.beta * pmax
+            else:
+                pw = pmax / self.beta
+            self.probe += n_p / xp.maximum(pw, xp.float32(1e-30))
+        return err
+
+
+def _probe_power_ratio(probe, obj, positions, intensity, xp) -> float:
+    """mean_n Σ I_n  /  mean_n Σ |P · O_n|² for the initial object (a subset of ≤ 64 positions)."""
+    n = len(positions)
+    sel = np.linspace(0, n - 1, min(n, 64)).astype(int)
+    pd = positions[sel] if xp is np else xp.asarray(positions[sel])
+    patches = gather(obj, pd, probe.shape)
+    model = float(xp.mean(xp.sum(xp.abs(probe[None] * patches) ** 2, axis=(-2, -1))))
+    measured = float(xp.mean(xp.sum(intensity, axis=(-2, -1))))
+    return measured / model if model > 0 else float("inf")
+
+
+def refine(
+    scan,
+    *,
+    init="flat",
+    algorithm: str = "rpie",
+    iterations: int = 50,
+    alpha: float | None = None,
+    beta: float | None = None,
+    batch: int | None = None,
+    update_probe: bool = True,
+    probe_start: int = 0,
+    probe=None,
+    positions=None,
+    rescale_probe: str | bool = "auto",
+    seed: int | None = 0,
+    target_error: float | None = None,
+    xp=None,
+    progress: ProgressFn | None = None,
+) -> RefineResult:
+    """Refine an object (and probe) with ePIE or rPIE.
+
+    Parameters
+    ----------
+    scan : ptyfast.scan.Scan
+        Diffraction (N, H, W) photons (zero frequency at the centre), positions (N, 2) (y, x) top-left window
+        corners in object pixels (sub-pixel allowed, all ≥ 0), probe (H, W), optional mask (H, W).
+    init : {"flat", "random"} or complex array (rows, cols)
+        Initial object (see :func:`initial_object`); an array sets the object grid, e.g. a network
+        reconstruction on the scan's pixel grid.
+    algorithm : {"rpie", "epie"}
+    iterations : int
+        Passes over all positions (≥ 1).
+    alpha, beta : float, optional
+        Object and probe parameters: rPIE regularisation weights in [0, 1] (default 0.1 each), ePIE step sizes
+        > 0 (default 1 each). See the module docstring for the update formulas.
+    batch : int, optional
+        None or 1: sequential (textbook; random order each iteration). > 1: mini-batches of this many
+        positions, their updates accumulated with overlap_add and normalised (module docstring).
+    update_probe : bool
+        Update the probe as well as the object.
+    probe_start : int
+        First iteration (0-based) with probe updates, when ``update_probe`` is on.
+    probe : complex array (H, W), optional
+        Starting probe; default ``scan.probe``.
+    positions : ndarray (N, 2), optional
+        Positions to use instead of ``scan.positions`` (e.g. those of a stitched reconstruction's grid).
+    rescale_probe : {"auto", True, False}
+        Scale the probe so that the modelled photons per frame with the initial object match the data's
+        mean. ``"auto"`` does so only when they differ by more than 10× (a normalisation-convention
+        mismatch, e.g. an unnormalised-FFT probe); the factor is reported in ``result.meta``.
+    seed : int or None
+        Seeds the random initial object and the position order.
+    target_error : float, optional
+        Stop as soon as an iteration's error is ≤ this value.
+    xp : module, optional
+        numpy or cupy; default: the module of ``init`` when it is an array, else numpy.
+    progress : callable(iteration, iterations, error), optional
+        Called after every completed iteration (1-based ``iteration``).
+
+    Returns
+    -------
+    RefineResult
+        Object, probe, errors and timings per iteration. On divergence (NaN/Inf in the error, object or
+        probe) the run stops, ``diverged`` is True, ``message`` says so and object/probe are the last good
+        iterate.
+
+    Raises
+    ------
+    InputError
+        Bad options, a missing probe, non-finite data, or positions outside the object grid.
+    """
+    algorithm = str(algorithm).lower()
+    if algorithm not in ALGORITHMS:
+        raise InputError(f"algorithm must be one of {', '.join(ALGORITHMS)}; found {algorithm!r}.")
+    if int(iterations) < 1:
+        raise InputError(f"iterations must be ≥ 1; found {iterations}.")
+    iterations = int(iterations)
+    a_def, b_def = DEFAULT_PARAMETERS[algorithm]
+    alpha = a_def if alpha is None else float(alpha)
+    beta = b_def if beta is None else float(beta)
+    for name, v in (("alpha", alpha), ("beta", beta)):
+        if algorithm == "rpie" and not 0.0 <= v <= 1.0:
+            raise InputError(f"rPIE {name} is a regularisation weight in [0, 1]; found {v}.")
+        if algorithm == "epie" and not (v > 0 and math.isfinite(v)):
+            raise InputError(f"ePIE {name} is a step size > 0; found {v}.")
+    n = scan.n_frames
+    batch = 1 if batch is None else int(batch)
+    if batch < 1:
+        raise InputError(f"batch must be ≥ 1 positions; found {batch}.")
+    batch = min(batch, n)
+    if probe_start < 0:
+        raise InputError(f"probe_start must be ≥ 0; found {probe_start}.")
+
+    if xp is None:
+        xp = get_array_module(init) if not isinstance(init, str) and init is not None else np
+    probe0 = scan.probe if probe is None else probe
+    if probe0 is None:
+        raise InputError("the scan has no probe; give one (probe=... or --probe) to refine.")
+    probe_d = xp.asarray(_to_numpy(probe0).astype(np.complex64))
+    window = tuple(int(s) for s in probe_d.shape)
+    if window != scan.frame_shape:
+        raise InputError(f"the probe is {window} but the frames are {scan.frame_shape}; they must match.")
+    if not bool(xp.all(xp.isfinite(probe_d))):
+        raise InputError("the probe contains NaN or Inf.")
+
+    pos = np.asarray(scan.positions if positions is None else positions, dtype=np.float64)
+    if pos.shape != (n, 2):
+        raise InputError(f"positions must have shape ({n}, 2) for {n} frames; found {pos.shape}.")
+    if isinstance(init, str) or init is None:
+        if np.any(pos < -1e-6):
+            raise InputError(
+                f"positions reach {pos.min(axis=0).round(1).tolist()} (y, x) but must be ≥ 0 for a "
+                f"{init or 'flat'} initial object; shift them (the converters do) or give an initial object."
+            )
+        shape = object_grid_shape(np.maximum(pos, 0), window)
+    else:
+        shape = tuple(int(s) for s in init.shape[-2:])
+    obj = initial_object(init, shape, seed=seed, xp=xp)
+    check_positions(pos, tuple(obj.shape), window)
+
+    intensity = _measured_intensity(scan, xp)
+    mask = None if scan.mask is None else xp.asarray(np.asarray(scan.mask, dtype=bool))
+    total = float(xp.sum(intensity if mask is None else intensity * mask))
+    if total <= 0:
+        raise InputError("the diffraction data hold no photons (all frames are zero).")
+
+    meta: dict = {"object_shape": tuple(obj.shape)}
+    ratio = _probe_power_ratio(probe_d, obj, pos, intensity, xp)
+    meta["probe_power_ratio"] = ratio
+    if rescale_probe is True or (rescale_probe == "auto" and not 0.1 <= ratio <= 10.0):
+        if not math.isfinite(ratio) or ratio <= 0:
+            raise InputError("the probe and initial object model no photons; check the probe and the init.")
+        probe_d *= np.float32(math.sqrt(ratio))
+        meta["probe_rescaled_by"] = math.sqrt(ratio)
+
+    engine = _Engine(algorithm, obj, probe_d, pos, intensity, mask, alpha, beta, xp)
+    rng = np.random.default_rng(seed)
+    errors: list[float] = []
+    timings: list[float] = []
+    diverged, message = False, ""
+    for it in range(iterations):
+        t0 = time.perf_counter()
+        good_obj, good_probe = engine.obj.copy(), engine.probe.copy()
+        order = rng.permutation(n)
+        do_probe = update_probe and it >= probe_start
+        err = 0.0
+        for s in range(0, n, batch):
+            err = err + engine.step(order[s : s + batch], do_probe)
+        e = float(err) / total
+        finite = math.isfinite(e) and bool(xp.isfinite(engine.obj.sum())) and bool(xp.isfinite(engine.probe.sum()))
+        if not finite:
+            engine.obj[...] = good_obj
+            engine.probe[...] = good_probe
+            diverged = True
+            message = (
+                f"{algorithm} diverged at iteration {it + 1} (NaN/Inf in the error, object or probe); "
+                f"kept the iterate of iteration {it} — lower alpha/beta or the batch size."
+            )
+            break
+        timings.append(time.perf_counter() - t0)
+        errors.append(e)
+        if progress is not None:
+            progress(it + 1, iterations, e)
+        if target_error is not None and e <= target_error:
+            message = f"reached the target error {target_error:.4g} at iteration {it + 1}."
+            break
+
+    options = dict(
+        algorithm=algorithm, iterations=iterations, alpha=alpha, beta=beta, batch=batch,
+        update_probe=bool(update_probe), probe_start=int(probe_start), seed=seed,
+        init=init if isinstance(init, str) else "array", rescale_probe=str(rescale_probe),
+    )
+    return RefineResult(
+        object=engine.obj, probe=engine.probe, positions=pos, errors=np.asarray(errors, dtype=np.float64),
+        timings=np.asarray(timings, dtype=np.float64), algorithm=algorithm, options=options,
+        diverged=diverged, message=message, meta=meta,
+    )
+
+
+def iterations_to_reach(
+    scan,
+    init,
+    *,
+    reference_init="random",
+    reference_iterations: int = 50,
+    max_iterations: int | None = None,
+    algorithm: str = "rpie",
+    **kwargs,
+) -> dict:
+    """The paper's Figure-9 measure: iterations the ``init``-started run needs to reach the error that the
+    ``reference_init``-started run reaches after ``reference_iterations``.
+
+    Parameters
+    ----------
+    scan : Scan
+    init : complex array (rows, cols) or str
+        The initial guess under test (the network's reconstruction).
+    reference_init : str or array
+        The baseline start (the paper: random).
+    reference_iterations : int
+        Iterations of the baseline (the paper: 50).
+    max_iterations : int, optional
+        Give up after this many iterations of the tested run (default ``reference_iterations``).
+    algorithm : str
+    **kwargs
+        Passed to both :func:`refine` (alpha, beta, batch, update_probe, seed, …).
+
+    Returns
+    -------
+    dict
+        ``target_error`` (baseline error after ``reference_iterations``), ``iterations`` (int, or None when
+        not reached within ``max_iterations``), ``speedup`` (reference_iterations / iterations),
+        ``errors`` and ``reference_errors`` (the two curves), ``initial_error`` of each run.
+    """
+    max_iterations = int(max_iterations or reference_iterations)
+    ref = refine(scan, init=reference_init, algorithm=algorithm, iterations=reference_iterations, **kwargs)
+    if ref.diverged or ref.iterations < reference_iterations:
+        raise InputError(f"the reference run stopped early: {ref.message}")
+    target = float(ref.errors[-1])
+    run = refine(scan, init=init, algorithm=algorithm, iterations=max_iterations, target_error=target, **kwargs)
+    hit = np.flatnonzero(run.errors <= target)
+    its = int(hit[0]) + 1 if len(hit) else None
+    return {
+        "target_error": target,
+        "iterations": its,
+        "speedup": (reference_iterations / its) if its else None,
+        "errors": run.errors,
+        "reference_errors": ref.errors,
+        "initial_error": float(run.errors[0]),
+        "reference_initial_error": float(ref.errors[0]),
+    }
