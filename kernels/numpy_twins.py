@@ -1,17 +1,29 @@
 """numpy twins of the CUDA kernels: same signatures and semantics, used on the CPU path.
 
+Every function here has a CUDA counterpart in ``kernels/cupy_kernels.py`` (sources ``kernels/*.cu``);
+``ptyfast.kernels`` dispatches on the array module. Keep the two in step: the GPU tests compare them.
+
 Sub-pixel convention (gather and overlap_add are adjoint to each other):
 a window at (y, x) = (y0 + fy, x0 + fx), y0 = floor(y), samples the object bilinearly,
 
     patch[i, j] = (1-fy)(1-fx) O[y0+i, x0+j] + (1-fy) fx O[y0+i, x0+j+1]
                 + fy (1-fx) O[y0+i+1, x0+j] + fy fx O[y0+i+1, x0+j+1],
 
-and object pixels outside the grid read as zero (writes there are dropped).
+and object pixels outside the grid read as zero (writes there are dropped). Positions are (N, 2)
+(y, x) in object pixels, the top-left corner of the window; fy, fx are float32.
+
+Far-field convention (the project's, see ``ptyfast.physics.forward``):
+``Ψ = fftshift(fft2(ψ, norm="ortho"))`` and its inverse ``ψ = ifft2(ifftshift(Ψ), norm="ortho")``.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import scipy.fft
+
+#: Relative floor of :func:`stitch`: pixels whose summed weight is below ``floor * max(weight_map)``
+#: are divided by that floor instead (so unvisited pixels come out 0, not NaN).
+STITCH_FLOOR = 1e-6
 
 
 def _split(positions):
@@ -21,8 +33,20 @@ def _split(positions):
     return base, frac
 
 
+# --------------------------------------------------------------------------------------------- gather
 def gather(obj, positions, shape):
-    """Extract patches (N, H, W) of ``obj`` at sub-pixel (y, x) ``positions`` (bilinear, zero outside)."""
+    """Extract patches of ``obj`` at sub-pixel positions (bilinear, zero outside the object).
+
+    Parameters
+    ----------
+    obj : (rows, cols) complex or real array
+    positions : (N, 2) float, (y, x) top-left corners in object pixels, sub-pixel allowed
+    shape : (H, W) patch shape
+
+    Returns
+    -------
+    (N, H, W) array of ``obj.dtype``
+    """
     h, w = shape
     base, frac = _split(positions)
     rows = base[:, 0, None] + np.arange(h + 1)  # (N, H+1)
@@ -38,6 +62,25 @@ def gather(obj, positions, shape):
     return ((1 - fy) * top + fy * bottom).astype(obj.dtype, copy=False)
 
 
+def exit_waves(probe, obj, positions):
+    """Exit waves ψ_n = P · O_n for a batch (the fused gather × probe kernel's twin).
+
+    Parameters
+    ----------
+    probe : (H, W) complex
+    obj : (rows, cols) complex
+    positions : (N, 2) float (y, x)
+
+    Returns
+    -------
+    (N, H, W) complex, ``result_type(probe, obj)``
+    """
+    patches = gather(obj, positions, probe.shape).astype(np.result_type(probe, obj), copy=False)
+    patches *= probe[None]
+    return patches
+
+
+# ----------------------------------------------------------------------------------------- spreading
 def spread(patches, positions):
     """Bilinear footprint of each patch on the integer grid: (N, H+1, W+1), adjoint of the interpolation."""
     n, h, w = patches.shape
@@ -52,19 +95,236 @@ def spread(patches, positions):
     return out
 
 
-def overlap_add(accum, patches, positions):
-    """Scatter-add ``patches`` (N, H, W) into ``accum`` (rows, cols) in place; the adjoint of gather.
+class _Footprint:
+    """Scratch buffers for one patch's bilinear footprint (kept small so they stay in cache)."""
 
-    Deterministic (patches are added in order). Writes outside ``accum`` are dropped.
-    """
-    base, _ = _split(positions)
-    fp = spread(patches, positions)
+    def __init__(self, h, w, dtype):
+        self.t = np.zeros((h, w + 1), dtype)  # spread along x
+        self.f = np.zeros((h + 1, w + 1), dtype)  # then along y
+        self.tmp = np.empty((h, w + 1), dtype)
+
+    def __call__(self, q, fy, fx):
+        """Footprint (H+1, W+1) of ``q`` (H, W) at fractional offset (fy, fx); a view of scratch."""
+        h, w = q.shape
+        t, f, tmp = self.t, self.f, self.tmp
+        np.multiply(q, 1 - fx, out=t[:, :w])
+        t[:, w] = 0
+        np.multiply(q, fx, out=tmp[:, :w])
+        t[:, 1:] += tmp[:, :w]
+        np.multiply(t, 1 - fy, out=f[:h])
+        f[h] = 0
+        np.multiply(t, fy, out=tmp)
+        f[1:] += tmp
+        return f
+
+
+def _add_clipped(accum, tile, y0, x0):
     rows, cols = accum.shape
-    hh, ww = fp.shape[1:]
-    for (y0, x0), tile in zip(base, fp):
-        ys, xs = max(y0, 0), max(x0, 0)
-        ye, xe = min(y0 + hh, rows), min(x0 + ww, cols)
-        if ye <= ys or xe <= xs:
-            continue
+    hh, ww = tile.shape
+    ys, xs = max(y0, 0), max(x0, 0)
+    ye, xe = min(y0 + hh, rows), min(x0 + ww, cols)
+    if ye > ys and xe > xs:
         accum[ys:ye, xs:xe] += tile[ys - y0 : ye - y0, xs - x0 : xe - x0]
+
+
+def overlap_add(accum, patches, positions, *, weights=None, weight_accum=None):
+    """Scatter-add (weighted) patches into ``accum`` in place; the adjoint of :func:`gather`.
+
+    ``accum += Σ_n spread(w_n · patch_n)`` and, when ``weight_accum`` is given,
+    ``weight_accum += Σ_n spread(w_n)``, with ``spread`` the bilinear footprint (H+1, W+1) at each
+    position. Deterministic (patches are added in index order). Writes outside ``accum`` are dropped.
+
+    Parameters
+    ----------
+    accum : (rows, cols) complex or real array, updated in place
+    patches : (N, H, W) array
+    positions : (N, 2) float (y, x)
+    weights : None (all ones), (H, W) shared, or (N, H, W) per-patch real weights
+    weight_accum : None or (rows, cols) real array, updated in place
+
+    Returns
+    -------
+    accum
+    """
+    patches = np.asarray(patches)
+    n, h, w = patches.shape
+    base, frac = _split(positions)
+    if n == 0:
+        return accum
+    rows, cols = accum.shape
+    visible = (base[:, 0] > -h - 1) & (base[:, 0] < rows) & (base[:, 1] > -w - 1) & (base[:, 1] < cols)
+    if weights is not None:
+        weights = np.asarray(weights)
+        rdt = np.result_type(weights.dtype, np.float32)
+        if np.dtype(rdt).itemsize > np.dtype(patches.real.dtype).itemsize:
+            rdt = patches.real.dtype
+        weights = weights.astype(rdt, copy=False)
+    qdt = np.result_type(patches.dtype, accum.dtype) if accum.dtype.kind == "c" else patches.dtype
+    fp = _Footprint(h, w, qdt)
+    wfp = None
+    if weight_accum is not None:
+        wdt = weights.dtype if weights is not None else patches.real.dtype
+        wfp = _Footprint(h, w, wdt)
+        ones = np.ones((h, w), wdt)
+    q = np.empty((h, w), qdt) if weights is not None else None
+    for k in np.flatnonzero(visible):
+        y0, x0 = int(base[k, 0]), int(base[k, 1])
+        fy, fx = frac[k, 0], frac[k, 1]
+        wk = None if weights is None else (weights if weights.ndim == 2 else weights[k])
+        if wk is None:
+            src = patches[k]
+        else:
+            np.multiply(patches[k], wk, out=q)
+            src = q
+        _add_clipped(accum, fp(src, fy, fx), y0, x0)
+        if wfp is not None:
+            _add_clipped(weight_accum, wfp(ones if wk is None else wk, fy, fx), y0, x0)
     return accum
+
+
+def stitch(patches, weights, positions, object_shape, *, floor=STITCH_FLOOR):
+    """Stitch weighted patches into one object: ``Σ w·patch / Σ w`` with a relative floor.
+
+    ``object = num / maximum(weight_map, floor * max(weight_map))`` where ``num`` and ``weight_map``
+    are the overlap-adds of ``w·patch`` and ``w`` (bilinear footprints, see :func:`overlap_add`).
+    Unvisited pixels (weight 0) come out exactly 0; pixels whose weight is below the floor are damped
+    rather than amplified.
+
+    Parameters
+    ----------
+    patches : (N, H, W) complex or real
+    weights : None (uniform), (H, W) or (N, H, W) real, non-negative (e.g. ``|P|²``)
+    positions : (N, 2) float (y, x)
+    object_shape : (rows, cols)
+    floor : float, relative to ``max(weight_map)``
+
+    Returns
+    -------
+    object : (rows, cols), ``patches.dtype``
+    weight_map : (rows, cols) real (float32 for complex64 patches)
+    """
+    patches = np.asarray(patches)
+    rdt = patches.real.dtype
+    num = np.zeros(tuple(object_shape), patches.dtype)
+    wmap = np.zeros(tuple(object_shape), rdt)
+    overlap_add(num, patches, positions, weights=weights, weight_accum=wmap)
+    return normalise(num, wmap, floor=floor), wmap
+
+
+def normalise(num, weight_map, *, floor=STITCH_FLOOR):
+    """``num / maximum(weight_map, max(floor * max(weight_map), tiny))``: 0 where nothing was added.
+
+    Parameters
+    ----------
+    num : (rows, cols) overlap-added ``w · patch``
+    weight_map : (rows, cols) real overlap-added weights
+    floor : float, relative to ``max(weight_map)``; ``tiny`` is the dtype's smallest normal number
+
+    Returns
+    -------
+    (rows, cols) array of ``num.dtype``
+    """
+    top = float(weight_map.max()) if weight_map.size else 0.0
+    tiny = np.finfo(weight_map.dtype).tiny
+    den = np.maximum(weight_map, np.asarray(max(floor * top, tiny), weight_map.dtype))
+    return (num / den).astype(num.dtype, copy=False)
+
+
+# ------------------------------------------------------------------------------- propagation, projection
+def far_field(exit_wave):
+    """``fftshift(fft2(ψ, norm="ortho"))`` over the last two axes (scipy.fft, all threads)."""
+    return np.fft.fftshift(scipy.fft.fft2(exit_wave, axes=(-2, -1), norm="ortho", workers=-1), axes=(-2, -1))
+
+
+def back_propagate(wave):
+    """``ifft2(ifftshift(Ψ), norm="ortho")``, the inverse of :func:`far_field`."""
+    return scipy.fft.ifft2(np.fft.ifftshift(wave, axes=(-2, -1)), axes=(-2, -1), norm="ortho", workers=-1)
+
+
+def _mask_array(mask, shape):
+    if mask is None:
+        return None
+    m = np.asarray(mask, dtype=bool)
+    if m.shape != shape[-2:] and m.shape != shape:
+        raise ValueError(
+            f"mask has shape {m.shape}; expected {shape[-2:]} (one detector mask) or {shape} (one per frame)"
+        )
+    return m
+
+
+def _project(psi, intensity, mask, out):
+    """Modulus projection into ``out`` (may be ``psi``); returns err per frame (float64)."""
+    amp = np.abs(psi)
+    s = np.maximum(intensity, 0).astype(amp.dtype)
+    np.sqrt(s, out=s)
+    d = amp - s
+    d *= d
+    if mask is not None:
+        d *= np.broadcast_to(mask, d.shape)
+    err = d.reshape(d.shape[0], -1).sum(axis=1, dtype=np.float64)
+    zero = amp == 0
+    np.divide(s, amp, out=amp, where=~zero)  # amp becomes the scale s / |Ψ|
+    if mask is not None:
+        np.copyto(amp, 1, where=~mask)  # masked pixels keep Ψ
+        zero &= mask
+    np.multiply(psi, amp, out=out)
+    if zero.any():
+        out[zero] = s[zero]
+    return err
+
+
+def modulus_projection(psi, intensity, mask=None):
+    """Replace the far-field modulus by the measured one: ``Ψ' = √I · Ψ / |Ψ|``.
+
+    Where ``|Ψ| == 0`` the result is ``√I`` (zero phase). Negative intensities count as 0. Masked
+    pixels (``mask == False``) keep ``Ψ`` and do not count in the error.
+
+    Parameters
+    ----------
+    psi : (N, H, W) complex, far field in the project's centred convention
+    intensity : (N, H, W) real, measured intensity (photons), zero frequency at (H//2, W//2)
+    mask : None, (H, W) or (N, H, W) bool, True where the detector pixel is valid
+
+    Returns
+    -------
+    psi_new : (N, H, W), ``psi.dtype``
+    err_per_frame : (N,) real (float32 for complex64): Σ over valid pixels of (|Ψ| − √I)²
+    """
+    psi = np.asarray(psi)
+    intensity = np.asarray(intensity)
+    if intensity.shape != psi.shape:
+        raise ValueError(f"intensity has shape {intensity.shape}; expected the far field's shape {psi.shape}")
+    m = _mask_array(mask, psi.shape)
+    out = np.empty_like(psi)
+    err = _project(psi, intensity, m, out)
+    return out, err.astype(psi.real.dtype)
+
+
+def project_exit_waves(psi, intensity, mask=None):
+    """One far-field constraint step on exit waves: propagate, project the modulus, propagate back.
+
+    ``ψ' = back_propagate(modulus_projection(far_field(ψ), I, mask))``. The fftshifts are folded into
+    the (cheaper) intensity and mask: ``fft2`` output is projected against ``ifftshift(I)``.
+
+    Parameters
+    ----------
+    psi : (N, H, W) complex exit waves
+    intensity : (N, H, W) real measured intensities (centred convention)
+    mask : None, (H, W) or (N, H, W) bool
+
+    Returns
+    -------
+    psi_new : (N, H, W) complex exit waves
+    err_per_frame : (N,) real, as :func:`modulus_projection`
+    """
+    psi = np.asarray(psi)
+    intensity = np.asarray(intensity)
+    if intensity.shape != psi.shape:
+        raise ValueError(f"intensity has shape {intensity.shape}; expected the exit waves' shape {psi.shape}")
+    m = _mask_array(mask, psi.shape)
+    iu = np.fft.ifftshift(intensity, axes=(-2, -1))
+    mu = None if m is None else np.fft.ifftshift(m, axes=(-2, -1))
+    big = scipy.fft.fft2(psi, axes=(-2, -1), norm="ortho", workers=-1)
+    err = _project(big, iu, mu, big)
+    out = scipy.fft.ifft2(big, axes=(-2, -1), norm="ortho", workers=-1, overwrite_x=True)
+    return out, err.astype(psi.real.dtype)
