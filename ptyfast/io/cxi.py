@@ -558,7 +558,8 @@ def _read_open(f: h5py.File, path: Path, *, lazy, validate, near_field, margin) 
     for g in (pf, f.get("entry_1")):
         if override is None and isinstance(g, h5py.Group) and "near_field" in g.attrs:
             override = bool(g.attrs["near_field"])
-            reason = f"attribute near_field on {g.name}"
+            reason = (f"{'near' if override else 'far'}-field, as recorded in the file (attribute near_field "
+                      f"on {g.name})")
     if override is not None:
         scan.near_field = override
         scan.meta["near_field_reason"] = reason

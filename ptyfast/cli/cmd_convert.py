@@ -1,0 +1,28 @@
+"""``ptyfast convert``: any supported scan layout → spec CXI (streamed, validated, atomic)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ptyfast.cli.app import OutPath, command, console
+from ptyfast.errors import InputError
+
+
+@command("convert")
+def convert(
+    source: Annotated[Path, typer.Argument(help="Input: CXI/HDF5, Tike .npz(.bz2), PtyNet .npz or directory.")],
+    output: OutPath = Path("scan.cxi"),
+) -> None:
+    """Convert a scan to CXI."""
+    from ptyfast.io import check_writable, load_any, write_cxi
+
+    check_writable(output)
+    if output.exists() and source.exists() and output.resolve() == source.resolve():
+        raise InputError(f"the output {output} is the input file; choose another -o path.")
+    scan = load_any(source)
+    write_cxi(output, scan)
+    field = "near-field" if scan.near_field else "far-field"
+    console.print(f"wrote {output}: {scan.n_frames} frames {scan.frame_shape[0]}×{scan.frame_shape[1]}, {field}")

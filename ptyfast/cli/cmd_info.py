@@ -1,0 +1,54 @@
+"""``ptyfast info``: what a scan file holds (frames, geometry, probe, positions, near/far field)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from ptyfast.cli.app import command, console
+
+
+def scan_summary(path: Path) -> list[tuple[str, str]]:
+    """(field, value) rows describing the scan in ``path`` (any layout :func:`ptyfast.io.load_any` reads)."""
+    from ptyfast.io import load_any
+
+    scan = load_any(path)
+    n, (h, w) = scan.n_frames, scan.frame_shape
+    g = scan.geometry
+    first = scan.frames(0, min(n, 64))
+    lo, hi = scan.positions.min(axis=0), scan.positions.max(axis=0)
+    defaulted = " (defaults: not in the file)" if scan.meta.get("geometry_defaulted") else ""
+    rows = [
+        ("file", f"{path} ({scan.meta.get('format', '?')})"),
+        ("frames", f"{n} × {h}×{w} {np.dtype(scan.diffraction.dtype).name}"),
+        ("counts / frame", f"mean {first.sum(axis=(1, 2)).mean():.4g}, max pixel {first.max():.4g} "
+                           f"(first {len(first)} frames)"),
+        ("wavelength", f"{g.wavelength:.4g} m ({g.energy / 1.602176634e-16:.4g} keV){defaulted}"),
+        ("detector", f"distance {g.distance:.4g} m, pixel {g.pixel_size:.4g} m"),
+        ("object pixel", f"{g.object_pixel_size(h):.4g} m (λz/(Np), far-field)"),
+        ("probe", f"{h}×{w}, Σ|P|² = {float(np.sum(np.abs(scan.probe) ** 2)):.4g} photons"
+         if scan.probe is not None else "absent" + (f" ({scan.meta['probe_ignored']})"
+                                                    if "probe_ignored" in scan.meta else "")),
+        ("mask", f"{int((~scan.mask).sum())} bad of {h * w} pixels" if scan.mask is not None else "absent"),
+        ("positions", f"y {lo[0]:.1f}…{hi[0]:.1f}, x {lo[1]:.1f}…{hi[1]:.1f} px; object {scan.object_shape}"),
+        ("overlap", f"≈ {scan.overlap_estimate():.0%} (linear, median nearest-neighbour step)"),
+        ("field", ("NEAR-field: " if scan.near_field else "") + str(scan.meta.get("near_field_reason", "far-field"))),
+        ("ground truth", "yes" if scan.truth is not None else "no"),
+    ]
+    return rows
+
+
+@command("info")
+def info(file: Annotated[Path, typer.Argument(help="Scan file (CXI/HDF5, Tike npz, PtyNet npz/dir).")]) -> None:
+    """Describe a scan file."""
+    from rich.table import Table
+
+    table = Table(title=str(file.name), show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for k, v in scan_summary(file):
+        table.add_row(k, v)
+    console.print(table)
