@@ -14,7 +14,7 @@ from rich.console import Console
 from ptyfast import __version__
 
 console = Console()
-console_err = Console(stderr=True)
+console_err = Console(stderr=True, soft_wrap=True)  # error messages stay one line (no wrapping)
 
 app = typer.Typer(
     name="ptyfast",
