@@ -116,14 +116,13 @@ __host__ __device__ inline int ptf_overlap_pixel(const float2* patches, const fl
     return hits;
 }
 
-extern "C" __global__ void overlap_add_c64(float2* accum, float* wacc, int use_wacc, int rows, int cols,
-                                           const float2* __restrict__ patches, const float* __restrict__ weights,
-                                           int weight_mode, const double* __restrict__ pos, int n, int h, int w,
-                                           const int* __restrict__ bin_start, const int* __restrict__ bin_items,
-                                           int by0, int bx0, int bsy, int bsx, int nby, int nbx, int r0, int c0,
-                                           int nr, int nc) {
-    int tx = blockIdx.x * blockDim.x + threadIdx.x;
-    int ty = blockIdx.y * blockDim.y + threadIdx.y;
+// The whole per-thread body (also run on the host by the CPU emulation test).
+__host__ __device__ inline void ptf_overlap_add_thread(float2* accum, float* wacc, int use_wacc, int rows, int cols,
+                                                      const float2* patches, const float* weights, int weight_mode,
+                                                      const double* pos, int n, int h, int w, const int* bin_start,
+                                                      const int* bin_items, int by0, int bx0, int bsy, int bsx,
+                                                      int nby, int nbx, int r0, int c0, int nr, int nc, int tx,
+                                                      int ty) {
     if (tx >= nc || ty >= nr || n <= 0) return;
     int py = r0 + ty, px = c0 + tx;
     if (py < 0 || py >= rows || px < 0 || px >= cols) return;
@@ -138,4 +137,15 @@ extern "C" __global__ void overlap_add_c64(float2* accum, float* wacc, int use_w
     a.y += sum.y;
     accum[o] = a;
     if (use_wacc) wacc[o] += wsum;
+}
+
+extern "C" __global__ void overlap_add_c64(float2* accum, float* wacc, int use_wacc, int rows, int cols,
+                                           const float2* __restrict__ patches, const float* __restrict__ weights,
+                                           int weight_mode, const double* __restrict__ pos, int n, int h, int w,
+                                           const int* __restrict__ bin_start, const int* __restrict__ bin_items,
+                                           int by0, int bx0, int bsy, int bsx, int nby, int nbx, int r0, int c0,
+                                           int nr, int nc) {
+    ptf_overlap_add_thread(accum, wacc, use_wacc, rows, cols, patches, weights, weight_mode, pos, n, h, w, bin_start,
+                           bin_items, by0, bx0, bsy, bsx, nby, nbx, r0, c0, nr, nc,
+                           blockIdx.x * blockDim.x + threadIdx.x, blockIdx.y * blockDim.y + threadIdx.y);
 }
