@@ -1,0 +1,62 @@
+"""Simulated, preprocessed diffraction patterns: calibration data for INT8 and inputs for parity checks.
+
+Numpy only (no torch), so the INT8 cache of the inference path can be filled without torch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ptyfast.models.manifest import Manifest
+
+
+def simulated_patterns(n: int, manifest: Manifest, *, seed: int = 0, overlap: float = 0.75) -> np.ndarray:
+    """``n`` noise-free far-field patterns of random objects scanned by the default probe, preprocessed.
+
+    Parameters
+    ----------
+    n : int
+        Number of patterns.
+    manifest : Manifest
+        Model manifest: its ``input_size`` and ``preprocessing`` are applied (the patterns are simulated
+        at the probe's 128×128 size and cropped/padded to the input size if it differs), its object ranges
+        shape the random objects.
+    seed : int
+        Seed of the objects and scan jitter.
+    overlap : float
+        Linear overlap of the raster scan (0.75 = the paper's densest scan).
+
+    Returns
+    -------
+    numpy.ndarray
+        (n, 1, H, W) float32 network input.
+    """
+    from ptyfast.physics import default_probe, random_object, raster_positions
+    from ptyfast.physics.simulate import simulate_scan
+    from ptyfast.runtime.preprocess import fit_frames, preprocess
+
+    probe = default_probe()
+    win = probe.shape
+    rng = np.random.default_rng(seed)
+    frames: list[np.ndarray] = []
+    total = 0
+    while total < n:
+        side = 384
+        obj = random_object((side, side), rng, amplitude_range=tuple(manifest.object_amplitude_range),
+                            phase_range=tuple(manifest.object_phase_range))
+        pos = raster_positions((side, side), win, overlap=overlap, jitter=2.0, rng=rng)
+        scan = simulate_scan(obj, probe, pos)
+        frames.append(np.asarray(scan.diffraction))
+        total += len(pos)
+    data = np.concatenate(frames)[:n]
+    size = tuple(manifest.input_size)
+    if data.shape[1:] != size:
+        mode = "crop" if data.shape[1] >= size[0] else "pad"
+        data = fit_frames(data, size, mode)
+    return np.ascontiguousarray(preprocess(data, manifest), dtype=np.float32)
+
+
+def random_inputs(n: int, manifest: Manifest, *, seed: int = 0) -> np.ndarray:
+    """(n, 1, H, W) float32 uniform [0, 1) inputs (the range of max-normalised √I)."""
+    h, w = manifest.input_size
+    return np.random.default_rng(seed).random((n, 1, h, w), dtype=np.float32)
