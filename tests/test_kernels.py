@@ -282,3 +282,43 @@ def test_importing_kernels_does_not_import_cupy():
 
     code = "import sys, ptyfast.kernels as k; k.gather; sys.exit('cupy' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+# --------------------------------------------------------------------- memory helpers (CPU side)
+def test_dlpack_helpers_share_memory_on_cpu():
+    from ptyfast.kernels import memory
+
+    torch = pytest.importorskip("torch", reason="torch (train extra) not installed")
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    t = memory.to_torch(x)
+    t[0, 1] = 42
+    assert x[0, 1] == 42 and memory.from_torch(t)[0, 1] == 42 and isinstance(t, torch.Tensor)
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
+    if hasattr(ort.OrtValue, "from_dlpack"):
+        v = memory.to_ortvalue(x)
+        x[1, 2] = -3
+        assert v.numpy()[1, 2] == -3
+
+
+def test_bind_array_runs_onnx_without_copies():
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
+    helper = pytest.importorskip("onnx.helper", reason="onnx not installed")
+    from onnx import TensorProto
+
+    from ptyfast.kernels import memory
+
+    g = helper.make_graph([helper.make_node("Mul", ["x", "x"], ["y"])], "sq",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    y = np.full_like(x, np.nan)
+    b = sess.io_binding()
+    memory.bind_array(b, "x", x)
+    memory.bind_array(b, "y", y, output=True)
+    sess.run_with_iobinding(b)
+    np.testing.assert_array_equal(y, x * x)  # written straight into our buffer
+    with pytest.raises(ValueError, match="C-contiguous"):
+        memory.bind_array(b, "x", np.ones((3, 2), np.float32).T)
