@@ -41,3 +41,47 @@ def small_cxi(tmp_path, small_scan) -> Path:
     from ptyfast.io import write_cxi
 
     return write_cxi(tmp_path / "small.cxi", small_scan)
+
+
+def _write_raw_cxi(path, data, translation, *, energy=None, wavelength=1e-10, distance=2.0, pixel=75e-6,
+                   mask=None, probe=None, probe_path="entry_1/instrument_1/source_1/illumination", drop=()):
+    """A CXI file written by hand with h5py (as foreign software would), for reader tests."""
+    import h5py
+
+    items = {
+        "entry_1/instrument_1/detector_1/data": np.asarray(data),
+        "entry_1/sample_1/geometry_1/translation": np.asarray(translation),
+        "entry_1/instrument_1/detector_1/distance": distance,
+        "entry_1/instrument_1/detector_1/x_pixel_size": pixel,
+        "entry_1/instrument_1/detector_1/y_pixel_size": pixel,
+        "entry_1/instrument_1/source_1/wavelength": wavelength,
+        "entry_1/instrument_1/source_1/energy": energy,
+        "entry_1/instrument_1/detector_1/mask": mask,
+        probe_path: probe,
+    }
+    with h5py.File(path, "w") as f:
+        f["cxi_version"] = 150
+        for key, value in items.items():
+            if value is not None and key not in drop:
+                f[key] = value
+        if "entry_1/instrument_1/detector_1/data" not in drop:
+            f["entry_1/data_1/data"] = h5py.SoftLink("/entry_1/instrument_1/detector_1/data")
+    return Path(path)
+
+
+@pytest.fixture
+def make_cxi(tmp_path):
+    """Factory ``make_cxi(name, **changes)``: a valid foreign-style CXI (8 frames 16², metre translations) with
+    ``changes`` applied (``data=``, ``translation=``, ``drop=(paths,)``, ``mask=``, ``probe=``, ...)."""
+    rng = np.random.default_rng(3)
+
+    def make(name: str = "raw.cxi", **changes) -> Path:
+        n = 8
+        args = dict(
+            data=rng.poisson(5.0, size=(n, 16, 16)).astype(np.float32),
+            translation=np.c_[rng.uniform(-1e-6, 1e-6, size=(n, 2)), np.zeros(n)],
+        )
+        args.update(changes)
+        return _write_raw_cxi(tmp_path / name, **args)
+
+    return make
