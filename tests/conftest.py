@@ -85,3 +85,41 @@ def make_cxi(tmp_path):
         return _write_raw_cxi(tmp_path / name, **args)
 
     return make
+
+
+def _truncated(make_cxi, tmp_path):
+    good = make_cxi("good.cxi").read_bytes()
+    bad = tmp_path / "trunc.cxi"
+    bad.write_bytes(good[: len(good) // 3])
+    return bad
+
+
+# Bad inputs: case name → (builder(make_cxi, tmp_path) → path, expected message fragment). Every test that asks for
+# the ``bad_input`` fixture runs once per case (see pytest_generate_tests).
+BAD_CASES = {
+    "not-hdf5": (lambda mk, tp: (tp / "text.cxi").write_text("hello") and tp / "text.cxi", "not an HDF5"),
+    "truncated": (_truncated, "truncated or corrupt"),
+    "no-data": (lambda mk, tp: mk(drop=("entry_1/instrument_1/detector_1/data",)), "entry_1/data_1/data"),
+    "no-translation": (lambda mk, tp: mk(drop=("entry_1/sample_1/geometry_1/translation",)),
+                       "entry_1/sample_1/geometry_1/translation"),
+    "no-distance": (lambda mk, tp: mk(drop=("entry_1/instrument_1/detector_1/distance",)), "detector_1/distance"),
+    "count-mismatch": (lambda mk, tp: mk(translation=np.zeros((5, 3))), "8 diffraction frames but 5"),
+    "nan": (lambda mk, tp: mk(data=np.where(np.arange(8)[:, None, None] == 6, np.nan, 1.0) * np.ones((8, 16, 16))),
+            "frame 6 contains NaN or Inf"),
+    "inf": (lambda mk, tp: mk(data=np.full((8, 16, 16), np.inf)), "NaN or Inf"),
+    "negative": (lambda mk, tp: mk(data=np.full((8, 16, 16), -1.0)), "negative counts"),
+    "non-square": (lambda mk, tp: mk(data=np.ones((8, 16, 12))), "square frames"),
+    "empty": (lambda mk, tp: mk(data=np.ones((0, 16, 16)), translation=np.zeros((0, 3))), "no diffraction frames"),
+}
+
+
+def pytest_generate_tests(metafunc):
+    if "bad_case" in metafunc.fixturenames:
+        metafunc.parametrize("bad_case", sorted(BAD_CASES))
+
+
+@pytest.fixture
+def bad_input(bad_case, make_cxi, tmp_path):
+    """(path, expected message fragment) of one malformed input file, for each case in ``BAD_CASES``."""
+    build, message = BAD_CASES[bad_case]
+    return build(make_cxi, tmp_path), message

@@ -30,7 +30,7 @@ import h5py
 import numpy as np
 
 from ptyfast.errors import InputError
-from ptyfast.io.cxi import detect_near_field, read_cxi, validate_scan_frames
+from ptyfast.io.cxi import detect_near_field, read_cxi, short_reason, validate_scan_frames
 from ptyfast.scan import Geometry, Scan
 
 GEOMETRY_KEYS = ("wavelength", "distance", "pixel_size")
@@ -46,7 +46,8 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
         with np.load(raw, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
-        raise InputError(f"{path} could not be read as a (bz2-compressed) .npz archive ({exc}).") from None
+        detail = short_reason(exc)
+        raise InputError(f"{path} could not be read as a (bz2-compressed) .npz archive ({detail}).") from None
 
 
 def _finish(scan: Scan) -> Scan:
@@ -119,13 +120,14 @@ def read_ptynet(path: str | Path) -> Scan:
                 try:
                     z[key] = np.load(f, allow_pickle=False)
                 except (OSError, ValueError, EOFError) as exc:
-                    raise InputError(f"{f} could not be read as .npy ({exc}).") from None
+                    detail = short_reason(exc)
+                    raise InputError(f"{f} could not be read as .npy ({detail}).") from None
         gj = path / "geometry.json"
         if gj.is_file():
             try:
                 z.update({k: float(v) for k, v in json.loads(gj.read_text()).items() if k in GEOMETRY_KEYS})
             except (ValueError, TypeError, AttributeError) as exc:
-                raise InputError(f"{gj} must be a JSON object of numbers ({exc}).") from None
+                raise InputError(f"{gj} must be a JSON object of numbers ({short_reason(exc)}).") from None
     else:
         z = _load_npz(path)
     for key in ("diffraction", "positions"):

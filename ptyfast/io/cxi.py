@@ -114,6 +114,12 @@ class LazyFrames:
 # --------------------------------------------------------------------------------------------------- checks
 
 
+def short_reason(exc: BaseException) -> str:
+    """First line of an exception's message (library messages can span lines; ours must not)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def validate_frames(frames, *, start: int = 0, mask: np.ndarray | None = None, source: str = "the scan") -> None:
     """Check a chunk of frames for NaN/Inf and negative counts (on valid detector pixels only).
 
@@ -370,7 +376,8 @@ def _open(path: Path) -> h5py.File:
     try:
         return h5py.File(path, "r")
     except OSError as exc:
-        raise InputError(f"{path} could not be opened as HDF5 - it looks truncated or corrupt ({exc}).") from None
+        detail = short_reason(exc)
+        raise InputError(f"{path} could not be opened as HDF5 - it looks truncated or corrupt ({detail}).") from None
 
 
 def _find(f: h5py.File, paths, what: str, path: Path, *, required: bool = True):

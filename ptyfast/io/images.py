@@ -31,13 +31,16 @@ def read_image(path: str | Path) -> np.ndarray:
     """
     from skimage import color, io, util
 
+    from ptyfast.io.cxi import short_reason
+
     path = Path(path)
     if not path.is_file():
         raise InputError(f"image {path} does not exist.")
     try:
         img = io.imread(path)
     except Exception as exc:  # skimage raises many types for unreadable files
-        raise InputError(f"image {path} could not be read ({type(exc).__name__}: {exc}); use PNG or TIFF.") from None
+        detail = short_reason(exc)
+        raise InputError(f"image {path} could not be read ({detail}); use PNG or TIFF.") from None
     img = np.asarray(img)
     if img.ndim == 3 and img.shape[-1] in (3, 4):
         img = color.rgb2gray(img[..., :3])
