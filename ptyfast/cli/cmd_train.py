@@ -1,0 +1,83 @@
+"""``ptyfast train``: supervised pre-training on simulated data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ptyfast.cli.app import command, console
+
+
+@command("train")
+def train_cmd(
+    images: Annotated[Optional[list[Path]], typer.Argument(help="Image files or folders (amplitude/phase sources). "
+                                                          "None: procedural objects only.")] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Run directory (last.pt, best.pt).")] = Path("runs/train"),
+    model: Annotated[str, typer.Option(help="Architecture: ptynet-s, ptynet-b, ptychonn.")] = "ptynet-s",
+    steps: Annotated[int, typer.Option(min=1, help="Optimiser steps in total.")] = 2000,
+    batch: Annotated[int, typer.Option(min=1, help="Patterns per step (per process).")] = 32,
+    lr: Annotated[float, typer.Option(min=0, help="Peak learning rate (paper: 1e-4; keep ≤ 5e-4).")] = 1e-4,
+    lr_min: Annotated[float, typer.Option(min=0, help="Learning-rate floor.")] = 1e-5,
+    schedule: Annotated[str, typer.Option(help="cyclic (paper, triangular2) or onecycle.")] = "cyclic",
+    cycle_steps: Annotated[int, typer.Option(min=1, help="Half-cycle length of the cyclic schedule.")] = 1000,
+    amp: Annotated[str, typer.Option(help="bf16 autocast or none.")] = "bf16",
+    channels_last: Annotated[bool, typer.Option(help="channels-last memory format.")] = True,
+    clip: Annotated[float, typer.Option(min=0, help="Gradient-norm clip (0 = off).")] = 1.0,
+    val_every: Annotated[int, typer.Option(min=1)] = 200,
+    val_size: Annotated[int, typer.Option(min=8)] = 256,
+    probe: Annotated[Optional[Path], typer.Option(help="Probe .npy/CXI (default: the bundled paper probe).")] = None,
+    object_size: Annotated[int, typer.Option(min=32, help="Pool object size in pixels.")] = 320,
+    pool_size: Annotated[int, typer.Option(min=2, help="Objects in the training pool.")] = 160,
+    procedural: Annotated[float, typer.Option(min=0, max=1, help="Fraction of procedural objects.")] = 0.25,
+    noise: Annotated[float, typer.Option(min=0, max=1, help="Fraction of samples with Poisson noise.")] = 0.0,
+    photons: Annotated[str, typer.Option(help="Photon range per frame for noisy samples, LO:HI.")] = "1e5:1e8",
+    random_probes: Annotated[int, typer.Option(min=0, help="Random Fresnel probes mixed in (0 = fixed probe).")] = 0,
+    seed: Annotated[int, typer.Option()] = 0,
+    threads: Annotated[int, typer.Option(min=0, help="torch CPU threads (0 = default).")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUTPUT/last.pt.")] = False,
+) -> None:
+    """Train a model on simulated diffraction (objects from images + procedural objects)."""
+    from ptyfast.errors import InputError
+
+    try:
+        import torch  # noqa: F401
+    except ModuleNotFoundError:
+        raise InputError("training needs PyTorch; install it with: pip install 'ptyfast[train]'.") from None
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ptyfast.physics.probe import default_probe, load_probe
+    from ptyfast.training.data import DataOptions
+    from ptyfast.training.train import TrainOptions, train
+
+    try:
+        lo, hi = (float(v) for v in photons.split(":"))
+    except ValueError:
+        raise InputError(f"--photons must be LO:HI, e.g. 1e5:1e8; found '{photons}'.") from None
+    if amp not in ("bf16", "none"):
+        raise InputError(f"--amp must be bf16 or none; found '{amp}'.")
+    opts = TrainOptions(
+        model=model, steps=steps, batch=batch, lr=lr, lr_min=lr_min, schedule=schedule, cycle_steps=cycle_steps,
+        amp=amp, channels_last=channels_last, clip=clip, val_every=val_every, val_size=val_size, seed=seed,
+        threads=threads,
+        data=DataOptions(object_size=object_size, pool_size=pool_size, procedural_fraction=procedural,
+                         noise_fraction=noise, photons=(lo, hi), random_probes=random_probes),
+    )
+    p = load_probe(probe) if probe else default_probe()
+    with Progress(TextColumn("[bold]train {task.fields[model]}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TextColumn("loss {task.fields[loss]:.4f} val {task.fields[val]:.4f} {task.fields[pps]:.0f} pat/s"),
+                  TimeRemainingColumn(), console=console) as bar:
+        task = bar.add_task("train", total=steps, model=model, loss=float("nan"), val=float("nan"), pps=0.0)
+
+        def on_step(step: int, info: dict) -> None:
+            fields = {"loss": info["loss"]}
+            if "val" in info:
+                fields["val"] = info["val"]
+            if "patterns_per_s" in info:
+                fields["pps"] = info["patterns_per_s"]
+            bar.update(task, completed=step, **fields)
+
+        result = train(list(images or []), output, opts, probe=p, resume=resume, progress=on_step)
+    console.print(f"best validation loss {result['best_val_loss']:.5f} after {result['steps']} steps "
+                  f"({result['time_s']:.0f} s); best checkpoint: {result['best']}")
