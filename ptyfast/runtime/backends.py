@@ -1,0 +1,456 @@
+"""Inference backends: a batch of preprocessed patterns in, (amplitude, phase) out.
+
+One small interface, :class:`Backend`, with three implementations:
+
+* :class:`OnnxRuntimeBackend` — ONNX Runtime, CPU or CUDA execution provider (providers filtered against
+  ``onnxruntime.get_available_providers()``), fp32 / int8 (QDQ) / fp16 ONNX. Never imports torch.
+* :class:`TensorRTBackend` — a cached, key-checked TensorRT engine (only where TensorRT and a GPU exist).
+* :class:`TorchBackend` — the checkpoint in PyTorch, fp32 or bf16 autocast (+ channels-last on CPU), CPU or CUDA.
+
+:func:`open_backend` resolves a model (see :func:`ptyfast.models.pretrained.resolve_model`), makes the files the
+backend needs (ONNX export of a checkpoint, INT8 quantisation, TensorRT engine; each cached under
+``$PTYFAST_CACHE`` or ``~/.cache/ptyfast`` by content hash), and with ``backend="auto"`` picks TensorRT, then
+ONNX Runtime CUDA, then ONNX Runtime CPU, then torch, returning a sentence that says which and why.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ptyfast.errors import InputError
+from ptyfast.models.manifest import Manifest, file_hash
+from ptyfast.models.pretrained import ModelSource, cache_dir, resolve_model
+
+INPUT_NAME = "diffraction"
+OUTPUT_NAMES = ("amplitude", "phase")
+BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+ORT_PRECISIONS = ("fp32", "int8", "fp16")
+TORCH_PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def cpu_threads() -> int:
+    """Cores this process may use (affinity-aware)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+class Backend:
+    """A loaded model that maps (B, 1, H, W) float32 network input to (amplitude, phase), each (B, H, W).
+
+    Attributes
+    ----------
+    name : str
+        ``onnxruntime``, ``tensorrt`` or ``torch``.
+    precision : str
+        ``fp32``, ``fp16``, ``bf16`` or ``int8``.
+    device : str
+        ``cpu`` or ``cuda``.
+    manifest : Manifest
+        The model's manifest (input size, preprocessing, output ranges).
+    model_path : Path or None
+        The file actually run (ONNX, engine or checkpoint).
+    """
+
+    name: str = ""
+    precision: str = "fp32"
+    device: str = "cpu"
+    manifest: Manifest
+    model_path: Path | None = None
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run one batch.
+
+        Parameters
+        ----------
+        x : numpy.ndarray
+            (B, 1, H, W) float32 preprocessed patterns (see :func:`ptyfast.runtime.preprocess.preprocess`).
+
+        Returns
+        -------
+        amplitude, phase : numpy.ndarray
+            float32 (B, H, W) each; phase in radians.
+        """
+        x = self._check(x)
+        if len(x) == 0:
+            h, w = self.manifest.input_size
+            empty = np.zeros((0, h, w), np.float32)
+            return empty, empty.copy()
+        amp, phase = self._run(x)
+        return np.asarray(amp, dtype=np.float32), np.asarray(phase, dtype=np.float32)
+
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release sessions, engines and device memory."""
+
+    def describe(self) -> dict[str, str]:
+        """Provenance: backend, precision, device, model file."""
+        return {"backend": self.name, "precision": self.precision, "device": self.device,
+                "model_file": str(self.model_path or ""), "architecture": self.manifest.architecture}
+
+    def _check(self, x: np.ndarray) -> np.ndarray:
+        h, w = self.manifest.input_size
+        x = np.asarray(x)
+        if x.ndim != 4 or x.shape[1:] != (1, h, w):
+            raise InputError(
+                f"the {self.name} backend expects a (B, 1, {h}, {w}) batch for '{self.manifest.architecture}', "
+                f"got {x.shape}; preprocess the frames with ptyfast.runtime.preprocess first."
+            )
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def __enter__(self) -> "Backend":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.manifest.architecture} {self.precision} on {self.device}>"
+
+
+class OnnxRuntimeBackend(Backend):
+    """ONNX Runtime session on the CPU or CUDA execution provider.
+
+    Parameters
+    ----------
+    path : str or Path
+        ONNX model (fp32, int8 QDQ or fp16 with fp32 I/O).
+    manifest : Manifest
+    device : {"cpu", "cuda"}
+    precision : str
+        Recorded for provenance (the file decides what runs).
+    threads : int, optional
+        Intra-op threads (default: all cores this process may use).
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, path: str | Path, manifest: Manifest, *, device: str = "cpu", precision: str = "fp32",
+                 threads: int | None = None) -> None:
+        ort = _import_onnxruntime()
+        available = ort.get_available_providers()
+        if device == "cuda":
+            if "CUDAExecutionProvider" not in available:
+                raise InputError("this onnxruntime has no CUDA provider; install onnxruntime-gpu "
+                                 "(pip install 'ptyfast[gpu]') or use --device cpu.")
+            providers: list = [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+        else:
+            providers = ["CPUExecutionProvider"]
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads or cpu_threads()
+        so.inter_op_num_threads = 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(str(path), so, providers=providers)
+        except Exception as exc:
+            raise InputError(f"ONNX Runtime cannot load {path} ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:200]}); re-export it with `ptyfast export`.") from None
+        inputs = [i.name for i in self._session.get_inputs()]
+        outputs = [o.name for o in self._session.get_outputs()]
+        if inputs != [INPUT_NAME] or set(OUTPUT_NAMES) - set(outputs):
+            raise InputError(f"{path} has inputs {inputs} and outputs {outputs}, not '{INPUT_NAME}' → "
+                             f"{', '.join(OUTPUT_NAMES)}; export it with `ptyfast export`.")
+        self.manifest, self.device, self.precision = manifest, device, precision
+        self.model_path = Path(path)
+        self.providers = self._session.get_providers()
+
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        amp, phase = self._session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
+        return amp, phase
+
+    def close(self) -> None:
+        self._session = None
+
+
+class TorchBackend(Backend):
+    """The checkpoint in PyTorch: fp32, or bf16/fp16 autocast; channels-last for bf16 on CPU.
+
+    Parameters
+    ----------
+    checkpoint : str or Path
+        ptyfast ``.pt`` checkpoint.
+    device : {"cpu", "cuda"}
+    precision : {"fp32", "bf16", "fp16"}
+        fp16 needs CUDA.
+    threads : int, optional
+        ``torch.set_num_threads`` on CPU (default: leave torch's setting).
+    """
+
+    name = "torch"
+
+    def __init__(self, checkpoint: str | Path, *, device: str = "cpu", precision: str = "fp32",
+                 threads: int | None = None) -> None:
+        try:
+            import torch
+        except ModuleNotFoundError:
+            raise InputError("the torch backend needs PyTorch; install it (pip install 'ptyfast[train]') "
+                             "or use --backend onnxruntime.") from None
+        from ptyfast.models.checkpoint import load_checkpoint
+
+        if precision not in TORCH_PRECISIONS:
+            raise InputError(f"the torch backend runs {', '.join(TORCH_PRECISIONS)}, not '{precision}'; "
+                             "use --backend onnxruntime for int8.")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise InputError("PyTorch sees no CUDA device; use --device cpu.")
+        if precision == "fp16" and device != "cuda":
+            raise InputError("fp16 on the torch backend needs CUDA; use --precision bf16 on the CPU.")
+        if threads and device == "cpu":
+            torch.set_num_threads(threads)
+        model, manifest = load_checkpoint(checkpoint)
+        self._torch = torch
+        self._channels_last = precision != "fp32" or device == "cuda"
+        model = model.to(device)
+        if self._channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self._model = model.eval()
+        self._dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        self.manifest, self.device, self.precision = manifest, device, precision
+        self.model_path = Path(checkpoint)
+
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        torch = self._torch
+        t = torch.from_numpy(x).to(self.device, non_blocking=True)
+        if self._channels_last:
+            t = t.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast(self.device, dtype=self._dtype or torch.float32,
+                                                     enabled=self._dtype is not None):
+            amp, phase = self._model(t)
+        return amp.float().cpu().numpy(), phase.float().cpu().numpy()
+
+    def close(self) -> None:
+        self._model = None
+
+
+class TensorRTBackend(Backend):
+    """A key-checked TensorRT engine (see :mod:`ptyfast.export.tensorrt_engine`)."""
+
+    name = "tensorrt"
+
+    def __init__(self, engine: str | Path, manifest: Manifest, *, precision: str) -> None:
+        from ptyfast.export.tensorrt_engine import TensorRTRunner
+
+        self._runner = TensorRTRunner(engine)
+        self.manifest, self.device, self.precision = manifest, "cuda", precision
+        self.model_path = Path(engine)
+
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self._runner(x)
+
+    def close(self) -> None:
+        self._runner.close()
+
+
+# -- making the files a backend needs ------------------------------------------------------------------------
+
+
+def _import_onnxruntime():
+    try:
+        import onnxruntime as ort
+    except ModuleNotFoundError:
+        raise InputError("ONNX Runtime is not installed; install it: pip install 'ptyfast[cpu]' "
+                         "(or 'ptyfast[gpu]' for CUDA).") from None
+    return ort
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def fp32_onnx(source: ModelSource) -> Path:
+    """The fp32 ONNX of a model: shipped/given, or exported from its checkpoint into the cache (needs torch)."""
+    if source.onnx is not None:
+        return source.onnx
+    if source.checkpoint is None:
+        raise InputError(f"model '{source.name}' has neither an ONNX file nor a checkpoint to export one from; "
+                         "pass the .onnx or .pt file.")
+    digest = file_hash(source.checkpoint)
+    out = cache_dir("onnx", digest[:16]) / f"{source.manifest.architecture}.onnx"
+    if out.is_file():
+        return out
+    if not _has_module("torch"):
+        raise InputError(f"exporting checkpoint {source.checkpoint} to ONNX needs PyTorch; install it "
+                         "(pip install 'ptyfast[train]') or pass an exported .onnx file.")
+    from ptyfast.export.onnx_export import export_onnx
+    from ptyfast.models.checkpoint import load_checkpoint
+
+    model, manifest = load_checkpoint(source.checkpoint)
+    export_onnx(model, manifest, out, extra_metadata={"ptyfast.checkpoint_sha256": digest})
+    return out
+
+
+def reduced_onnx(source: ModelSource, precision: str) -> Path:
+    """fp32 / int8 (QDQ, Conv only, calibrated on simulated patterns) / fp16 ONNX, cached by the fp32 hash."""
+    fp32 = fp32_onnx(source)
+    if precision == "fp32":
+        return fp32
+    if source.onnx is not None:  # shipped or user-given beside the fp32 file: reuse a pre-made one
+        sibling = source.onnx.with_name(f"{source.onnx.stem}.{precision}.onnx")
+        if sibling.is_file():
+            return sibling
+    digest = file_hash(fp32)
+    out = cache_dir(precision, digest[:16]) / f"{fp32.stem}.{precision}.onnx"
+    if out.is_file():
+        return out
+    from ptyfast.export import quantize
+
+    if precision == "int8":
+        quantize.quantize_int8(fp32, out)
+    elif precision in ("fp16", "bf16"):
+        quantize.convert_float(fp32, out, precision)
+    else:
+        raise InputError(f"unknown precision '{precision}'; use one of {', '.join(PRECISIONS)}.")
+    return out
+
+
+def _open_tensorrt(source: ModelSource, precision: str, batch) -> TensorRTBackend:
+    from ptyfast.export import tensorrt_engine as te
+
+    te.require_tensorrt()
+    te.require_gpu()
+    if source.engine is not None:
+        onnx_path = source.onnx
+        engine = source.engine
+    else:
+        onnx_path = fp32_onnx(source)
+        engine = cache_dir("tensorrt") / f"{onnx_path.stem}-{precision}-{file_hash(onnx_path)[:12]}.engine"
+    engine, _ = te.ensure_engine(engine, onnx_path=onnx_path, manifest=source.manifest, precision=precision,
+                                 batch=te.parse_batch(batch) if batch is not None else None)
+    return TensorRTBackend(engine, source.manifest, precision=precision)
+
+
+def open_backend(
+    model_spec=None,
+    backend: str = "auto",
+    device: str = "auto",
+    precision: str = "fp32",
+    *,
+    threads: int | None = None,
+    batch: str | tuple[int, int, int] | None = None,
+) -> tuple[Backend, str]:
+    """Open a model on a backend.
+
+    Parameters
+    ----------
+    model_spec : str, path, ModelSource or None
+        Shipped name, ``.pt`` / ``.onnx`` / ``.engine`` path or folder (default: the shipped ``ptynet-s``).
+    backend : {"auto", "onnxruntime", "tensorrt", "torch"}
+        ``auto`` picks TensorRT (GPU + TensorRT + an engine it can build), then ONNX Runtime CUDA, then
+        ONNX Runtime CPU, then torch.
+    device : {"auto", "cpu", "cuda"}
+        ``auto`` uses a GPU when one is visible.
+    precision : {"fp32", "fp16", "bf16", "int8"}
+        int8 on ONNX Runtime is the static QDQ model (made and cached on first use); bf16 runs on torch or
+        TensorRT.
+    threads : int, optional
+        CPU threads (ONNX Runtime intra-op / torch); default all cores.
+    batch : "MIN:OPT:MAX", optional
+        TensorRT optimisation profile.
+
+    Returns
+    -------
+    (Backend, str)
+        The backend and a sentence naming it and why it was chosen, e.g.
+        ``"onnxruntime-cpu: no CUDA device; tensorrt not installed"``.
+    """
+    from ptyfast.export.tensorrt_engine import gpu_info, tensorrt_version
+
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}.")
+    if device not in DEVICES:
+        raise InputError(f"unknown device '{device}'; choose one of {', '.join(DEVICES)}.")
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}.")
+    source = model_spec if isinstance(model_spec, ModelSource) else resolve_model(model_spec)
+
+    gpu = gpu_info() if device != "cpu" else None
+    if device == "cuda" and gpu is None:
+        raise InputError("--device cuda was asked for but no NVIDIA GPU is visible; use --device cpu or auto.")
+    on_gpu = gpu is not None
+
+    if backend == "onnxruntime":
+        if precision not in ORT_PRECISIONS:
+            raise InputError(f"ONNX Runtime runs {', '.join(ORT_PRECISIONS)}, not '{precision}'; "
+                             "use --backend torch (bf16 on CPU) or --backend tensorrt.")
+        dev = "cuda" if on_gpu and "CUDAExecutionProvider" in _import_onnxruntime().get_available_providers() \
+            else "cpu"
+        if device == "cuda" and dev != "cuda":
+            raise InputError("this onnxruntime has no CUDA provider; install onnxruntime-gpu or use --device cpu.")
+        b = OnnxRuntimeBackend(reduced_onnx(source, precision), source.manifest, device=dev, precision=precision,
+                               threads=threads)
+        return b, f"onnxruntime-{dev}: requested"
+    if backend == "torch":
+        if source.checkpoint is None:
+            raise InputError(f"the torch backend needs a .pt checkpoint, and model '{source.name}' has none; "
+                             "use --backend onnxruntime.")
+        b = TorchBackend(source.checkpoint, device="cuda" if on_gpu else "cpu", precision=precision,
+                         threads=threads)
+        return b, f"torch-{b.device}: requested"
+    if backend == "tensorrt":
+        if not on_gpu:
+            # say what is missing first: TensorRT itself, then the GPU
+            from ptyfast.export.tensorrt_engine import require_gpu, require_tensorrt
+
+            require_tensorrt()
+            require_gpu()
+        return _open_tensorrt(source, precision, batch), f"tensorrt: requested ({gpu[0] if gpu else ''})"
+
+    # auto
+    notes: list[str] = []
+    if device == "cpu":
+        notes.append("--device cpu")
+    elif not on_gpu:
+        notes.append("no CUDA device")
+    trt_version = tensorrt_version() if device != "cpu" else None
+    if device != "cpu" and trt_version is None:
+        notes.append("tensorrt not installed")
+    if gpu is not None and trt_version is not None:
+        try:
+            return _open_tensorrt(source, precision, batch), f"tensorrt: {gpu[0]} with TensorRT {trt_version}"
+        except InputError as exc:
+            notes.append(f"tensorrt failed ({exc})")
+    has_ort = _has_module("onnxruntime")
+    if not has_ort:
+        notes.append("onnxruntime not installed")
+    elif precision not in ORT_PRECISIONS:
+        notes.append(f"onnxruntime has no {precision}")
+    else:
+        providers = _import_onnxruntime().get_available_providers()
+        if on_gpu and "CUDAExecutionProvider" in providers:
+            b = OnnxRuntimeBackend(reduced_onnx(source, precision), source.manifest, device="cuda",
+                                   precision=precision, threads=threads)
+            return b, "onnxruntime-cuda: " + "; ".join(notes or ["fastest available"])
+        if on_gpu:
+            notes.append("onnxruntime has no CUDA provider (install onnxruntime-gpu)")
+        if precision != "fp16":  # fp16 on CPU is slower than fp32: not an automatic choice
+            try:
+                b = OnnxRuntimeBackend(reduced_onnx(source, precision), source.manifest, device="cpu",
+                                       precision=precision, threads=threads)
+                return b, "onnxruntime-cpu: " + "; ".join(notes or ["fastest available"])
+            except InputError as exc:
+                if source.checkpoint is None:
+                    raise
+                notes.append(f"onnxruntime failed ({exc})")
+        else:
+            notes.append("onnxruntime fp16 needs CUDA")
+    if source.checkpoint is not None and _has_module("torch"):
+        b = TorchBackend(source.checkpoint, device="cuda" if on_gpu else "cpu", precision=precision, threads=threads)
+        return b, f"torch-{b.device}: " + "; ".join(notes)
+    if not has_ort and not _has_module("torch"):
+        raise InputError("neither ONNX Runtime nor PyTorch is installed; install one: pip install 'ptyfast[cpu]'.")
+    raise InputError(f"no backend can run '{source.name}' at {precision} here ({'; '.join(notes)}); "
+                     "try --precision fp32 or another --backend.")
+
+
+__all__ = ["Backend", "OnnxRuntimeBackend", "TorchBackend", "TensorRTBackend", "open_backend", "fp32_onnx",
+           "reduced_onnx", "BACKENDS", "DEVICES", "PRECISIONS", "cpu_threads"]
