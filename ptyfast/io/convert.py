@@ -101,7 +101,10 @@ def read_tike(path: str | Path) -> Scan:
         while p.ndim > 2:
             p = p[0]
         if p.shape == data.shape[1:]:
-            probe = p.astype(np.complex64)
+            # Tike propagates with an unnormalised FFT (sum I = H*W*sum|P*O|^2); ptyfast's forward model is
+            # "ortho", so the same physics needs the probe scaled by sqrt(H*W).
+            probe = (p * np.sqrt(p.shape[0] * p.shape[1])).astype(np.complex64)
+            meta["probe_rescaled"] = "multiplied by sqrt(H*W): Tike FFT (unnormalised) -> ptyfast ortho"
         else:
             meta["probe_ignored"] = f"stored probe {p.shape} does not match the frames"
     meta.update(source=str(path), format="tike-npz", geometry_defaulted=True,
