@@ -1,0 +1,78 @@
+"""``ptyfast refine``: ePIE / rPIE refinement of a scan from a flat, random or reconstructed initial object."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ptyfast.cli.app import OutPath, Seed, command, console, console_err
+
+
+class Algorithm(str, Enum):
+    epie = "epie"
+    rpie = "rpie"
+
+
+def _init_arg(init: str):
+    """'flat' / 'random' or the complex object of an HDF5 output file."""
+    from ptyfast.refine.output import read_init_object
+
+    return init if init in ("flat", "random") else read_init_object(Path(init))
+
+
+@command("refine")
+def refine_cmd(
+    scan_path: Annotated[Path, typer.Argument(metavar="SCAN", help="Scan file (CXI/HDF5, Tike npz, PtyNet npz/dir).")],
+    init: Annotated[str, typer.Option("--init", help="Initial object: 'flat', 'random' or an HDF5 output "
+                                                     "holding 'object' (e.g. of `ptyfast reconstruct`).")] = "flat",
+    algorithm: Annotated[Algorithm, typer.Option("--algorithm", "-a", help="Engine.")] = Algorithm.rpie,
+    iterations: Annotated[int, typer.Option("--iterations", "-n", min=1, help="Passes over all positions.")] = 50,
+    batch: Annotated[Optional[int], typer.Option("--batch", min=1, help="Mini-batch size; omit for the "
+                                                 "sequential textbook algorithm.")] = None,
+    alpha: Annotated[Optional[float], typer.Option("--alpha", help="Object α (rPIE weight / ePIE step).")] = None,
+    beta: Annotated[Optional[float], typer.Option("--beta", help="Probe β (rPIE weight / ePIE step).")] = None,
+    probe_update: Annotated[bool, typer.Option("--probe-update/--no-probe-update",
+                                               help="Refine the probe too.")] = True,
+    probe_start: Annotated[int, typer.Option("--probe-start", min=0,
+                                             help="First iteration (0-based) with probe updates.")] = 2,
+    output: OutPath = Path("refined.h5"),
+    png: Annotated[bool, typer.Option("--png/--no-png", help="Also write amplitude/phase/probe/error PNGs.")] = True,
+    seed: Seed = 0,
+) -> None:
+    """Refine a scan with ePIE or rPIE; writes the object, probe and error curve (HDF5 + PNG)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ptyfast.io import check_writable, load_any
+    from ptyfast.refine import refine
+    from ptyfast.refine.output import save_pngs, write_refine_h5
+
+    check_writable(output)
+    start = _init_arg(init)
+    scan = load_any(scan_path)
+    if scan.near_field:
+        from ptyfast.errors import InputError
+
+        raise InputError(f"{scan_path} holds near-field data; ePIE/rPIE here use the far-field model only.")
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("error {task.fields[err]}"), TimeRemainingColumn(), console=console) as bar:
+        task = bar.add_task(algorithm.value, total=iterations, err="–")
+        result = refine(
+            scan, init=start, algorithm=algorithm.value, iterations=iterations, alpha=alpha, beta=beta,
+            batch=batch, update_probe=probe_update, probe_start=probe_start, seed=seed,
+            progress=lambda i, n, e: bar.update(task, completed=i, err=f"{e:.4g}"),
+        )
+    provenance = {"source": str(scan_path), "init": init}
+    write_refine_h5(output, result, provenance=provenance)
+    files = [output]
+    if png:
+        files += save_pngs(result, output.with_suffix(""))
+    if result.iterations:
+        console.print(f"{result.algorithm}: {result.iterations} iterations, error {result.errors[0]:.4g} → "
+                      f"{result.errors[-1]:.4g}, {result.seconds_per_iteration:.3g} s/iteration")
+    console.print("wrote " + ", ".join(str(f) for f in files))
+    if result.diverged:
+        console_err.print(f"[bold red]error:[/] {result.message}", highlight=False)
+        raise typer.Exit(1)

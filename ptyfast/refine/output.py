@@ -1,0 +1,138 @@
+"""Writing a refinement: one HDF5 file (atomic) and optional PNGs.
+
+HDF5 layout (root, like reconstruct's output so the same readers work):
+
+==================  ======================  ===============================================================
+dataset             shape, dtype            meaning
+==================  ======================  ===============================================================
+``object``          (rows, cols) complex64  refined object transmission
+``amplitude``       (rows, cols) float32    |object|
+``phase``           (rows, cols) float32    angle(object), radians
+``probe``           (H, W) complex64        refined probe (photons: Σ|P|² per frame, ortho FFT)
+``positions``       (N, 2) float64          (y, x) window corners in object pixels
+``errors``          (iterations,) float64   normalised amplitude error per iteration
+``timings``         (iterations,) float64   seconds per iteration
+==================  ======================  ===============================================================
+
+Root attributes: ``algorithm``, every refine option, ``diverged``, ``message``, ``source`` (the scan),
+``init``, ``ptyfast_version``, ``created`` (UTC ISO time).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ptyfast.errors import InputError
+
+
+def _np(a) -> np.ndarray:
+    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
+
+
+def write_refine_h5(path: str | Path, result, *, provenance: dict | None = None) -> Path:
+    """Write a :class:`~ptyfast.refine.RefineResult` to ``path`` atomically (see the module table)."""
+    from ptyfast import __version__
+    from ptyfast.io.atomic import atomic_path
+
+    obj = _np(result.object).astype(np.complex64)
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f["object"] = obj
+            f["amplitude"] = np.abs(obj).astype(np.float32)
+            f["phase"] = np.angle(obj).astype(np.float32)
+            f["probe"] = _np(result.probe).astype(np.complex64)
+            f["positions"] = np.asarray(result.positions, dtype=np.float64)
+            f["errors"] = np.asarray(result.errors, dtype=np.float64)
+            f["timings"] = np.asarray(result.timings, dtype=np.float64)
+            attrs = {**{k: v for k, v in result.options.items()}, **(provenance or {})}
+            for k, v in attrs.items():
+                f.attrs[k] = v if isinstance(v, (int, float, str, bool, np.number)) else json.dumps(v, default=str)
+            f.attrs["diverged"] = bool(result.diverged)
+            f.attrs["message"] = result.message
+            f.attrs["meta"] = json.dumps(result.meta, default=float)
+            f.attrs["ptyfast_version"] = __version__
+            f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return Path(path)
+
+
+def read_init_object(path: str | Path) -> np.ndarray:
+    """The complex ``object`` dataset at the root of a reconstruct/refine HDF5 output (the ``--init`` file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"--init {path} does not exist; give an output file of `ptyfast reconstruct`, 'flat' or 'random'.")
+    if not h5py.is_hdf5(path):
+        raise InputError(f"--init {path} is not an HDF5 file; give an output of `ptyfast reconstruct`, 'flat' or 'random'.")
+    with h5py.File(path, "r") as f:
+        if "object" not in f:
+            raise InputError(f"--init {path} has no 'object' dataset at its root (found {sorted(f)}).")
+        obj = np.asarray(f["object"])
+    obj = np.squeeze(obj)
+    if obj.ndim != 2:
+        raise InputError(f"--init {path}: 'object' must be 2-D; found shape {obj.shape}.")
+    return obj.astype(np.complex64)
+
+
+def save_pngs(result, stem: str | Path, *, crop: bool = True) -> list[Path]:
+    """Amplitude, phase, probe (amplitude | phase) and error-curve PNGs beside ``stem`` (Agg, no display).
+
+    ``crop`` limits the object images to the scanned area (the probe windows' bounding box). Returns the
+    written paths: ``<stem>_amplitude.png``, ``_phase.png``, ``_probe.png``, ``_errors.png``.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    stem = Path(stem)
+    obj = _np(result.object)
+    probe = _np(result.probe)
+    if crop and len(result.positions):
+        h, w = probe.shape
+        lo = np.floor(result.positions.min(axis=0)).astype(int)
+        hi = np.ceil(result.positions.max(axis=0)).astype(int) + (h, w)
+        # the well-lit interior: half a window in from the outermost window edges
+        y0, x0 = lo + (h // 4, w // 4)
+        y1, x1 = hi - (h // 4, w // 4)
+        if y1 - y0 > 8 and x1 - x0 > 8:
+            obj = obj[y0:y1, x0:x1]
+    out = []
+
+    def _save(fig, name):
+        p = stem.with_name(f"{stem.name}_{name}.png")
+        FigureCanvasAgg(fig)
+        fig.savefig(p, dpi=110)
+        out.append(p)
+
+    amp = np.abs(obj)
+    lo, hi = np.percentile(amp, [0.5, 99.5])
+    for name, img, cmap, kw in (
+        ("amplitude", amp, "gray", dict(vmin=lo, vmax=hi)),
+        ("phase", np.angle(obj), "gray", {}),
+    ):
+        fig = Figure(figsize=(6, 5.4))
+        ax = fig.add_subplot()
+        im = ax.imshow(img, cmap=cmap, **kw)
+        fig.colorbar(im, ax=ax, label="radians" if name == "phase" else "|O|")
+        ax.set_title(f"{result.algorithm} {name}, {result.iterations} iterations")
+        _save(fig, name)
+
+    fig = Figure(figsize=(9, 4.2))
+    a1, a2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    fig.colorbar(a1.imshow(np.abs(probe), cmap="magma"), ax=a1)
+    a1.set_title("probe amplitude")
+    fig.colorbar(a2.imshow(np.angle(probe), cmap="twilight"), ax=a2)
+    a2.set_title("probe phase (rad)")
+    _save(fig, "probe")
+
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    ax.semilogy(np.arange(1, result.iterations + 1), result.errors, marker=".")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("Σ(|Ψ|−√I)² / Σ I")
+    ax.set_title(f"{result.algorithm} error")
+    ax.grid(True, which="both", alpha=0.3)
+    _save(fig, "errors")
+    return out
