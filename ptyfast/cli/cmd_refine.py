@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from ptyfast.cli.app import OutPath, Seed, command, console, console_err
-
-
-class Algorithm(str, Enum):
-    epie = "epie"
-    rpie = "rpie"
 
 
 def _init_arg(init: str):
@@ -28,21 +22,25 @@ def refine_cmd(
     scan_path: Annotated[Path, typer.Argument(metavar="SCAN", help="Scan file (CXI/HDF5, Tike npz, PtyNet npz/dir).")],
     init: Annotated[str, typer.Option("--init", help="Initial object: 'flat', 'random' or an HDF5 output "
                                                      "holding 'object' (e.g. of `ptyfast reconstruct`).")] = "flat",
-    algorithm: Annotated[Algorithm, typer.Option("--algorithm", "-a", help="Engine.")] = Algorithm.rpie,
-    iterations: Annotated[int, typer.Option("--iterations", "-n", min=1, help="Passes over all positions.")] = 50,
-    batch: Annotated[Optional[int], typer.Option("--batch", min=1, help="Mini-batch size; omit for the "
+    algorithm: Annotated[str, typer.Option("--algorithm", "-a", help="Engine: epie or rpie.")] = "rpie",
+    iterations: Annotated[int, typer.Option("--iterations", "-n", help="Passes over all positions (≥ 1).")] = 50,
+    batch: Annotated[Optional[int], typer.Option("--batch", help="Mini-batch size; omit for the "
                                                  "sequential textbook algorithm.")] = None,
     alpha: Annotated[Optional[float], typer.Option("--alpha", help="Object α (rPIE weight / ePIE step).")] = None,
     beta: Annotated[Optional[float], typer.Option("--beta", help="Probe β (rPIE weight / ePIE step).")] = None,
     probe_update: Annotated[bool, typer.Option("--probe-update/--no-probe-update",
                                                help="Refine the probe too.")] = True,
-    probe_start: Annotated[int, typer.Option("--probe-start", min=0,
+    probe_start: Annotated[int, typer.Option("--probe-start",
                                              help="First iteration (0-based) with probe updates.")] = 2,
     output: OutPath = Path("refined.h5"),
     png: Annotated[bool, typer.Option("--png/--no-png", help="Also write amplitude/phase/probe/error PNGs.")] = True,
     seed: Seed = 0,
 ) -> None:
-    """Refine a scan with ePIE or rPIE; writes the object, probe and error curve (HDF5 + PNG)."""
+    """Refine a scan with ePIE or rPIE; writes the object, probe and error curve (HDF5 + PNG).
+
+    Options are validated by :func:`ptyfast.refine.refine` (InputError → one line, exit 2), not by Typer,
+    so every bad value reads the same way.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from ptyfast.io import check_writable, load_any
@@ -58,9 +56,9 @@ def refine_cmd(
         raise InputError(f"{scan_path} holds near-field data; ePIE/rPIE here use the far-field model only.")
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("error {task.fields[err]}"), TimeRemainingColumn(), console=console) as bar:
-        task = bar.add_task(algorithm.value, total=iterations, err="–")
+        task = bar.add_task(algorithm, total=iterations, err="–")
         result = refine(
-            scan, init=start, algorithm=algorithm.value, iterations=iterations, alpha=alpha, beta=beta,
+            scan, init=start, algorithm=algorithm, iterations=iterations, alpha=alpha, beta=beta,
             batch=batch, update_probe=probe_update, probe_start=probe_start, seed=seed,
             progress=lambda i, n, e: bar.update(task, completed=i, err=f"{e:.4g}"),
         )
