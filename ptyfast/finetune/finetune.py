@@ -1,0 +1,730 @@
+"""Physics fine-tuning of a pre-trained network on one scan, without ground truth (Pan et al. 2023, STAR
+Methods "Fine-tuning method"), plus joint probe learning (the paper's stated future work).
+
+Method
+------
+For every pattern ``I_n`` of the scan the network predicts an object patch ``O_n = A_n·exp(iφ_n)`` from the
+preprocessed input (√I / max √I), the exit wave ``P·O_n`` is propagated with the project's forward model
+(:mod:`ptyfast.finetune.torch_forward`, ``Ψ = fftshift(fft2(·, norm="ortho"))``) and the loss compares
+predicted and measured amplitudes:
+
+* ``l1`` (paper): ``mean_valid |s·|Ψ_n| − √I_n| / mean_valid √I`` — an R-factor-like, dimensionless loss;
+* ``poisson``: the Poisson negative log-likelihood ``mean_valid (λ − I·log λ) / mean_valid I`` with
+  ``λ = s²·|Ψ_n|²``, the right likelihood for photon counts at low flux.
+
+Adam, learning rate 1e-4 halved every 20 % of the epochs (the paper's stepped schedule). Masked detector
+pixels (``scan.mask`` False) are left out of the loss and of the R-factor.
+
+Ambiguities the per-pattern loss cannot resolve, and what ptyfast does about them
+---------------------------------------------------------------------------------
+* **Absolute scale.** The network input is normalised per pattern, so it never sees the photon count;
+  the amplitude it predicts is the training prior's transmission. The predicted intensity scales as
+  ``|P|²·|O|²``, so a probe whose power is off (a converted file, a detector gain, a guessed probe) would
+  force the object amplitude to absorb the error — or saturate the sigmoid head. A per-scan scalar
+  ``s`` (learnable, as ``log s``) multiplies the predicted amplitudes; with ``scale="fit"`` (default) it
+  starts at the least-squares fit of the pre-trained predictions to the data and is learned with the
+  network; ``scale="fixed"`` keeps ``s = 1`` for probes known in absolute photons (simulations), which then
+  also pins the object's absolute amplitude. ``s`` is a property of the illumination: it is reported and
+  stored (``training.finetune.amplitude_scale``), and folded into the probe written by ``--learn-probe``.
+* **Global phase.** ``|far_field(P·O·e^{ic})| = |far_field(P·O)|``: each pattern constrains only the
+  relative phases inside its own patch, so the loss has no gradient along each patch's mean phase and the
+  optimiser noise would let the patches' phase offsets wander apart (visible as tiles in the stitched
+  phase). A small anchor term ``phase_anchor · mean_n (φ̄_n − φ̄_n⁰)²`` keeps each patch's
+  ``|P|²``-weighted mean phase at the pre-trained network's value ``φ̄_n⁰``. It acts (to first order) only
+  along the unconstrained direction, so it does not fight the data.
+* **Probe ↔ object** (``--learn-probe``): the product ``P·O`` is what the data fix; ``P·c, O/c`` (complex
+  ``c``) and linear phase ramps trade between them. The bounded amplitude head and the phase anchor pin
+  ``|c|`` and ``arg c`` in practice; probe errors are reported after removing the best complex scalar.
+
+Batch normalisation
+-------------------
+The whole network is kept in ``eval()`` mode while its weights are updated: batch-norm layers (PtyNet-B)
+normalise with their frozen pre-training running statistics and never update them, so a fine-tuning
+batch of a few correlated patterns of one sample cannot corrupt them (the reference code trained in
+``train()`` mode and let them drift). BN's affine weights are trained like any other weight unless frozen.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ptyfast.errors import InputError
+
+__all__ = [
+    "FinetuneOptions", "FinetuneResult", "select_frames", "resolve_probe", "finetune", "save_finetuned",
+    "finetune_file", "probe_error", "predict_object", "frame_subset", "save_probe", "save_preview",
+]
+
+SUBSETS = ("all", "half")
+FREEZE = ("none", "encoder")
+LOSSES = ("l1", "poisson")
+SCALES = ("fit", "fixed")
+
+
+@dataclass
+class FinetuneOptions:
+    """Fine-tuning options (the CLI flags map 1:1).
+
+    Attributes
+    ----------
+    epochs : passes over the selected frames (paper: 300 simulated, 400–500 experimental).
+    lr : initial learning rate of the network (paper: 1e-4), halved every 20 % of the epochs.
+    batch : patterns per optimiser step.
+    subset : ``all``, ``half`` (every other frame: a sparser scan, the paper's "fine-tune half") or a
+        fraction in (0, 1] (evenly spaced frames).
+    freeze : ``none`` (all weights, paper) or ``encoder`` (only the decoder learns).
+    loss : ``l1`` on amplitudes (paper) or ``poisson`` negative log-likelihood on intensities.
+    learn_probe : optimise the probe jointly (complex parameter).
+    probe_lr : probe learning rate relative to ``max|P|`` (per Adam step), halved with the schedule.
+    scale : ``fit`` (learnable per-scan amplitude scale started at the least-squares fit) or ``fixed`` (1).
+    scale_lr : learning rate of ``log s``.
+    phase_anchor : weight of the per-patch mean-phase anchor (0 = off).
+    amp : ``bf16`` autocast for the network (the FFT stays fp32) or ``none``.
+    fit : how frames of another size are brought to the model's input size (see ``fit_frames``).
+    seed : shuffling seed.
+    threads : torch CPU threads (0 = torch's default).
+    """
+
+    epochs: int = 300
+    lr: float = 1e-4
+    batch: int = 16
+    subset: str = "all"
+    freeze: str = "none"
+    loss: str = "l1"
+    learn_probe: bool = False
+    probe_lr: float = 1e-3
+    scale: str = "fit"
+    scale_lr: float = 1e-3
+    phase_anchor: float = 1.0
+    amp: str = "bf16"
+    fit: str = "none"
+    seed: int = 0
+    threads: int = 0
+
+    def validate(self) -> "FinetuneOptions":
+        """Check every field; raise :class:`InputError` naming the first bad one."""
+        if self.epochs < 1:
+            raise InputError(f"--epochs must be at least 1; found {self.epochs}.")
+        if self.batch < 1:
+            raise InputError(f"--batch must be at least 1; found {self.batch}.")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise InputError(f"--lr must be a positive number; found {self.lr}.")
+        if not (self.probe_lr > 0 and math.isfinite(self.probe_lr)):
+            raise InputError(f"--probe-lr must be a positive number; found {self.probe_lr}.")
+        if self.freeze not in FREEZE:
+            raise InputError(f"--freeze must be one of {', '.join(FREEZE)}; found '{self.freeze}'.")
+        if self.loss not in LOSSES:
+            raise InputError(f"--loss must be one of {', '.join(LOSSES)}; found '{self.loss}'.")
+        if self.scale not in SCALES:
+            raise InputError(f"--scale must be one of {', '.join(SCALES)}; found '{self.scale}'.")
+        if self.amp not in ("bf16", "none"):
+            raise InputError(f"--amp must be bf16 or none; found '{self.amp}'.")
+        if self.phase_anchor < 0:
+            raise InputError(f"--phase-anchor must be ≥ 0; found {self.phase_anchor}.")
+        frame_subset(self.subset)
+        return self
+
+
+def frame_subset(subset: str | float) -> float:
+    """The fraction of frames a ``--subset`` value selects: ``all`` → 1, ``half`` → 0.5, or a number in (0, 1]."""
+    text = str(subset).strip().lower()
+    if text == "all":
+        return 1.0
+    if text == "half":
+        return 0.5
+    try:
+        f = float(text)
+    except ValueError:
+        raise InputError(f"--subset must be all, half or a fraction in (0, 1]; found '{subset}'.") from None
+    if not (0 < f <= 1):
+        raise InputError(f"--subset must be all, half or a fraction in (0, 1]; found '{subset}'.")
+    return f
+
+
+def select_frames(n: int, subset: str | float) -> np.ndarray:
+    """Indices of the frames used for fine-tuning: evenly spaced in acquisition order.
+
+    Parameters
+    ----------
+    n : number of frames in the scan.
+    subset : ``all``, ``half`` or a fraction in (0, 1] (see :func:`frame_subset`).
+
+    Returns
+    -------
+    (M,) int64, sorted, ``M = max(1, round(n · fraction))``.
+    """
+    f = frame_subset(subset)
+    m = max(1, int(round(n * f)))
+    return np.unique(np.floor(np.arange(m) * (n / m)).astype(np.int64))
+
+
+def resolve_probe(scan, probe: str | os.PathLike | np.ndarray | None, *, source: str = "the scan") -> np.ndarray:
+    """The probe to fine-tune with: an array, a file (``.npy``/CXI), ``"fresnel"`` (a simulated focused
+    probe, normalised to the scan's mean photons per frame) or ``None`` (the scan's own probe).
+
+    Raises
+    ------
+    InputError
+        No probe anywhere, an unreadable file, or a probe whose shape differs from the frames.
+    """
+    from ptyfast.physics.probe import fresnel_probe, load_probe
+
+    shape = scan.frame_shape
+    if probe is None:
+        if scan.probe is None:
+            raise InputError(
+                f"{source} carries no probe; pass --probe FILE (.npy or CXI) or --probe fresnel for a simulated "
+                "guess (best with --learn-probe)."
+            )
+        p = np.asarray(scan.probe)
+        where = source
+    elif isinstance(probe, np.ndarray):
+        p, where = probe, "the given probe"
+    elif str(probe).lower() == "fresnel":
+        photons = float(np.mean(scan.frames(0, min(scan.n_frames, 64)).sum(axis=(1, 2))))
+        geo = scan.geometry
+        pixel = geo.object_pixel_size(shape[0]) if not scan.meta.get("geometry_defaulted") else 1e-6 / shape[0]
+        try:
+            p = fresnel_probe(shape, wavelength=geo.wavelength, pixel_size=pixel, photons=max(photons, 1.0))
+        except InputError:
+            p = fresnel_probe(shape, pixel_size=1e-6 / shape[0], photons=max(photons, 1.0))
+        where = "the Fresnel guess"
+    else:
+        p = load_probe(probe)
+        where = f"probe file {probe}"
+    p = np.asarray(p)
+    if p.ndim != 2 or tuple(p.shape) != tuple(shape):
+        raise InputError(
+            f"{where} has shape {tuple(p.shape)} but the diffraction frames are {tuple(shape)}; "
+            "give a probe of the frames' size."
+        )
+    if not np.all(np.isfinite(p)) or not np.any(p):
+        raise InputError(f"{where} is all zeros or contains NaN/Inf.")
+    return p.astype(np.complex64)
+
+
+def probe_error(estimate: np.ndarray, truth: np.ndarray) -> float:
+    """Relative probe error after removing the global complex factor (phase and scale ambiguity):
+    ``min_c ‖c·P_est − P_true‖ / ‖P_true‖``, ``c = ⟨P_est, P_true⟩ / ‖P_est‖²``."""
+    e = np.asarray(estimate, np.complex128).ravel()
+    t = np.asarray(truth, np.complex128).ravel()
+    c = np.vdot(e, t) / max(np.vdot(e, e).real, 1e-300)
+    return float(np.linalg.norm(c * e - t) / max(np.linalg.norm(t), 1e-300))
+
+
+@dataclass
+class FinetuneResult:
+    """What :func:`finetune` produced.
+
+    Attributes
+    ----------
+    model : the fine-tuned torch module (eval mode, on the CPU).
+    manifest : the updated manifest (``finetuned_on``, ``training["finetune"]``).
+    probe : complex64 (H, W) probe in photon units as used at the end (``s·P``; learned with
+        ``learn_probe``).
+    amplitude_scale : the per-scan scale ``s`` (1 with ``scale="fixed"``).
+    frames : indices of the frames fine-tuned on.
+    history : per epoch ``{"epoch", "loss", "r_factor", "lr", "scale", "time_s"}``.
+    r_factor_before, r_factor_after : ``Σ|√I_pred − √I| / Σ√I`` over the frames, before and after.
+    time_s : wall time of the optimisation loop (seconds).
+    before, after : stitched complex objects (from the frames used) when ``stitch=True``, else None.
+    """
+
+    model: object
+    manifest: object
+    probe: np.ndarray
+    amplitude_scale: float
+    frames: np.ndarray
+    history: list = field(default_factory=list)
+    r_factor_before: float = float("nan")
+    r_factor_after: float = float("nan")
+    time_s: float = 0.0
+    before: np.ndarray | None = None
+    after: np.ndarray | None = None
+    options: FinetuneOptions | None = None
+
+
+def _load_frames(scan, idx: np.ndarray, manifest, fit: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Selected frames (float32, fitted to the model's input size) and the fitted mask (or None)."""
+    from ptyfast.runtime.preprocess import fit_frames
+
+    idx = np.asarray(idx)
+    out = []
+    for s in range(0, len(idx), 256):
+        part = idx[s : s + 256]
+        if isinstance(scan.diffraction, np.ndarray):
+            fr = np.asarray(scan.diffraction[part], np.float32)
+        else:  # lazy HDF5: read the covering range, then pick
+            fr = scan.frames(int(part[0]), int(part[-1]) + 1)[part - part[0]]
+        out.append(fit_frames(fr, tuple(manifest.input_size), fit))
+    frames = np.concatenate(out)
+    mask = None
+    if scan.mask is not None:
+        mask = fit_frames(np.asarray(scan.mask, np.float32)[None], tuple(manifest.input_size), fit)[0] > 0
+    return frames, mask
+
+
+def _set_trainable(model, freeze: str) -> list:
+    for p in model.parameters():
+        p.requires_grad_(True)
+    if freeze == "encoder":
+        enc = getattr(model, "encoder", None)
+        if enc is None:
+            raise InputError(f"--freeze encoder: the '{type(model).__name__}' network has no encoder block.")
+        for p in enc.parameters():
+            p.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise InputError("nothing left to fine-tune: every weight is frozen.")
+    return params
+
+
+def predict_object(model, x: np.ndarray, positions: np.ndarray, probe: np.ndarray, object_shape,
+                   *, batch: int = 64, amp: str = "bf16", device="cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Predict every patch and stitch them with ``|P|²`` weights (:func:`ptyfast.kernels.stitch` semantics).
+
+    Parameters
+    ----------
+    model : torch module (used in eval mode, no gradients).
+    x : (N, 1, H, W) float32 preprocessed patterns.
+    positions : (N, 2) (y, x) positions on the object grid (≥ 0).
+    probe : (H, W) complex probe (only ``|P|²`` is used, as the stitching weight).
+    object_shape : (rows, cols).
+
+    Returns
+    -------
+    object : complex64 (rows, cols); weight_map : float32 (rows, cols).
+    """
+    import torch
+
+    from ptyfast.kernels import normalise, overlap_add
+
+    w = (np.abs(probe) ** 2).astype(np.float32)
+    num = np.zeros(tuple(object_shape), np.complex64)
+    wmap = np.zeros(tuple(object_shape), np.float32)
+    was = model.training
+    model.eval()
+    dev = torch.device(device)
+    with torch.no_grad():
+        for s in range(0, len(x), batch):
+            xb = torch.from_numpy(np.ascontiguousarray(x[s : s + batch])).to(dev)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
+                a, ph = model(xb)
+            patches = torch.polar(a.float(), ph.float()).cpu().numpy().astype(np.complex64)
+            overlap_add(num, patches, positions[s : s + batch], weights=w, weight_accum=wmap)
+    model.train(was)
+    return normalise(num, wmap), wmap
+
+
+def finetune(
+    scan,
+    model,
+    manifest,
+    probe: np.ndarray,
+    options: FinetuneOptions | None = None,
+    *,
+    source: str = "",
+    stitch: bool = False,
+    device="cpu",
+    progress: Callable[[int, dict], None] | None = None,
+) -> FinetuneResult:
+    """Fine-tune ``model`` on ``scan`` through the forward model (see the module docstring).
+
+    Parameters
+    ----------
+    scan : ptyfast.scan.Scan
+        Far-field scan; ``mask`` is respected; ``probe`` is not read (pass ``probe``).
+    model : torch.nn.Module
+        Pre-trained network (modified in place and returned).
+    manifest : ptyfast.models.Manifest
+        The network's manifest (input size, preprocessing).
+    probe : complex (H, W) ndarray
+        Probe in √photons, shape = the model's input size.
+    options : FinetuneOptions
+    source : str
+        Name of the scan (file) for the manifest's ``finetuned_on``.
+    stitch : bool
+        Also return the stitched objects before and after (from the selected frames).
+    device : str or torch.device
+        Where to run (CPU by default).
+    progress : callable(epoch, info) or None
+        Called after every epoch with ``loss``, ``r_factor``, ``lr``, ``scale``, ``time_s``.
+
+    Returns
+    -------
+    FinetuneResult
+    """
+    import torch
+
+    from ptyfast import __version__
+    from ptyfast.finetune import torch_forward as tf
+    from ptyfast.models.manifest import probe_hash
+    from ptyfast.runtime.preprocess import preprocess
+
+    o = (options or FinetuneOptions()).validate()
+    if getattr(scan, "near_field", False):
+        raise InputError(f"{source or 'the scan'} is near-field data; fine-tuning uses the far-field model only.")
+    size = tuple(manifest.input_size)
+    probe = np.asarray(probe, np.complex64)
+    if tuple(probe.shape) != size:
+        raise InputError(
+            f"the probe has shape {tuple(probe.shape)} but the model expects {size} patterns; give a probe of that size."
+        )
+    if o.threads:
+        torch.set_num_threads(o.threads)
+    dev = torch.device(device)
+    idx = select_frames(scan.n_frames, o.subset)
+    frames, mask = _load_frames(scan, idx, manifest, o.fit)
+    x_np = preprocess(frames, manifest)
+    meas_np = np.sqrt(np.maximum(frames, 0.0)).astype(np.float32)
+    n = len(idx)
+    pos = scan.positions[idx] - np.floor(scan.positions.min(axis=0))
+    obj_shape = scan.object_shape
+
+    x_all = torch.from_numpy(x_np)
+    meas_all = torch.from_numpy(meas_np)
+    mask_t = torch.from_numpy(mask.astype(np.float32)).to(dev) if mask is not None else None
+    valid = float(mask.sum()) if mask is not None else float(size[0] * size[1])
+    norm_amp = float((meas_np * (mask if mask is not None else 1.0)).sum()) / (n * valid) + 1e-12
+    norm_int = float(((meas_np**2) * (mask if mask is not None else 1.0)).sum()) / (n * valid) + 1e-12
+
+    model = model.to(dev)
+    model.eval()  # BN uses (and keeps) its pre-training running statistics; see the module docstring
+    cl = dev.type == "cpu"
+    if cl:
+        model = model.to(memory_format=torch.channels_last)
+    net_params = _set_trainable(model, o.freeze)
+    autocast = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=o.amp == "bf16")
+
+    probe0 = torch.from_numpy(probe).to(dev)
+    weight = (probe0.abs() ** 2)
+    weight = weight / weight.sum()
+    probe_param = torch.nn.Parameter(torch.view_as_real(probe0.clone()).contiguous(), requires_grad=o.learn_probe)
+
+    def current_probe() -> torch.Tensor:
+        return torch.view_as_complex(probe_param)
+
+    def net(xb: torch.Tensor):
+        if cl:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(**autocast):
+            a, ph = model(xb)
+        return a.float(), ph.float()
+
+    def mean_phase(ph: torch.Tensor) -> torch.Tensor:
+        return (ph * weight).sum(dim=(-2, -1))
+
+    # Pass 0: pre-trained predictions → R-factor before, the scale fit, the phase anchors, the "before" object.
+    eval_batch = max(o.batch, 32)
+    anchors = torch.empty(n)
+    pred0 = torch.empty(meas_all.shape)
+    before = None
+    if stitch:
+        from ptyfast.kernels import normalise, overlap_add
+
+        stitch_num = np.zeros(obj_shape, np.complex64)
+        stitch_w = np.zeros(obj_shape, np.float32)
+    wnp = (np.abs(probe) ** 2).astype(np.float32)
+    with torch.no_grad():
+        for s in range(0, n, eval_batch):
+            a, ph = net(x_all[s : s + eval_batch].to(dev))
+            anchors[s : s + len(a)] = mean_phase(ph).cpu()
+            pred0[s : s + len(a)] = tf.predicted_amplitude(current_probe(), a, ph).cpu()
+            if stitch:
+                patches = torch.polar(a, ph).cpu().numpy().astype(np.complex64)
+                overlap_add(stitch_num, patches, pos[s : s + eval_batch], weights=wnp, weight_accum=stitch_w)
+        m0 = torch.from_numpy(mask.astype(np.float32)) if mask is not None else torch.ones(size)
+        den_aa = float((pred0 * pred0 * m0).sum())
+        s_fit = float((pred0 * meas_all * m0).sum()) / den_aa if den_aa > 0 else float("nan")
+    if stitch:
+        before = normalise(stitch_num, stitch_w)
+    s0 = s_fit if o.scale == "fit" else 1.0
+    if not (np.isfinite(s0) and s0 > 0):
+        raise InputError(
+            f"the pre-trained predictions of {source or 'the scan'} do not fit its data at any positive scale; "
+            "check the probe and the frames."
+        )
+    with torch.no_grad():
+        rn, rd = tf.r_factor(s0 * pred0, meas_all, m0)
+        r_before = float(rn) / max(float(rd), 1e-30)
+    del pred0
+    log_scale = torch.nn.Parameter(torch.tensor(math.log(s0), device=dev), requires_grad=o.scale == "fit")
+    anchors = anchors.to(dev)
+
+    groups = [{"params": net_params, "lr": o.lr}]
+    if o.scale == "fit":
+        groups.append({"params": [log_scale], "lr": o.scale_lr})
+    if o.learn_probe:
+        groups.append({"params": [probe_param], "lr": o.probe_lr * float(np.abs(probe).max())})
+    opt = torch.optim.Adam(groups)
+    step = max(1, int(round(0.2 * o.epochs)))
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=step, gamma=0.5)
+
+    def losses(pred: torch.Tensor, mb: torch.Tensor, ph: torch.Tensor, ib: torch.Tensor) -> torch.Tensor:
+        m = mask_t if mask_t is not None else None
+        if o.loss == "l1":
+            d = (pred - mb).abs()
+            d = d * m if m is not None else d
+            data = d.sum() / (len(pred) * valid) / norm_amp
+        else:
+            lam = pred * pred + 1e-6 * norm_int
+            nll = lam - (mb * mb) * torch.log(lam)
+            nll = nll * m if m is not None else nll
+            data = nll.sum() / (len(pred) * valid) / norm_int
+        if o.phase_anchor > 0:
+            data = data + o.phase_anchor * ((mean_phase(ph) - anchors[ib]) ** 2).mean()
+        return data
+
+    gen = torch.Generator().manual_seed(o.seed)
+    history: list[dict] = []
+    t0 = time.perf_counter()
+    for epoch in range(1, o.epochs + 1):
+        order = torch.randperm(n, generator=gen)
+        tot = 0.0
+        rnum = rden = 0.0
+        for s in range(0, n, o.batch):
+            ib = order[s : s + o.batch]
+            xb, mb = x_all[ib].to(dev), meas_all[ib].to(dev)
+            a, ph = net(xb)
+            pred = torch.exp(log_scale) * tf.predicted_amplitude(current_probe(), a, ph, eps=1e-12)
+            loss = losses(pred, mb, ph, ib.to(dev))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            tot += float(loss.detach()) * len(ib)
+            with torch.no_grad():
+                rn, rd = tf.r_factor(pred.detach(), mb, mask_t)
+                rnum, rden = rnum + float(rn), rden + float(rd)
+        sched.step()
+        info = {"epoch": epoch, "loss": tot / n, "r_factor": rnum / max(rden, 1e-30),
+                "lr": opt.param_groups[0]["lr"], "scale": float(torch.exp(log_scale.detach())),
+                "time_s": time.perf_counter() - t0}
+        history.append(info)
+        if progress is not None:
+            progress(epoch, info)
+    elapsed = time.perf_counter() - t0
+
+    # Final pass: R-factor after (and the "after" object) with the final weights.
+    scale = float(torch.exp(log_scale).detach())
+    rnum = rden = 0.0
+    if stitch:
+        stitch_num = np.zeros(obj_shape, np.complex64)
+        stitch_w = np.zeros(obj_shape, np.float32)
+        wnp = (np.abs(current_probe().detach().cpu().numpy()) ** 2).astype(np.float32)
+    with torch.no_grad():
+        for s in range(0, n, eval_batch):
+            xb = x_all[s : s + eval_batch].to(dev)
+            mb = meas_all[s : s + eval_batch].to(dev)
+            a, ph = net(xb)
+            pred = scale * tf.predicted_amplitude(current_probe(), a, ph)
+            rn, rd = tf.r_factor(pred, mb, mask_t)
+            rnum, rden = rnum + float(rn), rden + float(rd)
+            if stitch:
+                patches = torch.polar(a, ph).cpu().numpy().astype(np.complex64)
+                overlap_add(stitch_num, patches, pos[s : s + eval_batch], weights=wnp, weight_accum=stitch_w)
+    after = normalise(stitch_num, stitch_w) if stitch else None
+    r_after = rnum / max(rden, 1e-30)
+
+    # Back to a plain fp32, contiguous, CPU, eval-mode module (exportable like any other).
+    model = model.to("cpu").to(memory_format=torch.contiguous_format).float().eval()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    final_probe = (scale * current_probe().detach().cpu().numpy()).astype(np.complex64)
+
+    summary = {
+        "scan": source, "frames": int(n), "frames_total": int(scan.n_frames), "subset": str(o.subset),
+        "epochs": o.epochs, "batch": o.batch, "lr": o.lr, "schedule": f"StepLR(step={step} epochs, gamma=0.5)",
+        "loss": o.loss, "freeze": o.freeze, "learn_probe": o.learn_probe, "scale_mode": o.scale,
+        "amplitude_scale": scale, "amplitude_scale_fit": float(s_fit), "phase_anchor": o.phase_anchor,
+        "r_factor_before": float(r_before), "r_factor_after": float(r_after), "time_s": round(elapsed, 2),
+        "amp": o.amp, "batch_norm": "eval mode, running statistics frozen",
+        "hardware": f"{platform.machine()} {os.cpu_count()} cores"
+        + (f", {torch.cuda.get_device_name()}" if dev.type == "cuda" else ""),
+        "torch": torch.__version__,
+    }
+    new_manifest = replace(
+        manifest,
+        finetuned_on=f"{Path(source).name if source else 'scan'}: {n} of {scan.n_frames} frames, {o.epochs} epochs",
+        training={**(manifest.training or {}), "finetune": summary},
+        ptyfast_version=__version__,
+    )
+    if o.learn_probe:
+        new_manifest = replace(new_manifest, probe_sha256=probe_hash(final_probe),
+                               probe_photons=float(np.sum(np.abs(final_probe) ** 2)))
+    return FinetuneResult(model=model, manifest=new_manifest, probe=final_probe, amplitude_scale=scale,
+                          frames=idx, history=history, r_factor_before=float(r_before),
+                          r_factor_after=float(r_after), time_s=elapsed, before=before, after=after, options=o)
+
+
+# ------------------------------------------------------------------------------------------------ output
+def _save_png(path: Path, panels: list[tuple[str, np.ndarray, str]], title: str = "") -> None:
+    """Side-by-side images (title, array, colormap) as one PNG (matplotlib, Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
+    for ax, (name, img, cmap) in zip(axes[0], panels):
+        im = ax.imshow(img, cmap=cmap)
+        ax.set_title(name)
+        ax.axis("off")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_probe(directory: Path, probe: np.ndarray, *, stem: str = "probe") -> list[Path]:
+    """Write ``probe.npy`` (complex64) and ``probe.png`` (amplitude and phase) into ``directory``."""
+    directory = Path(directory)
+    npy = directory / f"{stem}.npy"
+    with open(npy, "wb") as fh:
+        np.save(fh, np.asarray(probe, np.complex64))
+    png = directory / f"{stem}.png"
+    _save_png(png, [("|P|", np.abs(probe), "gray"), ("arg P (rad)", np.angle(probe), "twilight")],
+              title=f"probe, Σ|P|² = {float(np.sum(np.abs(probe) ** 2)):.4g}")
+    return [npy, png]
+
+
+def save_preview(path: Path, before: np.ndarray, after: np.ndarray, weight_mask: np.ndarray | None = None) -> Path:
+    """PNG of the stitched phase before and after fine-tuning (each with its mean phase removed)."""
+    panels = []
+    for name, obj in (("phase before", before), ("phase after", after)):
+        ph = np.angle(obj)
+        sel = weight_mask if weight_mask is not None else np.abs(obj) > 0
+        if np.any(sel):
+            ph = np.angle(obj * np.exp(-1j * np.angle(np.sum(obj[sel]))))
+            ph = np.where(sel, ph, np.nan)
+        panels.append((name + " (rad)", ph, "gray"))
+    _save_png(Path(path), panels)
+    return Path(path)
+
+
+def save_finetuned(out_dir: str | os.PathLike, result: FinetuneResult, *, name: str = "finetuned",
+                   preview: bool = True) -> dict[str, Path]:
+    """Write a fine-tuned model atomically: ``<name>.pt`` + ``<name>.json`` (manifest), and with a learned
+    probe ``probe.npy`` + ``probe.png``; ``preview.png`` when the result carries stitched objects.
+
+    Everything is written to a temporary folder beside ``out_dir`` first; a new ``out_dir`` appears only
+    complete (one rename), an existing one gets each file replaced atomically.
+
+    Returns
+    -------
+    dict of what was written: ``checkpoint``, ``manifest``, and optionally ``probe``, ``probe_png``,
+    ``preview``.
+    """
+    import torch
+
+    from ptyfast.models.checkpoint import save_checkpoint
+
+    out = Path(out_dir)
+    parent = out.parent if str(out.parent) else Path(".")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"cannot write the model to {out}: it is a file; give a folder with -o.")
+    if not parent.is_dir():
+        raise InputError(f"cannot write {out}: directory {parent} does not exist; create it first.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write {out}: directory {parent} is not writable; choose another -o.")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    try:
+        o = result.options or FinetuneOptions()
+        extra = {
+            "probe": torch.from_numpy(np.ascontiguousarray(result.probe.astype(np.complex64))),
+            "amplitude_scale": float(result.amplitude_scale),
+            "finetune_history": [[h["epoch"], h["loss"], h["r_factor"]] for h in result.history],
+            "finetune_options": {k: (v if isinstance(v, (int, float, str, bool)) else str(v))
+                                 for k, v in asdict(o).items()},
+        }
+        save_checkpoint(tmp / f"{name}.pt", result.model, result.manifest, **extra)
+        names = {"checkpoint": f"{name}.pt", "manifest": f"{name}.json"}
+        if o.learn_probe:
+            save_probe(tmp, result.probe)
+            names.update(probe="probe.npy", probe_png="probe.png")
+        if preview and result.before is not None and result.after is not None:
+            save_preview(tmp / "preview.png", result.before, result.after)
+            names["preview"] = "preview.png"
+        if not out.exists():
+            os.replace(tmp, out)
+        else:
+            for f in names.values():
+                os.replace(tmp / f, out / f)
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {k: out / v for k, v in names.items()}
+
+
+def finetune_file(
+    scan_path: str | os.PathLike,
+    *,
+    model: str | os.PathLike | None = None,
+    probe: str | os.PathLike | None = None,
+    output: str | os.PathLike = "finetuned",
+    options: FinetuneOptions | None = None,
+    name: str | None = None,
+    device="cpu",
+    progress: Callable[[int, dict], None] | None = None,
+    on_start: Callable[[dict], None] | None = None,
+) -> tuple[FinetuneResult, dict[str, Path]]:
+    """Load a scan and a model, fine-tune, and write the new model (the ``ptyfast finetune`` command).
+
+    Every input is checked before anything is written: a bad scan, model, probe or option raises
+    :class:`InputError` and leaves no output behind.
+
+    Parameters
+    ----------
+    scan_path : any layout :func:`ptyfast.io.convert.load_any` reads (CXI, Tike npz, PtyNet npz/folder).
+    model : shipped name or checkpoint path (``.pt``; ONNX/TensorRT files cannot be fine-tuned).
+    probe : ``None`` (the scan's probe), a ``.npy``/CXI file, or ``"fresnel"``.
+    output : folder for the new model.
+    name : file stem of the new checkpoint (default ``<model>-ft``).
+    on_start : called once with ``{"frames", "frames_total", "probe", "model"}`` before the first epoch.
+    """
+    from ptyfast.io.convert import load_any
+    from ptyfast.models.checkpoint import load_checkpoint
+    from ptyfast.models.pretrained import resolve_model
+
+    o = (options or FinetuneOptions()).validate()
+    out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"cannot write the model to {out}: it is a file; give a folder with -o.")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"cannot write {out}: directory {parent} does not exist; create it first.")
+    scan = load_any(scan_path)
+    src = str(scan_path)
+    if scan.near_field:
+        raise InputError(f"{src} is near-field data; fine-tuning uses the far-field model and cannot use it.")
+    source = resolve_model(model)
+    if source.checkpoint is None:
+        raise InputError(
+            f"model '{source.name}' has no torch checkpoint (.pt); fine-tuning needs the weights, not an "
+            "ONNX/TensorRT export."
+        )
+    p = resolve_probe(scan, probe, source=src)
+    net, manifest = load_checkpoint(source.checkpoint)
+    if tuple(manifest.input_size) != tuple(scan.frame_shape) and o.fit == "none":
+        raise InputError(
+            f"the frames of {src} are {scan.frame_shape[0]}×{scan.frame_shape[1]} but model '{source.name}' "
+            f"expects {manifest.input_size[0]}×{manifest.input_size[1]}; fine-tune a model of that size."
+        )
+    if on_start is not None:
+        on_start({"frames": len(select_frames(scan.n_frames, o.subset)), "frames_total": scan.n_frames,
+                  "probe": "given" if probe is None else str(probe), "model": str(source.checkpoint)})
+    result = finetune(scan, net, manifest, p, o, source=src, stitch=True, device=device, progress=progress)
+    written = save_finetuned(out, result, name=name or f"{source.name}-ft")
+    return result, written
