@@ -197,11 +197,14 @@ def convert_float(src: str | Path, dst: str | Path, precision: str = "fp16") -> 
             return numpy_helper.from_array(arr.astype(np.float16), name)
         return _bf16_tensor(name, arr)
 
+    # inputs that ONNX requires to stay float32 whatever the data type (Resize roi and scales)
+    keep = {node.input[k] for node in graph.node if node.op_type == "Resize" for k in (1, 2)
+            if k < len(node.input) and node.input[k]}
     for i, init in enumerate(graph.initializer):
-        if init.data_type == TensorProto.FLOAT:
+        if init.data_type == TensorProto.FLOAT and init.name not in keep:
             graph.initializer[i].CopyFrom(cast(numpy_helper.to_array(init), init.name))
     for node in graph.node:
-        if node.op_type == "Constant":
+        if node.op_type == "Constant" and not set(node.output) & keep:
             for attr in node.attribute:
                 if attr.t and attr.t.data_type == TensorProto.FLOAT:
                     attr.t.CopyFrom(cast(numpy_helper.to_array(attr.t), attr.t.name))

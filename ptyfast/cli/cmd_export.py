@@ -24,7 +24,7 @@ def export(
     from ptyfast.export.report import run_export, status_notes, status_table
 
     rows = run_export(model, fmt=fmt, precision=precision.lower(), batch=batch, out_dir=output,
-                      log=lambda msg: console_err.print(f"[dim]{msg}[/]", highlight=False))
+                      log=lambda msg: console.print(f"[dim]{msg}[/]", highlight=False))
     console.print(status_table(rows))
     for line in status_notes(rows):
         console.print(f"  {line}", highlight=False)
