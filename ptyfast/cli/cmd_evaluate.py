@@ -1,0 +1,64 @@
+"""``ptyfast evaluate``: quality of a reconstruction against the ground truth held in a simulated scan."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ptyfast.cli.app import command, console
+
+
+def quality_table(rows: dict, title: str):
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("", "phase PSNR (dB)", "phase SSIM", "phase MSE", "amp PSNR (dB)", "amp SSIM", "FRC res. (cyc/px)"):
+        table.add_column(col, justify="right" if col else "left")
+    for name, q in rows.items():
+        table.add_row(name, f"{q.phase_psnr:.2f}", f"{q.phase_ssim:.3f}", f"{q.phase_mse:.4g}",
+                      f"{q.amplitude_psnr:.2f}", f"{q.amplitude_ssim:.3f}", f"{q.frc_resolution:.3f}")
+    return table
+
+
+@command("evaluate")
+def evaluate_cmd(
+    reconstruction: Annotated[Optional[Path], typer.Argument(help="A reconstruct/refine output .h5.")] = None,
+    truth: Annotated[Optional[Path], typer.Option(help="The simulated scan holding the ground truth.")] = None,
+    coverage: Annotated[float, typer.Option(min=0, max=1, help="Compare where weight ≥ this × max.")] = 0.1,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON.")] = None,
+    protocol: Annotated[Optional[str], typer.Option(help="'paper': reproduce the seed paper's tables.")] = None,
+    images: Annotated[Optional[Path], typer.Option(help="Folder of the paper's cat-face images (--protocol paper).")] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Report folder (--protocol paper).")] = Path("paper-report"),
+) -> None:
+    """MSE / PSNR / SSIM / FRC of a reconstruction against ground truth, beside flat and blurred baselines."""
+    from ptyfast.errors import InputError
+
+    if protocol is not None:
+        if protocol != "paper":
+            raise InputError(f"unknown protocol '{protocol}'; the only protocol is 'paper'.")
+        from ptyfast.evaluation.paper import run_paper_protocol
+
+        run_paper_protocol(images, output, console=console)
+        return
+    if reconstruction is None or truth is None:
+        raise InputError("give a reconstruction file and --truth SCAN (or --protocol paper --images DIR).")
+    from ptyfast.io.atomic import atomic_path
+    from ptyfast.io.convert import load_any
+    from ptyfast.metrics import evaluate_against_truth
+    from ptyfast.runtime.output import read_reconstruction
+
+    rec = read_reconstruction(reconstruction)
+    scan = load_any(truth)
+    if scan.truth is None:
+        raise InputError(f"{truth} holds no ground-truth object; evaluate needs a simulated scan.")
+    q, base, region = evaluate_against_truth(rec["object"], rec["weight"], rec["origin"], scan.truth,
+                                             coverage=coverage)
+    console.print(quality_table({"reconstruction": q, **base},
+                                f"{reconstruction.name} vs truth ({int(region.sum())} px, weight ≥ {coverage:g}·max)"))
+    if json_out is not None:
+        with atomic_path(json_out) as tmp:
+            tmp.write_text(json.dumps({"reconstruction": q.as_dict(),
+                                       **{k: v.as_dict() for k, v in base.items()}}, indent=2))

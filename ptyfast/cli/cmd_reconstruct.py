@@ -1,0 +1,127 @@
+"""``ptyfast reconstruct``: CXI/HDF5 in → stitched object (HDF5) + PNG previews + consistency figure out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import numpy as np
+import typer
+
+from ptyfast.cli.app import command, console, console_err
+
+
+def progress_bar():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console_err, transient=True)
+
+
+def output_for(scan_path: Path, output: Optional[Path], many: bool) -> Path:
+    if output is None:
+        return Path.cwd() / f"{scan_path.name.split('.')[0]}_recon.h5"
+    if many or output.is_dir():
+        return output / f"{scan_path.name.split('.')[0]}_recon.h5"
+    return output
+
+
+@command("reconstruct")
+def reconstruct_cmd(
+    scans: Annotated[list[Path], typer.Argument(help="CXI/HDF5 scans (or Tike .npz / PtyNet layouts).")],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output",
+                                                   help="Output .h5 (a folder when several scans).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Shipped model name or .pt/.onnx/.engine path.")] = None,
+    backend: Annotated[str, typer.Option(help="auto, onnxruntime, tensorrt or torch.")] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32, fp16, bf16 or int8.")] = "fp32",
+    batch: Annotated[int, typer.Option(min=1, help="Inference batch size.")] = 128,
+    chunk: Annotated[int, typer.Option(min=1, help="Frames read from disk per chunk.")] = 512,
+    fit: Annotated[str, typer.Option(help="Adapt frames to the model input: none, crop, bin, pad.")] = "none",
+    weighting: Annotated[str, typer.Option(help="Stitching weights: probe (|P|², sub-pixel) or uniform "
+                                                "(the paper's plain average).")] = "probe",
+    align_phase: Annotated[bool, typer.Option(help="Remove per-patch phase offsets while stitching.")] = False,
+    consistency: Annotated[bool, typer.Option(help="Forward-model data-consistency pass.")] = True,
+    allow_probe_mismatch: Annotated[bool, typer.Option(help="Run even if the scan's probe differs from the "
+                                                            "model's.")] = False,
+    refine: Annotated[Optional[str], typer.Option(help="Refine the network's result: rpie or epie.")] = None,
+    iterations: Annotated[int, typer.Option(min=1, help="Refinement iterations.")] = 50,
+    png: Annotated[bool, typer.Option("--png/--no-png", help="Write PNG previews.")] = True,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads (default: all cores).")] = None,
+) -> None:
+    """Reconstruct scans with a trained network: stream, infer, stitch, check consistency, write results."""
+    from ptyfast.errors import InputError
+    from ptyfast.io.atomic import check_writable
+    from ptyfast.io.convert import load_any
+    from ptyfast.runtime.backends import open_backend
+    from ptyfast.runtime.output import save_previews, write_reconstruction
+    from ptyfast.runtime.reconstruct import ReconstructJob, run_reconstruct
+
+    if refine not in (None, "rpie", "epie"):
+        raise InputError(f"--refine must be rpie or epie; found '{refine}'.")
+    many = len(scans) > 1
+    if many and output is not None and not output.is_dir():
+        raise InputError(f"with several scans, -o must be an existing folder; {output} is not one.")
+    outs = [output_for(s, output, many) for s in scans]
+    for o in outs:
+        check_writable(o)
+    for s, o in zip(scans, outs):
+        if s.resolve() == o.resolve():
+            raise InputError(f"the output {o} would overwrite the input scan; choose another -o.")
+    job = ReconstructJob(model=model, backend=backend, device=device, precision=precision, batch=batch,
+                         chunk=chunk, fit=fit, weighting=weighting, align_phase=align_phase,
+                         consistency=consistency, allow_probe_mismatch=allow_probe_mismatch, threads=threads)
+    be, reason = open_backend(model, backend, device, precision, threads=threads)
+    console.print(f"backend: [bold]{reason}[/] ({be.manifest.architecture}, {be.precision})")
+    try:
+        for scan_path, out in zip(scans, outs):
+            scan = load_any(scan_path)
+            with progress_bar() as bar:
+                task = bar.add_task(scan_path.name, total=scan.n_frames, rate="")
+
+                def on_progress(done, total, stage):
+                    bar.update(task, completed=done, description=f"{scan_path.name}: {stage}", rate="")
+
+                rec, prov = run_reconstruct(scan, job, backend=be, reason=reason, progress=on_progress)
+            if refine:
+                rec, prov = _refine(scan, rec, prov, refine, iterations)
+            write_reconstruction(out, rec, prov)
+            t = rec.timings
+            console.print(
+                f"{scan_path.name}: {rec.n_frames} frames → {out}  object {rec.object.shape[0]}×{rec.object.shape[1]}  "
+                f"{prov['patterns_per_s']:.0f} patterns/s end to end (read {t['read']:.2f} s, preprocess "
+                f"{t['preprocess']:.2f} s, infer {t['infer']:.2f} s, stitch {t['stitch']:.2f} s"
+                + (f", consistency {t['consistency']:.2f} s" if "consistency" in t else "") + ")")
+            if rec.consistency is not None:
+                console.print(f"  data consistency ε = {rec.consistency.error:.4f} (amplitude scale "
+                              f"{rec.consistency.scale:.3f}); worst frame {rec.consistency.per_frame.max():.4f}")
+            console.print(f"  probe: {prov['probe_source']}")
+            if png:
+                for p in save_previews(rec, out.with_suffix("")):
+                    console.print(f"  wrote {p}")
+    finally:
+        be.close()
+
+
+def _refine(scan, rec, prov, algorithm, iterations):
+    from ptyfast.refine import refine_reconstruction
+    from ptyfast.runtime.pipeline import Reconstruction
+
+    with progress_bar() as bar:
+        task = bar.add_task(f"{algorithm}", total=iterations, rate="")
+
+        def on_it(it, total, err):
+            bar.update(task, completed=it, rate=f"error {err:.4g}")
+
+        res = refine_reconstruction(scan, rec.object, positions=rec.positions,
+                                    probe=rec.probe, algorithm=algorithm, iterations=iterations, progress=on_it)
+    console.print(f"  {algorithm}: {len(res.errors)} iterations, error {res.errors[0]:.4g} → {res.errors[-1]:.4g}"
+                  + (f" ({res.message})" if res.message else ""))
+    prov = {**prov, "refine": {"algorithm": algorithm, "iterations": len(res.errors),
+                               "errors": [float(e) for e in res.errors], **res.options}}
+    out = Reconstruction(object=np.asarray(res.object), weight=rec.weight, positions=rec.positions,
+                         origin=rec.origin, probe=np.asarray(res.probe), consistency=rec.consistency,
+                         timings={**rec.timings, "refine": float(np.sum(res.timings))}, n_frames=rec.n_frames,
+                         provenance=prov)
+    return out, prov
+

@@ -1,0 +1,276 @@
+"""The streaming reconstruct pipeline: HDF5 chunks → preprocess → batched inference → stitching,
+then a data-consistency pass through the forward model.
+
+Memory: a background thread reads ``chunk`` frames at a time into a bounded queue (at most ``queue_depth``
+chunks in flight), so peak memory is O(chunk · H · W) for the data plus O(object area) for the stitched
+object and its weight map, independent of the number of frames.
+
+Stitching (see :func:`ptyfast.kernels.stitch`): each predicted patch A·exp(iφ) is placed at its true
+sub-pixel position (bilinear) and blended with weights w = |P|² (the probe intensity: pixels the probe
+barely lit carry little information), O = Σ w·patch / Σ w. ``weighting="uniform"`` reproduces the seed
+paper's stitching (w = 1 at integer-rounded positions) for comparison. ``align_phase`` removes each patch's
+global phase offset against what is already stitched (the network cannot know the absolute phase).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ptyfast.errors import InputError
+from ptyfast.kernels import exit_waves, far_field, gather, normalise, overlap_add
+from ptyfast.runtime.preprocess import fit_frames, preprocess
+from ptyfast.scan import Scan
+
+WEIGHTINGS = ("probe", "uniform")
+
+
+@dataclass
+class Consistency:
+    """Data consistency of the stitched object with the measured intensities, no ground truth needed.
+
+    ``error`` is the normalised amplitude error ε = Σ(s·√I_pred − √I)² / Σ I over valid detector pixels,
+    overall and per frame (0 = perfect; a flat, structureless object gives roughly 0.3–1). ``scale`` s is
+    the least-squares amplitude scale between prediction and measurement (the network's input
+    normalisation removes the absolute scale; s ≈ 1 when the stitched amplitude is right in absolute terms).
+    """
+
+    error: float
+    scale: float
+    per_frame: np.ndarray
+
+
+@dataclass
+class Reconstruction:
+    """A stitched reconstruction. ``positions`` are on the object grid; grid pixel (0, 0) is scan
+    position ``origin`` (y, x)."""
+
+    object: np.ndarray
+    weight: np.ndarray
+    positions: np.ndarray
+    origin: np.ndarray
+    probe: np.ndarray | None
+    consistency: Consistency | None = None
+    timings: dict = field(default_factory=dict)
+    n_frames: int = 0
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def amplitude(self) -> np.ndarray:
+        return np.abs(self.object)
+
+    @property
+    def phase(self) -> np.ndarray:
+        return np.angle(self.object)
+
+    def covered(self, fraction: float = 0.1) -> np.ndarray:
+        """Pixels whose stitching weight is at least ``fraction`` of the maximum (well-illuminated)."""
+        return self.weight >= fraction * float(self.weight.max())
+
+
+def probe_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """|⟨a, b⟩| / (‖a‖‖b‖): 1 for the same probe up to scale and global phase, ~0 for unrelated probes."""
+    num = abs(np.vdot(a.ravel(), b.ravel()))
+    return float(num / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
+
+
+def _reader(scan: Scan, chunk: int, out: queue.Queue, stop: threading.Event, stats: dict) -> None:
+    from ptyfast.io.cxi import validate_frames
+
+    try:
+        for s in range(0, scan.n_frames, chunk):
+            if stop.is_set():
+                return
+            t = time.perf_counter()
+            frames = scan.frames(s, min(s + chunk, scan.n_frames))
+            validate_frames(frames, start=s, mask=scan.mask, source=scan.meta.get("source", "the scan"))
+            stats["read"] += time.perf_counter() - t
+            out.put((s, frames))
+        out.put(None)
+    except BaseException as exc:  # forwarded to the consumer, which re-raises
+        out.put(exc)
+
+
+def stream_frames(scan: Scan, chunk: int, *, queue_depth: int = 3, stats: dict | None = None):
+    """Yield (start, frames) chunks read and validated by a background thread (bounded queue)."""
+    stats = stats if stats is not None else {"read": 0.0}
+    stats.setdefault("read", 0.0)
+    q: queue.Queue = queue.Queue(maxsize=queue_depth)
+    stop = threading.Event()
+    th = threading.Thread(target=_reader, args=(scan, chunk, q, stop, stats), daemon=True)
+    th.start()
+    try:
+        while True:
+            item = q.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while th.is_alive():  # drain so the reader can finish
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                th.join(0.05)
+
+
+def object_grid(positions: np.ndarray, window: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
+    """(origin (y, x), object shape) of the smallest grid holding every window (+1 px for bilinear)."""
+    origin = np.floor(positions.min(axis=0))
+    span = np.ceil(positions.max(axis=0) - origin)
+    return origin, (int(span[0]) + window[0] + 1, int(span[1]) + window[1] + 1)
+
+
+def _align(patches: np.ndarray, num: np.ndarray, positions: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Rotate each patch by its phase offset against the already-stitched numerator (where it overlaps)."""
+    ref = gather(num, positions, patches.shape[1:])
+    c = np.sum(weights * np.conj(ref) * patches, axis=(1, 2))
+    strength = np.sum(weights * np.abs(ref) * np.abs(patches), axis=(1, 2))
+    total = np.sum(weights * np.abs(patches) ** 2, axis=(1, 2)) + 1e-30
+    # Only rotate patches with a real overlap (≥ 5 % of their own weighted power).
+    ok = strength > 0.05 * total * max(float(np.abs(ref).max()), 1e-30) / max(float(np.abs(patches).max()), 1e-30)
+    rot = np.where(ok, np.exp(-1j * np.angle(c)), 1.0).astype(patches.dtype)
+    return patches * rot[:, None, None]
+
+
+def reconstruct_scan(
+    scan: Scan,
+    backend,
+    *,
+    batch: int = 128,
+    chunk: int = 512,
+    fit: str = "none",
+    weighting: str = "probe",
+    align_phase: bool = False,
+    consistency: bool = True,
+    probe: np.ndarray | None = None,
+    progress=None,
+) -> Reconstruction:
+    """Reconstruct ``scan`` with an opened backend (see :func:`ptyfast.runtime.backends.open_backend`).
+
+    Parameters
+    ----------
+    scan : Scan
+        Far-field scan; diffraction may be lazy (HDF5), it is streamed in ``chunk``-frame pieces.
+    backend : Backend
+        Maps (B, 1, H, W) preprocessed patterns to (amplitude, phase).
+    batch : int
+        Inference batch size.
+    fit : {"none", "crop", "bin", "pad"}
+        How to bring frames to the model's input size (see :func:`ptyfast.runtime.preprocess.fit_frames`).
+    weighting : {"probe", "uniform"}
+        Stitching weights: |P|² at sub-pixel positions, or the paper's uniform average at rounded positions.
+    align_phase : bool
+        Remove each patch's phase offset against the already-stitched object.
+    consistency : bool
+        Run the forward-model consistency pass (needs a probe).
+    probe : complex (H, W), optional
+        Overrides ``scan.probe`` (e.g. the model's probe when the file has none).
+    progress : callable(done_frames, total_frames, stage), optional
+    """
+    if weighting not in WEIGHTINGS:
+        raise InputError(f"unknown stitching weighting '{weighting}'; choose {' or '.join(WEIGHTINGS)}.")
+    if scan.near_field:
+        reason = scan.meta.get("near_field_reason", "")
+        raise InputError(
+            f"{scan.meta.get('source', 'the scan')} holds near-field (holographic) data{f' ({reason})' if reason else ''}; "
+            "ptyfast's networks reconstruct far-field ptychography only."
+        )
+    size = tuple(backend.manifest.input_size)
+    probe = scan.probe if probe is None else probe
+    if probe is not None:
+        probe = fit_frames(np.asarray(probe)[None], size, fit if fit != "bin" else "crop")[0] if probe.shape != size \
+            else np.asarray(probe)
+        probe = probe.astype(np.complex64)
+    # Positions: binning keeps the object pixel size (same field of view per pattern? no: bin → coarser
+    # detector pixel → larger object field of view); the object pixel scales as H_frame / H_model for
+    # crop and pad, and stays the same for bin.
+    scale = 1.0
+    h0 = scan.frame_shape[0]
+    if fit in ("crop", "pad") and h0 != size[0]:
+        scale = size[0] / h0
+    positions = scan.positions * scale
+    origin, shape = object_grid(positions, size)
+    grid_pos = positions - origin
+    if weighting == "uniform":
+        grid_pos = np.round(grid_pos)
+        w = np.ones(size, np.float32)
+    else:
+        w = (np.abs(probe) ** 2).astype(np.float32) if probe is not None else _window(size)
+    num = np.zeros(shape, np.complex64)
+    wsum = np.zeros(shape, np.float32)
+    timings = {"read": 0.0, "preprocess": 0.0, "infer": 0.0, "stitch": 0.0}
+    n = scan.n_frames
+    t_start = time.perf_counter()
+    done = 0
+    for s, frames in stream_frames(scan, chunk, stats=timings):
+        t = time.perf_counter()
+        x = preprocess(fit_frames(frames, size, fit), backend.manifest)
+        timings["preprocess"] += time.perf_counter() - t
+        for b in range(0, len(x), batch):
+            t = time.perf_counter()
+            amp, pha = backend(x[b : b + batch])
+            t2 = time.perf_counter()
+            timings["infer"] += t2 - t
+            patches = (amp * np.exp(1j * pha)).astype(np.complex64)
+            pos = grid_pos[s + b : s + b + len(patches)]
+            if align_phase:
+                patches = _align(patches, num, pos, w)
+            overlap_add(num, patches, pos, weights=w, weight_accum=wsum)
+            timings["stitch"] += time.perf_counter() - t2
+        done += len(frames)
+        if progress is not None:
+            progress(done, n, "stitch")
+    t = time.perf_counter()
+    obj = normalise(num, wsum)
+    timings["stitch"] += time.perf_counter() - t
+    timings["wall_stitched"] = time.perf_counter() - t_start
+    rec = Reconstruction(object=obj, weight=wsum, positions=grid_pos, origin=origin, probe=probe,
+                         n_frames=n, timings=timings)
+    if consistency and probe is not None:
+        t = time.perf_counter()
+        rec.consistency = data_consistency(scan, obj, probe, grid_pos, fit=fit, size=size, chunk=chunk,
+                                           progress=progress)
+        timings["consistency"] = time.perf_counter() - t
+    timings["wall"] = time.perf_counter() - t_start
+    return rec
+
+
+def _window(size: tuple[int, int]) -> np.ndarray:
+    """Separable Hann window, the documented fallback weight when no probe is known."""
+    return np.outer(np.hanning(size[0] + 2)[1:-1], np.hanning(size[1] + 2)[1:-1]).astype(np.float32)
+
+
+def data_consistency(scan: Scan, obj: np.ndarray, probe: np.ndarray, grid_pos: np.ndarray, *, fit: str = "none",
+                     size=None, chunk: int = 512, progress=None) -> Consistency:
+    """Propagate the stitched object with the probe through the forward model and compare with the data.
+
+    Per frame n the sums S_aa = Σ I_pred, S_ab = Σ √I_pred·√I, S_bb = Σ I (valid pixels) are kept (O(N) memory),
+    so the global scale s = ΣS_ab/ΣS_aa and the per-frame errors (s²S_aa − 2sS_ab + S_bb)/S_bb follow exactly.
+    """
+    size = size or scan.frame_shape
+    mask = None if scan.mask is None else fit_frames(scan.mask[None].astype(np.float32), size,
+                                                     fit if fit != "bin" else "crop")[0] > 0.5
+    n = scan.n_frames
+    saa, sab, sbb = (np.zeros(n) for _ in range(3))
+    for s, frames in stream_frames(scan, chunk):
+        meas = np.sqrt(np.maximum(fit_frames(frames, size, fit), 0))
+        pred = np.abs(far_field(exit_waves(probe, obj, grid_pos[s : s + len(frames)])))
+        if mask is not None:
+            meas, pred = meas * mask, pred * mask
+        e = s + len(frames)
+        saa[s:e] = np.sum(pred * pred, axis=(1, 2))
+        sab[s:e] = np.sum(pred * meas, axis=(1, 2))
+        sbb[s:e] = np.sum(meas * meas, axis=(1, 2))
+        if progress is not None:
+            progress(e, n, "consistency")
+    scale = float(sab.sum() / max(saa.sum(), 1e-30))
+    per = (scale**2 * saa - 2 * scale * sab + sbb) / np.maximum(sbb, 1e-30)
+    err = float((scale**2 * saa.sum() - 2 * scale * sab.sum() + sbb.sum()) / max(sbb.sum(), 1e-30))
+    return Consistency(error=err, scale=scale, per_frame=per.astype(np.float32))

@@ -1,0 +1,120 @@
+"""``reconstruct``: the main job as a library function (the CLI is a thin wrapper)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ptyfast import __version__
+from ptyfast.errors import InputError
+from ptyfast.models.manifest import file_hash, probe_hash
+from ptyfast.physics.probe import default_probe
+from ptyfast.runtime.pipeline import Reconstruction, probe_similarity, reconstruct_scan
+from ptyfast.runtime.preprocess import fit_frames
+from ptyfast.scan import Scan
+
+PROBE_SIMILARITY_MIN = 0.9
+
+
+def model_probe(manifest) -> np.ndarray | None:
+    """The probe a model was trained for, when ptyfast knows it (the bundled default probe)."""
+    p = default_probe()
+    return p if manifest.probe_sha256 and manifest.probe_sha256 == probe_hash(p) else None
+
+
+def choose_probe(scan: Scan, manifest, *, fit: str, allow_mismatch: bool) -> tuple[np.ndarray | None, str]:
+    """The probe used for stitching weights and the consistency pass, and a note on where it came from.
+
+    Refuses a scan whose probe differs from the model's training probe (|⟨P_scan, P_model⟩| normalised
+    below 0.9), because the network's mapping is probe-specific.
+    """
+    known = model_probe(manifest)
+    size = tuple(manifest.input_size)
+    if scan.probe is None:
+        if known is not None:
+            return known, "the scan has no probe: using the probe the model was trained for"
+        return None, "the scan has no probe and the model's probe is unknown: Hann-window weights, no consistency"
+    probe = np.asarray(scan.probe)
+    if probe.shape != size:
+        probe = fit_frames(probe[None], size, "crop" if fit == "bin" else fit)[0]
+    if known is not None:
+        sim = probe_similarity(probe, known)
+        if sim < PROBE_SIMILARITY_MIN and not allow_mismatch:
+            raise InputError(
+                f"the scan's probe differs from the probe '{manifest.architecture}' was trained for (similarity "
+                f"{sim:.2f} < {PROBE_SIMILARITY_MIN}); fine-tune the model on this scan (ptyfast finetune) or pass "
+                "--allow-probe-mismatch to reconstruct anyway."
+            )
+        return probe, f"the scan's probe (similarity to the model's probe {sim:.3f})"
+    return probe, "the scan's probe"
+
+
+@dataclass
+class ReconstructJob:
+    """Settings of one reconstruct run (the CLI's options)."""
+
+    model: str | None = None
+    backend: str = "auto"
+    device: str = "auto"
+    precision: str = "fp32"
+    batch: int = 128
+    chunk: int = 512
+    fit: str = "none"
+    weighting: str = "probe"
+    align_phase: bool = False
+    consistency: bool = True
+    allow_probe_mismatch: bool = False
+    threads: int | None = None
+
+
+def check_frame_size(scan: Scan, manifest, fit: str) -> None:
+    if scan.frame_shape != tuple(manifest.input_size) and fit == "none":
+        h, w = scan.frame_shape
+        th, tw = manifest.input_size
+        raise InputError(
+            f"the scan's patterns are {h}×{w} but the model expects {th}×{tw}; pass --fit crop (or --fit bin when "
+            f"{h}/{th} is an integer, --fit pad when smaller), or fine-tune/train a model for {h}×{w} patterns."
+        )
+
+
+def run_reconstruct(scan: Scan, job: ReconstructJob, *, backend=None, reason: str = "", progress=None
+                    ) -> tuple[Reconstruction, dict]:
+    """Reconstruct one scan; returns the reconstruction and its provenance record."""
+    from ptyfast.runtime.backends import open_backend
+
+    t0 = time.perf_counter()
+    own = backend is None
+    if own:
+        backend, reason = open_backend(job.model, job.backend, job.device, job.precision, threads=job.threads)
+    t_load = time.perf_counter() - t0
+    try:
+        manifest = backend.manifest
+        check_frame_size(scan, manifest, job.fit)
+        probe, probe_note = choose_probe(scan, manifest, fit=job.fit, allow_mismatch=job.allow_probe_mismatch)
+        rec = reconstruct_scan(scan, backend, batch=job.batch, chunk=job.chunk, fit=job.fit,
+                               weighting=job.weighting, align_phase=job.align_phase,
+                               consistency=job.consistency, probe=probe, progress=progress)
+    finally:
+        if own:
+            backend.close()
+    rec.timings["load_model"] = t_load
+    model_file = backend.model_path
+    provenance = {
+        "ptyfast_version": __version__,
+        "input": str(scan.meta.get("source", "")),
+        "frames": scan.n_frames,
+        "frame_shape": list(scan.frame_shape),
+        "backend": backend.describe(),
+        "backend_reason": reason,
+        "model_manifest": manifest.to_json(),
+        "model_sha256": file_hash(model_file) if model_file and Path(model_file).is_file() else "",
+        "probe_source": probe_note,
+        "options": {k: v for k, v in job.__dict__.items()},
+        "timings_s": {k: round(v, 4) for k, v in rec.timings.items()},
+        "patterns_per_s": scan.n_frames / max(rec.timings["wall"], 1e-9),
+    }
+    rec.provenance = provenance
+    return rec, provenance
