@@ -125,6 +125,8 @@ def _dynamo_export(model, example, opset: int):
         model, (example,), input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES), opset_version=opset,
         dynamo=True, dynamic_shapes=({0: batch},), external_data=False, optimize=True, verbose=False,
     )
+    if program is None:
+        raise RuntimeError("the dynamo exporter returned no program")
     return program.model_proto
 
 

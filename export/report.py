@@ -57,9 +57,8 @@ def status_table(rows: list[ExportRow], title: str = "ptyfast export"):
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
-    for col, kw in (("Format", {}), ("Precision", {}), ("Status", {}), ("Size", {"justify": "right"}),
-                    ("Max error", {"justify": "right"}), ("Time", {"justify": "right"}), ("File", {})):
-        table.add_column(col, **kw)
+    for col in ("Format", "Precision", "Status", "Size", "Max error", "Time", "File"):
+        table.add_column(col, justify="right" if col in ("Size", "Max error", "Time") else "left")
     colour = {"validated": "green", "exported": "yellow", "failed": "bold red", "source": "dim"}
     for r in rows:
         status = f"[{colour.get(r.status, '')}]{r.status}[/]" if r.status in colour else r.status

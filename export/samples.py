@@ -42,17 +42,17 @@ def simulated_patterns(n: int, manifest: Manifest, *, seed: int = 0, overlap: fl
     total = 0
     while total < n:
         side = 384
-        obj = random_object((side, side), rng, amplitude_range=tuple(manifest.object_amplitude_range),
-                            phase_range=tuple(manifest.object_phase_range))
+        (alo, ahi), (plo, phi) = manifest.object_amplitude_range, manifest.object_phase_range
+        obj = random_object((side, side), rng, amplitude_range=(alo, ahi), phase_range=(plo, phi))
         pos = raster_positions((side, side), win, overlap=overlap, jitter=2.0, rng=rng)
         scan = simulate_scan(obj, probe, pos)
         frames.append(np.asarray(scan.diffraction))
         total += len(pos)
     data = np.concatenate(frames)[:n]
-    size = tuple(manifest.input_size)
-    if data.shape[1:] != size:
-        mode = "crop" if data.shape[1] >= size[0] else "pad"
-        data = fit_frames(data, size, mode)
+    h, w = manifest.input_size
+    if data.shape[1:] != (h, w):
+        mode = "crop" if data.shape[1] >= h else "pad"
+        data = fit_frames(data, (h, w), mode)
     return np.ascontiguousarray(preprocess(data, manifest), dtype=np.float32)
 
 

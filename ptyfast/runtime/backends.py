@@ -372,6 +372,7 @@ def open_backend(
     if precision not in PRECISIONS:
         raise InputError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}.")
     source = model_spec if isinstance(model_spec, ModelSource) else resolve_model(model_spec)
+    b: Backend
 
     gpu = gpu_info() if device != "cpu" else None
     if device == "cuda" and gpu is None:
