@@ -117,6 +117,17 @@ def reset_peak_rss() -> bool:
         return False
 
 
+def current_rss_bytes() -> int:
+    """Resident set size of this process now, in bytes (0 where /proc is absent)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def peak_rss_bytes() -> int:
     """Peak resident set size of this process in bytes (since the last :func:`reset_peak_rss`)."""
     try:
@@ -755,4 +766,4 @@ def render(result: dict, console) -> None:
 
 __all__ = ["BenchOptions", "REFERENCES", "run_bench", "render", "write_json", "count_macs_torch", "count_macs_onnx",
            "measure_peak_flops", "model_facts", "simulate_benchmark_scan", "parse_list", "cpu_name", "gpu_name",
-           "peak_rss_bytes", "reset_peak_rss", "time_case"]
+           "peak_rss_bytes", "current_rss_bytes", "reset_peak_rss", "time_case"]
