@@ -238,6 +238,7 @@ class FinetuneResult:
     r_factor_before, r_factor_after : ``Σ|√I_pred − √I| / Σ√I`` over the frames, before and after.
     time_s : wall time of the optimisation loop (seconds).
     before, after : stitched complex objects (from the frames used) when ``stitch=True``, else None.
+    weight_before, weight_after : their ``Σ|P|²`` weight maps; ``origin`` : the scan position of pixel (0, 0).
     """
 
     model: object
@@ -251,6 +252,9 @@ class FinetuneResult:
     time_s: float = 0.0
     before: np.ndarray | None = None
     after: np.ndarray | None = None
+    weight_before: np.ndarray | None = None
+    weight_after: np.ndarray | None = None
+    origin: tuple[float, float] = (0.0, 0.0)
     options: FinetuneOptions | None = None
 
 
@@ -429,9 +433,10 @@ def finetune(
     anchors = torch.empty(n)
     pred0 = torch.empty(meas_all.shape)
     before = None
-    if stitch:
-        from ptyfast.kernels import normalise, overlap_add
+    from ptyfast.kernels import gather, normalise, overlap_add
 
+    need_object = stitch or o.learn_probe
+    if need_object:
         stitch_num = np.zeros(obj_shape, np.complex64)
         stitch_w = np.zeros(obj_shape, np.float32)
     wnp = (np.abs(probe) ** 2).astype(np.float32)
@@ -440,14 +445,17 @@ def finetune(
             a, ph = net(x_all[s : s + eval_batch].to(dev))
             anchors[s : s + len(a)] = mean_phase(ph).cpu()
             pred0[s : s + len(a)] = tf.predicted_amplitude(current_probe(), a, ph).cpu()
-            if stitch:
+            if need_object:
                 patches = torch.polar(a, ph).cpu().numpy().astype(np.complex64)
                 overlap_add(stitch_num, patches, pos[s : s + eval_batch], weights=wnp, weight_accum=stitch_w)
         m0 = torch.from_numpy(mask.astype(np.float32)) if mask is not None else torch.ones(size)
         den_aa = float((pred0 * pred0 * m0).sum())
         s_fit = float((pred0 * meas_all * m0).sum()) / den_aa if den_aa > 0 else float("nan")
+    weight_before = consensus = None
+    if need_object:
+        consensus = normalise(stitch_num, stitch_w)
     if stitch:
-        before = normalise(stitch_num, stitch_w)
+        before, weight_before = consensus, stitch_w
     s0 = s_fit if o.scale == "fit" else 1.0
     if not (np.isfinite(s0) and s0 > 0):
         raise InputError(
@@ -481,7 +489,7 @@ def finetune(
             nll = lam - (mb * mb) * torch.log(lam)
             nll = nll * m if m is not None else nll
             data = nll.sum() / (len(pred) * valid) / norm_int
-        if o.phase_anchor > 0:
+        if o.phase_anchor > 0 and ph is not None:
             data = data + o.phase_anchor * ((mean_phase(ph) - anchors[ib]) ** 2).mean()
         return data
 
@@ -492,12 +500,27 @@ def finetune(
         order = torch.randperm(n, generator=gen)
         tot = 0.0
         rnum = rden = 0.0
+        if o.learn_probe:
+            epoch_num = np.zeros(obj_shape, np.complex64)
+            epoch_w = np.zeros(obj_shape, np.float32)
         for s in range(0, n, o.batch):
             ib = order[s : s + o.batch]
             xb, mb = x_all[ib].to(dev), meas_all[ib].to(dev)
             a, ph = net(xb)
-            pred = torch.exp(log_scale) * tf.predicted_amplitude(current_probe(), a, ph, eps=1e-12)
+            p_net = current_probe().detach() if o.learn_probe else current_probe()
+            pred = torch.exp(log_scale) * tf.predicted_amplitude(p_net, a, ph, eps=1e-12)
             loss = losses(pred, mb, ph, ib.to(dev))
+            if o.learn_probe:
+                # probe term: the consensus object (one object for all patterns) lit by the learnable probe
+                pb = pos[ib.numpy()]
+                obj_b = torch.from_numpy(gather(consensus, pb, size)).to(dev)
+                psi = tf.far_field(tf.exit_waves(current_probe(), obj_b))
+                pred_c = torch.exp(log_scale.detach()) * torch.sqrt(psi.real**2 + psi.imag**2 + 1e-12)
+                loss = loss + losses(pred_c, mb, None, ib)
+                with torch.no_grad():
+                    w_now = (current_probe().abs() ** 2).cpu().numpy().astype(np.float32)
+                    patches = torch.polar(a.detach(), ph.detach()).cpu().numpy().astype(np.complex64)
+                    overlap_add(epoch_num, patches, pb, weights=w_now, weight_accum=epoch_w)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -505,6 +528,8 @@ def finetune(
             with torch.no_grad():
                 rn, rd = tf.r_factor(pred.detach(), mb, mask_t)
                 rnum, rden = rnum + float(rn), rden + float(rd)
+        if o.learn_probe:
+            consensus = normalise(epoch_num, epoch_w)
         sched.step()
         info = {"epoch": epoch, "loss": tot / n, "r_factor": rnum / max(rden, 1e-30),
                 "lr": opt.param_groups[0]["lr"], "scale": float(torch.exp(log_scale.detach())),
@@ -533,6 +558,7 @@ def finetune(
                 patches = torch.polar(a, ph).cpu().numpy().astype(np.complex64)
                 overlap_add(stitch_num, patches, pos[s : s + eval_batch], weights=wnp, weight_accum=stitch_w)
     after = normalise(stitch_num, stitch_w) if stitch else None
+    weight_after = stitch_w if stitch else None
     r_after = rnum / max(rden, 1e-30)
 
     # Back to a plain fp32, contiguous, CPU, eval-mode module (exportable like any other).
@@ -563,7 +589,9 @@ def finetune(
                                probe_photons=float(np.sum(np.abs(final_probe) ** 2)))
     return FinetuneResult(model=model, manifest=new_manifest, probe=final_probe, amplitude_scale=scale,
                           frames=idx, history=history, r_factor_before=float(r_before),
-                          r_factor_after=float(r_after), time_s=elapsed, before=before, after=after, options=o)
+                          r_factor_after=float(r_after), time_s=elapsed, before=before, after=after,
+                          weight_before=weight_before, weight_after=weight_after,
+                          origin=tuple(float(v) for v in np.floor(scan.positions.min(axis=0))), options=o)
 
 
 # ------------------------------------------------------------------------------------------------ output
