@@ -43,6 +43,7 @@ class TrainOptions:
     amp : ``bf16`` (autocast; ≈2.5× faster on AVX-512 BF16 CPUs) or ``none``.
     val_every, val_size : validation cadence (steps) and fixed validation-set size.
     val_fraction : share of the images held out for validation (the last ones in sorted order).
+    init_bias : start the output heads at the training objects' mean amplitude and phase.
     """
 
     model: str = "ptynet-s"
@@ -60,6 +61,7 @@ class TrainOptions:
     val_fraction: float = 0.1
     seed: int = 0
     threads: int = 0
+    init_bias: bool = True
     data: DataOptions = field(default_factory=DataOptions)
 
 
@@ -167,7 +169,8 @@ def train(
 
     torch.manual_seed(options.seed)
     model = build_model(options.model)
-    init_output_bias(model, float(np.mean(options.data.amplitude_range)), float(np.mean(options.data.phase_range)))
+    if options.init_bias:
+        init_output_bias(model, float(np.mean(options.data.amplitude_range)), float(np.mean(options.data.phase_range)))
     model = model.to(device)
     if options.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -203,6 +206,8 @@ def train(
             "parameters": count_parameters(getattr(model, "module", model)), "torch": torch.__version__,
         }
 
+    if step == 0:  # the untrained model's validation loss anchors the curve
+        history.append((0, float("nan"), evaluate_loss(getattr(model, "module", model), val, options, device)))
     model.train()
     t0 = time.perf_counter() - elapsed
     window_t, window_n = time.perf_counter(), 0
@@ -217,7 +222,7 @@ def train(
         sched.step()
         step += 1
         window_n += options.batch * world
-        info = {"loss": float(loss), "lr": sched.get_last_lr()[0]}
+        info = {"loss": float(loss.detach()), "lr": sched.get_last_lr()[0]}
         if step % options.val_every == 0 or step == options.steps:
             elapsed = time.perf_counter() - t0
             vl = evaluate_loss(getattr(model, "module", model), val, options, device)
