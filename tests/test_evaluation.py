@@ -1,0 +1,143 @@
+"""``ptyfast evaluate --protocol paper``: the harness end to end on a tiny configuration, the image split, caching
+of trained models, and bad input (exit 2, one line)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+pytest.importorskip("onnxruntime")
+torch = pytest.importorskip("torch")
+
+from ptyfast.cli import _load_commands, app  # noqa: E402
+
+_load_commands()
+runner = CliRunner()
+
+
+def _png(path, seed: int, size: int = 96) -> None:
+    from skimage import io
+
+    rng = np.random.default_rng(seed)
+    img = (np.clip(np.cumsum(rng.normal(0, 8, (size, size)), axis=0), -128, 127) + 128).astype(np.uint8)
+    io.imsave(path, img, check_contrast=False)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Two held-out-named images, seeded random PtyNet-S weights, an own model cache."""
+    from ptyfast.models import build_model, get_entry
+    from ptyfast.models.checkpoint import save_checkpoint
+    from ptyfast.models.manifest import probe_hash
+    from ptyfast.physics.probe import default_probe
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PTYFAST_CACHE", str(tmp_path_factory.mktemp("cache")))
+        images = tmp_path_factory.mktemp("faces")
+        _png(images / "cat_face_angle90.png", 1)
+        _png(images / "cat_face_angle91.png", 2)
+        torch.manual_seed(0)
+        p = default_probe()
+        manifest = get_entry("ptynet-s").manifest(input_size=(128, 128), probe_sha256=probe_hash(p),
+                                                  probe_photons=1000.0, training={"lr": 3e-4, "schedule": "onecycle"})
+        s = save_checkpoint(tmp_path_factory.mktemp("w") / "ptynet-s.pt", build_model("ptynet-s"), manifest)
+        yield images, s
+
+
+def tiny_config(model_s, **kw):
+    from ptyfast.evaluation.paper import PaperConfig
+
+    base = dict(models=("ptynet-s", "ptychonn"), model_s=str(model_s), train_steps=1, train_batch=2, pool_size=2,
+                train_object_size=140, val_size=2, test_objects=1, object_size=200, overlaps=(0.5,),
+                refine_overlaps=(0.5,), finetune_epochs=1, refine_iterations=2, threads=2)
+    return PaperConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def report(env, tmp_path_factory):
+    from ptyfast.evaluation.paper import run_paper_protocol
+
+    images, s = env
+    out = tmp_path_factory.mktemp("rep") / "paper"
+    lines: list[str] = []
+    path = run_paper_protocol(images, out, config=tiny_config(s), console=type("C", (), {"print": lines.append})())
+    return path, out, lines
+
+
+def test_report_and_results(report):
+    path, out, _ = report
+    text = path.read_text()
+    for heading in ("## Training budget", "## Table 1 analogue", "## Table 2", "## Table 3", "## Figure 9"):
+        assert heading in text
+    assert "baseline: flat" in text and "baseline: blurred" in text
+    assert "14.349" in text and "0.0852" in text and "25.314" in text  # the paper's numbers beside ours
+    res = json.loads((out / "results.json").read_text())
+    t2 = res["table2"]["models"]
+    for name in ("ptynet-s", "ptychonn"):
+        q = t2[name]["0.5"]["mean"]
+        assert np.isfinite(q["phase_psnr"]) and 0 <= q["phase_ssim"] <= 1 and q["phase_mse"] >= 0
+    assert res["table1"]["rows"]["ptynet-s"]["parameters"] == 324_452
+    assert res["table1"]["rows"]["ptychonn"]["parameters"] == 1_247_074
+    assert set(res["table3"]["conditions"]) == {"clear", "noise", "finetune_clear", "finetune_noise"}
+    f9 = res["figure9"]["overlaps"]["0.5"]
+    assert len(f9["reference_errors"]) == 2 and f9["target_error"] > 0
+    assert res["models"]["ptychonn"]["training"]["steps"] == 1
+    for fig in res["figures"]:
+        assert (out / fig).stat().st_size > 1000 and (out / fig).suffix == ".png"
+    assert {"figures/reconstructions.png", "figures/frc.png", "figures/convergence.png"} <= set(res["figures"])
+
+
+def test_trained_models_are_reused(report, env):
+    from ptyfast.evaluation.paper import train_model
+
+    _, out, lines = report
+    assert any("trained 1 steps" in str(line) for line in lines)
+    again: list[str] = []
+    s = train_model("ptychonn", out / "models" / "ptychonn", [], tiny_config(env[1]), {}, log=again.append)
+    assert s["reused"] and "reusing" in again[0]
+
+
+def test_split_prefers_the_named_held_out_faces(tmp_path):
+    from ptyfast.evaluation.paper import split_images
+
+    for i, name in enumerate(("cat_face_abs1.png", "cat_face_angle5.png", "cat_face_angle90.png",
+                              "cat_face_angle91.png")):
+        _png(tmp_path / name, i, 16)
+    test, train, note = split_images(tmp_path)
+    assert [p.name for p in test] == ["cat_face_angle90.png", "cat_face_angle91.png"]
+    assert [p.name for p in train] == ["cat_face_abs1.png", "cat_face_angle5.png"] and "held out" in note
+
+
+def _one_line(r, fragment):
+    assert r.exit_code == 2, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], r.stderr
+
+
+def test_cli_missing_images_folder(tmp_path):
+    _one_line(runner.invoke(app, ["evaluate", "--protocol", "paper", "--images", str(tmp_path / "nope"),
+                                  "-o", str(tmp_path / "o")]), "does not exist")
+
+
+def test_cli_empty_images_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    _one_line(runner.invoke(app, ["evaluate", "--protocol", "paper", "--images", str(tmp_path / "empty"),
+                                  "-o", str(tmp_path / "o")]), "holds 0 image(s)")
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_no_images_option(tmp_path):
+    _one_line(runner.invoke(app, ["evaluate", "--protocol", "paper", "-o", str(tmp_path / "o")]), "--images DIR")
+
+
+def test_cli_bad_models(env, tmp_path):
+    _one_line(runner.invoke(app, ["evaluate", "--protocol", "paper", "--images", str(env[0]), "--models", "resnet",
+                                  "-o", str(tmp_path / "o")]), "--models must name")
+
+
+def test_cli_bad_overlap(env, tmp_path):
+    _one_line(runner.invoke(app, ["evaluate", "--protocol", "paper", "--images", str(env[0]), "--overlaps", "75",
+                                  "-o", str(tmp_path / "o")]), "overlaps are fractions")
