@@ -306,7 +306,7 @@ class BenchOptions:
     backends : subset of ``onnxruntime``, ``torch``, ``tensorrt``.
     precisions : subset of ``fp32``, ``fp16``, ``bf16``, ``int8``.
     batches : batch sizes of the model-only cases.
-    repeats : most timed calls per case (at least 3 are made; fewer than ``repeats`` when ``max_seconds``
+    repeats : most timed calls per case (at least 2 are made; fewer than ``repeats`` when ``max_seconds``
         is spent).
     max_seconds : time budget of the timed calls of one case.
     device : ``auto``, ``cpu`` or ``cuda``.
@@ -324,11 +324,11 @@ class BenchOptions:
     precisions: tuple[str, ...] = ("fp32", "int8", "bf16")
     batches: tuple[int, ...] = (1, 16, 256)
     repeats: int = 10
-    max_seconds: float = 3.0
+    max_seconds: float = 2.0
     device: str = "auto"
     threads: int | None = None
     end_to_end: bool = True
-    frames: int = 512
+    frames: int = 256
     e2e_batch: int = 128
     finetune: bool = False
     peak: bool = True
@@ -406,7 +406,7 @@ def _patterns(n: int, manifest, seed: int) -> np.ndarray:
 
 
 def time_case(backend, x: np.ndarray, *, repeats: int, max_seconds: float) -> list[float]:
-    """Seconds per call of ``backend(x)``: one warm-up call, then ≥ 3 and ≤ ``repeats`` timed calls (fewer
+    """Seconds per call of ``backend(x)``: one warm-up call, then ≥ 2 and ≤ ``repeats`` timed calls (fewer
     than ``repeats`` once ``max_seconds`` is spent)."""
     backend(x)  # warm-up: allocations, kernel selection, lazy initialisation
     times: list[float] = []
@@ -415,7 +415,7 @@ def time_case(backend, x: np.ndarray, *, repeats: int, max_seconds: float) -> li
         t = time.perf_counter()
         backend(x)  # returns host arrays: device work is complete here
         times.append(time.perf_counter() - t)
-        if len(times) >= min(3, repeats) and time.perf_counter() - start > max_seconds:
+        if len(times) >= min(2, repeats) and time.perf_counter() - start > max_seconds:
             break
     return times
 

@@ -57,7 +57,7 @@ def test_json_fields_and_values(result):
     assert {(r["backend"], r["precision"], r["batch"]) for r in ok} == {("onnxruntime", "fp32", 1),
                                                                           ("onnxruntime", "fp32", 4)}
     for r in ok:
-        assert r["device"] == "cpu" and r["samples"] >= 3
+        assert r["device"] == "cpu" and r["samples"] >= 2
         assert 0 < r["latency_p50_ms"] <= r["latency_p99_ms"] < 60_000
         assert r["patterns_per_s"] == pytest.approx(1e3 * r["batch"] / r["latency_p50_ms"])
         assert 10 < r["peak_rss_mb"] < 64_000 and r["gpu_memory_mb"] is None

@@ -141,3 +141,15 @@ def test_cli_bad_models(env, tmp_path):
 def test_cli_bad_overlap(env, tmp_path):
     _one_line(runner.invoke(app, ["evaluate", "--protocol", "paper", "--images", str(env[0]), "--overlaps", "75",
                                   "-o", str(tmp_path / "o")]), "overlaps are fractions")
+
+
+def test_budgeted_training_calibrates_steps(env, tmp_path):
+    """The real run's path: a short calibration sets the steps from the budget (at least the 6 timed ones)."""
+    from ptyfast.evaluation.paper import train_model
+
+    cfg = tiny_config(env[1], train_steps=None, budget_minutes=0.01)
+    lines: list[str] = []
+    s = train_model("ptychonn", tmp_path / "m", [], cfg, {"lr": 3e-4}, log=lines.append)
+    assert s["steps"] == 6 and s["calibration"]["seconds_per_step"] > 0 and not s["reused"]
+    assert (tmp_path / "m" / "best.pt").is_file() and not (tmp_path / "m" / "calibration").exists()
+    assert any("s/step" in line for line in lines)

@@ -19,12 +19,12 @@ def bench_cmd(
     = "onnxruntime,torch",
     precision: Annotated[str, typer.Option(help="Comma-separated: fp32, int8, bf16, fp16.")] = "fp32,int8,bf16",
     batch: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,16,256",
-    repeats: Annotated[int, typer.Option(help="Most timed calls per case (≥ 3 are made; a case stops after "
+    repeats: Annotated[int, typer.Option(help="Most timed calls per case (≥ 2 are made; a case stops after "
                                               "--max-seconds).")] = 10,
-    max_seconds: Annotated[float, typer.Option(help="Time budget of one case's timed calls.")] = 3.0,
+    max_seconds: Annotated[float, typer.Option(help="Time budget of one case's timed calls.")] = 2.0,
     end_to_end: Annotated[bool, typer.Option("--end-to-end/--no-end-to-end",
                                              help="Also time simulate → CXI → reconstruct, per stage.")] = True,
-    frames: Annotated[int, typer.Option(help="Patterns of the end-to-end scan.")] = 512,
+    frames: Annotated[int, typer.Option(help="Patterns of the end-to-end scan.")] = 256,
     e2e_batch: Annotated[int, typer.Option(help="Inference batch of the end-to-end cases.")] = 128,
     finetune: Annotated[bool, typer.Option("--finetune/--no-finetune",
                                            help="Also time one fine-tuning epoch of 256 patterns (torch).")] = False,

@@ -49,6 +49,7 @@ OVERLAPS = (0.75, 0.5, 0.25, 0.0)
 TRAINABLE = ("ptychonn", "ptynet-b")
 ARCHITECTURES = ("ptynet-s",) + TRAINABLE
 LABELS = {"ptynet-s": "PtyNet-S", "ptychonn": "PtychoNN", "ptynet-b": "PtyNet-B"}
+VALIDATIONS = 4  # validation passes of a budgeted training run (each picks the best checkpoint)
 TEST_PATTERN = re.compile(r"cat_face_angle9\d\.", re.IGNORECASE)
 
 # -- the paper's numbers (Pan et al., iScience 2023) ----------------------------------------------------------
@@ -113,7 +114,7 @@ class PaperConfig:
     train_batch: int | None = None
     pool_size: int = 160
     train_object_size: int = 320
-    val_size: int = 256
+    val_size: int = 128
     test_objects: int = 5
     object_size: int = 608
     overlaps: tuple[float, ...] = OVERLAPS
@@ -285,13 +286,17 @@ def train_model(name: str, out_dir: Path, files: list[Path], cfg: PaperConfig, r
         cal_wall = time.perf_counter() - t0
         per_step = float(np.median(np.diff(stamps[:-1]))) if len(stamps) > 2 else cal_wall / cal_steps
         overhead = max(stamps[0] - t0 - per_step, 0.0) if stamps else 0.0
+        # the last calibration step also ran the validation pass (and saved checkpoints)
+        val_cost = max(stamps[-1] - stamps[-2] - per_step, 0.0) if len(stamps) > 1 else 0.0
         for f in cal_dir.iterdir():
             f.unlink()
         cal_dir.rmdir()
-        steps = max(cal_steps, int((budget - cal_wall - 1.2 * overhead) / (per_step * 1.08)))
-        calibration = {"seconds_per_step": per_step, "setup_s": overhead, "calibration_s": cal_wall}
-        log(f"{LABELS[name]}: {per_step:.2f} s/step at batch {batch} → {steps} steps")
-    opts = TrainOptions(**base, steps=steps, val_every=max(1, steps // 5), cycle_steps=max(1, steps // 2))
+        steps = max(cal_steps, int((budget - cal_wall - 1.2 * overhead - VALIDATIONS * val_cost) / (per_step * 1.08)))
+        calibration = {"seconds_per_step": per_step, "setup_s": overhead, "validation_s": val_cost,
+                       "calibration_s": cal_wall}
+        log(f"{LABELS[name]}: {per_step:.2f} s/step at batch {batch}, validation {val_cost:.0f} s → {steps} steps")
+    opts = TrainOptions(**base, steps=steps, val_every=max(1, steps // (VALIDATIONS - 1)),
+                        cycle_steps=max(1, steps // 2))
     last = [time.perf_counter()]
 
     def progress(step, info):
