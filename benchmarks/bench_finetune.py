@@ -135,7 +135,7 @@ def probe_experiment(args) -> dict:
     for label, probe, learn in (("true_probe", true_probe, False), ("wrong_fixed", wrong, False),
                                 ("wrong_learned", wrong, True)):
         r = run_finetune(scan, args.model, probe, epochs=args.epochs, batch=args.batch, lr=args.lr,
-                         learn_probe=learn, probe_lr=args.probe_lr)
+                         learn_probe=learn, probe_step=args.probe_step)
         out[label] = {"before": quality(r.before, r.weight_before, r.origin, scan.truth),
                       "after": quality(r.after, r.weight_after, r.origin, scan.truth),
                       "r_factor": [round(r.r_factor_before, 4), round(r.r_factor_after, 4)],
@@ -176,7 +176,7 @@ def main(argv=None) -> None:
     ap.add_argument("--amp", default="bf16")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--wrong-defocus", type=float, default=100e-6)
-    ap.add_argument("--probe-lr", type=float, default=1e-3)
+    ap.add_argument("--probe-step", type=float, default=1.0)
     ap.add_argument("--save-probe", default="")
     ap.add_argument("--png", default="star_finetune.png")
     args = ap.parse_args(argv)

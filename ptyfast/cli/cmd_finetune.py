@@ -28,8 +28,10 @@ def finetune_cmd(
     batch: Annotated[int, typer.Option("--batch", min=1, help="Patterns per optimiser step.")] = 16,
     lr: Annotated[float, typer.Option("--lr", min=0, help="Initial learning rate, halved every 20 % of "
                                       "the epochs (paper: 1e-4).")] = 1e-4,
-    probe_lr: Annotated[float, typer.Option("--probe-lr", min=0, help="Probe learning rate relative to "
-                                            "max|P|.")] = 1e-3,
+    probe_step: Annotated[float, typer.Option("--probe-step", help="Step of the rPIE-style probe update "
+                                              "(0, 1].")] = 1.0,
+    probe_iterations: Annotated[int, typer.Option("--probe-iterations", min=1, help="rPIE passes per epoch "
+                                                  "on the auxiliary object (--learn-probe).")] = 5,
     scale: Annotated[str, typer.Option("--scale", help="fit (learnable per-scan amplitude scale) or fixed "
                                        "(probe in absolute photons).")] = "fit",
     phase_anchor: Annotated[float, typer.Option("--phase-anchor", min=0, help="Weight keeping each patch's "
@@ -54,7 +56,7 @@ def finetune_cmd(
     from ptyfast.finetune.finetune import FinetuneOptions, finetune_file
 
     opts = FinetuneOptions(epochs=epochs, lr=lr, batch=batch, subset=subset, freeze=freeze, loss=loss,
-                           learn_probe=learn_probe, probe_lr=probe_lr, scale=scale, phase_anchor=phase_anchor,
+                           learn_probe=learn_probe, probe_step=probe_step, probe_iterations=probe_iterations, scale=scale, phase_anchor=phase_anchor,
                            amp=amp, seed=seed, threads=threads).validate()
     columns = (TextColumn("[bold]finetune"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]:.4f}  R {task.fields[r]:.4f}  scale {task.fields[s]:.3g}"),

@@ -32,9 +32,15 @@ Ambiguities the per-pattern loss cannot resolve, and what ptyfast does about the
   phase). A small anchor term ``phase_anchor · mean_n (φ̄_n − φ̄_n⁰)²`` keeps each patch's
   ``|P|²``-weighted mean phase at the pre-trained network's value ``φ̄_n⁰``. It acts (to first order) only
   along the unconstrained direction, so it does not fight the data.
-* **Probe ↔ object** (``--learn-probe``): the product ``P·O`` is what the data fix; ``P·c, O/c`` (complex
-  ``c``) and linear phase ramps trade between them. The bounded amplitude head and the phase anchor pin
-  ``|c|`` and ``arg c`` in practice; probe errors are reported after removing the best complex scalar.
+* **Probe ↔ object** (``--learn-probe``): a per-pattern loss cannot separate ``P`` from ``O_n`` (any
+  ``P'`` with ``O'_n = P·O_n/P'`` fits every pattern): the probe is only identifiable through the overlap,
+  i.e. through *one* object explaining all patterns. So the probe is not learned through the per-patch
+  loss. ptyfast keeps an auxiliary object on the scan grid, started from the pre-trained network's
+  stitched prediction, and after every epoch runs ``probe_iterations`` rPIE passes
+  (:func:`ptyfast.refine.engines.refine`, object and probe updated) on it; the network is then fine-tuned
+  with the updated probe (its gradient w.r.t. the probe is not used). The remaining ambiguities of
+  ptychography (global complex factor, a linear phase ramp and a translation shared by ``P`` and ``O``)
+  stay: probe errors are reported after removing the best global complex factor only.
 
 Batch normalisation
 -------------------
@@ -85,7 +91,8 @@ class FinetuneOptions:
     freeze : ``none`` (all weights, paper) or ``encoder`` (only the decoder learns).
     loss : ``l1`` on amplitudes (paper) or ``poisson`` negative log-likelihood on intensities.
     learn_probe : optimise the probe jointly (complex parameter).
-    probe_lr : probe learning rate relative to ``max|P|`` (per Adam step), halved with the schedule.
+    probe_step : γ_P of the rPIE probe update (``learn_probe``), in (0, 1].
+    probe_iterations : rPIE passes over the frames per epoch on the auxiliary object (``learn_probe``).
     scale : ``fit`` (learnable per-scan amplitude scale started at the least-squares fit) or ``fixed`` (1).
     scale_lr : learning rate of ``log s``.
     phase_anchor : weight of the per-patch mean-phase anchor (0 = off).
@@ -102,7 +109,8 @@ class FinetuneOptions:
     freeze: str = "none"
     loss: str = "l1"
     learn_probe: bool = False
-    probe_lr: float = 1e-3
+    probe_step: float = 1.0
+    probe_iterations: int = 5
     scale: str = "fit"
     scale_lr: float = 1e-3
     phase_anchor: float = 1.0
@@ -119,8 +127,10 @@ class FinetuneOptions:
             raise InputError(f"--batch must be at least 1; found {self.batch}.")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise InputError(f"--lr must be a positive number; found {self.lr}.")
-        if not (self.probe_lr > 0 and math.isfinite(self.probe_lr)):
-            raise InputError(f"--probe-lr must be a positive number; found {self.probe_lr}.")
+        if not (0 < self.probe_step <= 1):
+            raise InputError(f"--probe-step must be in (0, 1]; found {self.probe_step}.")
+        if self.probe_iterations < 1:
+            raise InputError(f"--probe-iterations must be at least 1; found {self.probe_iterations}.")
         if self.freeze not in FREEZE:
             raise InputError(f"--freeze must be one of {', '.join(FREEZE)}; found '{self.freeze}'.")
         if self.loss not in LOSSES:
@@ -413,10 +423,10 @@ def finetune(
     probe0 = torch.from_numpy(probe).to(dev)
     weight = (probe0.abs() ** 2)
     weight = weight / weight.sum()
-    probe_param = torch.nn.Parameter(torch.view_as_real(probe0.clone()).contiguous(), requires_grad=o.learn_probe)
+    probe_t = probe0.clone()  # updated in place by the probe step when learning the probe
 
     def current_probe() -> torch.Tensor:
-        return torch.view_as_complex(probe_param)
+        return probe_t
 
     def net(xb: torch.Tensor):
         if cl:
@@ -466,14 +476,21 @@ def finetune(
         rn, rd = tf.r_factor(s0 * pred0, meas_all, m0)
         r_before = float(rn) / max(float(rd), 1e-30)
     del pred0
-    log_scale = torch.nn.Parameter(torch.tensor(math.log(s0), device=dev), requires_grad=o.scale == "fit")
+    learn_scale = o.scale == "fit" and not o.learn_probe
+    if o.learn_probe:  # the probe's own power carries the scale: fold the fit into it, keep s = 1
+        probe_t.mul_(s0)
+        s0 = 1.0
+    log_scale = torch.nn.Parameter(torch.tensor(math.log(s0), device=dev), requires_grad=learn_scale)
     anchors = anchors.to(dev)
+    if o.learn_probe:
+        from ptyfast.refine.engines import refine
+        from ptyfast.scan import Scan
+
+        probe_scan = Scan(diffraction=frames, positions=pos, probe=current_probe().cpu().numpy(), mask=mask)
 
     groups = [{"params": net_params, "lr": o.lr}]
-    if o.scale == "fit":
+    if learn_scale:
         groups.append({"params": [log_scale], "lr": o.scale_lr})
-    if o.learn_probe:
-        groups.append({"params": [probe_param], "lr": o.probe_lr * float(np.abs(probe).max())})
     opt = torch.optim.Adam(groups)
     step = max(1, int(round(0.2 * o.epochs)))
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=step, gamma=0.5)
@@ -500,27 +517,12 @@ def finetune(
         order = torch.randperm(n, generator=gen)
         tot = 0.0
         rnum = rden = 0.0
-        if o.learn_probe:
-            epoch_num = np.zeros(obj_shape, np.complex64)
-            epoch_w = np.zeros(obj_shape, np.float32)
         for s in range(0, n, o.batch):
             ib = order[s : s + o.batch]
             xb, mb = x_all[ib].to(dev), meas_all[ib].to(dev)
             a, ph = net(xb)
-            p_net = current_probe().detach() if o.learn_probe else current_probe()
-            pred = torch.exp(log_scale) * tf.predicted_amplitude(p_net, a, ph, eps=1e-12)
+            pred = torch.exp(log_scale) * tf.predicted_amplitude(current_probe(), a, ph, eps=1e-12)
             loss = losses(pred, mb, ph, ib.to(dev))
-            if o.learn_probe:
-                # probe term: the consensus object (one object for all patterns) lit by the learnable probe
-                pb = pos[ib.numpy()]
-                obj_b = torch.from_numpy(gather(consensus, pb, size)).to(dev)
-                psi = tf.far_field(tf.exit_waves(current_probe(), obj_b))
-                pred_c = torch.exp(log_scale.detach()) * torch.sqrt(psi.real**2 + psi.imag**2 + 1e-12)
-                loss = loss + losses(pred_c, mb, None, ib)
-                with torch.no_grad():
-                    w_now = (current_probe().abs() ** 2).cpu().numpy().astype(np.float32)
-                    patches = torch.polar(a.detach(), ph.detach()).cpu().numpy().astype(np.complex64)
-                    overlap_add(epoch_num, patches, pb, weights=w_now, weight_accum=epoch_w)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -528,8 +530,14 @@ def finetune(
             with torch.no_grad():
                 rn, rd = tf.r_factor(pred.detach(), mb, mask_t)
                 rnum, rden = rnum + float(rn), rden + float(rd)
-        if o.learn_probe:
-            consensus = normalise(epoch_num, epoch_w)
+        if o.learn_probe:  # rPIE sweeps on the auxiliary object + probe, then the network sees the new probe
+            with torch.no_grad():
+                rr = refine(probe_scan, init=consensus, iterations=o.probe_iterations, update_probe=True,
+                            probe=current_probe().cpu().numpy(), batch=o.batch if o.batch > 1 else None,
+                            probe_step=o.probe_step, rescale_probe=False, seed=epoch)
+                if not rr.diverged:
+                    consensus = rr.object
+                    probe_t.copy_(torch.from_numpy(np.asarray(rr.probe, np.complex64)).to(dev))
         sched.step()
         info = {"epoch": epoch, "loss": tot / n, "r_factor": rnum / max(rden, 1e-30),
                 "lr": opt.param_groups[0]["lr"], "scale": float(torch.exp(log_scale.detach())),
@@ -565,7 +573,7 @@ def finetune(
     model = model.to("cpu").to(memory_format=torch.contiguous_format).float().eval()
     for p in model.parameters():
         p.requires_grad_(True)
-    final_probe = (scale * current_probe().detach().cpu().numpy()).astype(np.complex64)
+    final_probe = (scale * current_probe().cpu().numpy()).astype(np.complex64)
 
     summary = {
         "scan": source, "frames": int(n), "frames_total": int(scan.n_frames), "subset": str(o.subset),
