@@ -56,7 +56,8 @@ def finetune_cmd(
     from ptyfast.finetune.finetune import FinetuneOptions, finetune_file
 
     opts = FinetuneOptions(epochs=epochs, lr=lr, batch=batch, subset=subset, freeze=freeze, loss=loss,
-                           learn_probe=learn_probe, probe_step=probe_step, probe_iterations=probe_iterations, scale=scale, phase_anchor=phase_anchor,
+                           learn_probe=learn_probe, probe_step=probe_step, probe_iterations=probe_iterations,
+                           scale=scale, phase_anchor=phase_anchor,
                            amp=amp, seed=seed, threads=threads).validate()
     columns = (TextColumn("[bold]finetune"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]:.4f}  R {task.fields[r]:.4f}  scale {task.fields[s]:.3g}"),

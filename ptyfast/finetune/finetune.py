@@ -636,15 +636,21 @@ def save_probe(directory: Path, probe: np.ndarray, *, stem: str = "probe") -> li
 
 
 def save_preview(path: Path, before: np.ndarray, after: np.ndarray, weight_mask: np.ndarray | None = None) -> Path:
-    """PNG of the stitched phase before and after fine-tuning (each with its mean phase removed)."""
+    """PNG of the stitched phase and amplitude before and after fine-tuning (mean phase removed; grey levels
+    clipped to the 1–99 % percentiles of the covered region, shared by before and after)."""
+    sel = weight_mask if weight_mask is not None else (np.abs(before) > 0) & (np.abs(after) > 0)
+    if not np.any(sel):
+        sel = np.ones(before.shape, bool)
+    imgs = {}
+    for name, obj in (("before", before), ("after", after)):
+        ph = np.angle(obj * np.exp(-1j * np.angle(np.sum(obj[sel]))))
+        imgs[name] = (np.where(sel, ph, np.nan), np.where(sel, np.abs(obj), np.nan))
     panels = []
-    for name, obj in (("phase before", before), ("phase after", after)):
-        ph = np.angle(obj)
-        sel = weight_mask if weight_mask is not None else np.abs(obj) > 0
-        if np.any(sel):
-            ph = np.angle(obj * np.exp(-1j * np.angle(np.sum(obj[sel]))))
-            ph = np.where(sel, ph, np.nan)
-        panels.append((name + " (rad)", ph, "gray"))
+    for k, label in ((0, "phase (rad)"), (1, "amplitude")):
+        vals = np.concatenate([imgs[n][k][sel] for n in imgs])
+        lo, hi = np.percentile(vals, [1, 99])
+        for name in ("before", "after"):
+            panels.append((f"{label} {name}", np.clip(imgs[name][k], lo, hi), "gray"))
     _save_png(Path(path), panels)
     return Path(path)
 
@@ -675,6 +681,9 @@ def save_finetuned(out_dir: str | os.PathLike, result: FinetuneResult, *, name: 
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"cannot write {out}: directory {parent} is not writable; choose another -o.")
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private (0700); the model folder is an ordinary one
     try:
         o = result.options or FinetuneOptions()
         extra = {
