@@ -28,7 +28,7 @@ def comparison_figure(path: Path, rec, truth_grid: np.ndarray, region: np.ndarra
     t, r = truth_grid[box], rec.object[box]
     pr = aligned_phase(r, t, region[box])
     fig, axes = plt.subplots(2, 2, figsize=(9, 8.6), dpi=100)
-    pairs = ((np.angle(t), pr, "phase (rad)", "twilight"), (np.abs(t), np.abs(r), "amplitude", "gray"))
+    pairs = ((np.angle(t), pr, "phase (rad)", "viridis"), (np.abs(t), np.abs(r), "amplitude", "gray"))
     for row, (a, b, label, cmap) in enumerate(pairs):
         lo, hi = np.percentile(a, [0.5, 99.5])
         for col, (img, name) in enumerate(((a, "truth"), (b, "PtyNet-S + stitching"))):

@@ -33,6 +33,9 @@ def train_cmd(
     procedural: Annotated[float, typer.Option(min=0, max=1, help="Fraction of procedural objects.")] = 0.25,
     noise: Annotated[float, typer.Option(min=0, max=1, help="Fraction of samples with Poisson noise.")] = 0.0,
     photons: Annotated[str, typer.Option(help="Photon range per frame for noisy samples, LO:HI.")] = "1e5:1e8",
+    transform: Annotated[str, typer.Option(help="Network-input transform: sqrt (paper), log1p, quarter.")] = "sqrt",
+    clean_photons: Annotated[Optional[str], typer.Option(help="Photon range LO:HI for noise-free samples "
+                                                               "(default: the probe's power).")] = None,
     random_probes: Annotated[int, typer.Option(min=0, help="Random Fresnel probes mixed in (0 = fixed probe).")] = 0,
     seed: Annotated[int, typer.Option()] = 0,
     threads: Annotated[int, typer.Option(min=0, help="torch CPU threads (0 = default).")] = 0,
@@ -55,6 +58,16 @@ def train_cmd(
         lo, hi = (float(v) for v in photons.split(":"))
     except ValueError:
         raise InputError(f"--photons must be LO:HI, e.g. 1e5:1e8; found '{photons}'.") from None
+    clean = None
+    if clean_photons:
+        try:
+            clean = tuple(float(v) for v in clean_photons.split(":"))
+        except ValueError:
+            raise InputError(f"--clean-photons must be LO:HI; found '{clean_photons}'.") from None
+    from ptyfast.runtime.preprocess import TRANSFORMS
+
+    if transform not in TRANSFORMS:
+        raise InputError(f"--transform must be one of {', '.join(TRANSFORMS)}; found '{transform}'.")
     if amp not in ("bf16", "none"):
         raise InputError(f"--amp must be bf16 or none; found '{amp}'.")
     opts = TrainOptions(
@@ -62,7 +75,8 @@ def train_cmd(
         amp=amp, channels_last=channels_last, clip=clip, val_every=val_every, val_size=val_size, seed=seed,
         threads=threads,
         data=DataOptions(object_size=object_size, pool_size=pool_size, procedural_fraction=procedural,
-                         noise_fraction=noise, photons=(lo, hi), random_probes=random_probes),
+                         noise_fraction=noise, photons=(lo, hi), random_probes=random_probes,
+                         transform=transform, clean_photons=clean),
     )
     p = load_probe(probe) if probe else default_probe()
     with Progress(TextColumn("[bold]train {task.fields[model]}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

@@ -84,7 +84,7 @@ def save_previews(rec, stem: str | Path, *, title: str = "") -> list[Path]:
     covered = rec.covered(0.05)
     paths = []
     for name, data, cmap, label in (("amplitude", rec.amplitude, "gray", "amplitude"),
-                                    ("phase", rec.phase, "twilight", "phase (rad)")):
+                                    ("phase", rec.phase, "viridis", "phase (rad)")):
         fig, ax = plt.subplots(figsize=(6, 5.4), dpi=110)
         vals = data[covered] if covered.any() else data.ravel()
         lo, hi = np.percentile(vals, [0.5, 99.5])

@@ -46,16 +46,29 @@ def fit_frames(frames: np.ndarray, size: tuple[int, int], mode: str = "none") ->
     )
 
 
-def preprocess(frames: np.ndarray, manifest=None) -> np.ndarray:
-    """(N, H, W) intensities → (N, 1, H, W) float32 network input: √I / max(√I) per pattern.
+TRANSFORMS = ("sqrt", "log1p", "quarter")
 
-    Negative counts (detector offsets) are clipped to zero first.
+
+def preprocess(frames: np.ndarray, manifest=None, *, preprocessing: dict | None = None) -> np.ndarray:
+    """(N, H, W) intensities → (N, 1, H, W) float32 network input, as ``manifest.preprocessing`` says.
+
+    ``transform``: ``sqrt`` (√I, the seed paper), ``log1p`` (log(1 + I), I in photons: compresses the
+    ~10⁴ dynamic range of far-field patterns so the speckle away from the central peak is visible to the
+    network; one photon maps to 0.69), ``quarter`` (I^¼). ``normalise``: ``max`` (divide by the per-pattern
+    maximum, so the input is in [0, 1]) or ``none``. Negative counts (detector offsets) are clipped to zero.
     """
-    prep = getattr(manifest, "preprocessing", None) or {"transform": "sqrt", "normalise": "max"}
+    prep = preprocessing or getattr(manifest, "preprocessing", None) or {"transform": "sqrt", "normalise": "max"}
     x = np.asarray(frames, dtype=np.float32)
     x = np.maximum(x, 0.0)
-    if prep.get("transform", "sqrt") == "sqrt":
+    transform = prep.get("transform", "sqrt")
+    if transform == "sqrt":
         x = np.sqrt(x)
+    elif transform == "log1p":
+        x = np.log1p(x)
+    elif transform == "quarter":
+        x = np.sqrt(np.sqrt(x))
+    else:
+        raise InputError(f"unknown preprocessing transform '{transform}'; known: {', '.join(TRANSFORMS)}.")
     if prep.get("normalise", "max") == "max":
         m = x.reshape(len(x), -1).max(axis=1)
         x = x / np.maximum(m, EPS)[:, None, None]

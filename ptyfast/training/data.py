@@ -36,6 +36,9 @@ class DataOptions:
     noise_fraction : fraction of samples with Poisson noise.
     photons : (lo, hi) photons per frame for noisy samples, drawn log-uniformly.
     random_probes : number of random Fresnel probes to mix in (0 = the given probe only).
+    transform : network-input transform (see :func:`ptyfast.runtime.preprocess.preprocess`).
+    clean_photons : (lo, hi) photons per frame for noise-free samples (log-uniform); None keeps the probe's
+        own power. Matters for the photon-aware ``log1p`` transform.
     """
 
     object_size: int = 320
@@ -46,6 +49,8 @@ class DataOptions:
     random_probes: int = 0
     amplitude_range: tuple[float, float] = AMPLITUDE_RANGE
     phase_range: tuple[float, float] = PHASE_RANGE
+    transform: str = "sqrt"
+    clean_photons: tuple[float, float] | None = None
 
 
 def list_images(paths: list[Path]) -> list[Path]:
@@ -104,12 +109,18 @@ class PatternSampler:
             pos = self.rng.uniform(0, [obj.shape[0] - h - 1, obj.shape[1] - w - 1], size=(1, 2))
             patches[k] = gather(obj, pos, (h, w))[0]
         intensity = np.abs(far_field(probe[None] * patches)) ** 2
+        # Photons per frame (for |O| = 1): log-uniform in the noisy range for noisy samples, in
+        # clean_photons (or the probe's own power) for clean ones.
+        power = float(np.sum(np.abs(probe) ** 2))
         noisy = self.rng.random(batch) < self.options.noise_fraction
+        clean = self.options.clean_photons or (power, power)
+        lo = np.where(noisy, self.options.photons[0], clean[0])
+        hi = np.where(noisy, self.options.photons[1], clean[1])
+        photons = 10 ** self.rng.uniform(np.log10(lo), np.log10(hi))
+        intensity *= (photons / power)[:, None, None].astype(np.float32)
         if noisy.any():
-            lo, hi = np.log10(self.options.photons[0]), np.log10(self.options.photons[1])
-            scale = 10 ** self.rng.uniform(lo, hi, size=int(noisy.sum())) / float(np.sum(np.abs(probe) ** 2))
-            intensity[noisy] = poisson_noise(intensity[noisy] * scale[:, None, None], self.rng)
-        x = preprocess(intensity)
+            intensity[noisy] = poisson_noise(intensity[noisy], self.rng)
+        x = preprocess(intensity, preprocessing={"transform": self.options.transform, "normalise": "max"})
         return x, np.abs(patches).astype(np.float32), np.angle(patches).astype(np.float32)
 
 

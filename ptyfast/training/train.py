@@ -81,6 +81,20 @@ def _make_scheduler(opt, o: TrainOptions):
     raise InputError(f"unknown schedule '{o.schedule}'; choose cyclic or onecycle.")
 
 
+def init_weights(model) -> None:
+    """He (Kaiming) normal initialisation for LeakyReLU(0.2) convs, zero biases.
+
+    PyTorch's default (uniform, gain ≈ 1/√3 per layer, biases up to 1/√fan_in) shrinks the signal through
+    PtyNet-S's 15 plain layers until the biases dominate; under bf16 autocast the tiny input-dependent part
+    is then rounded away and the network learns a constant. Variance-preserving weights keep the input alive.
+    """
+    for mod in model.modules():
+        if isinstance(mod, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            torch.nn.init.kaiming_normal_(mod.weight, a=0.2, mode="fan_in", nonlinearity="leaky_relu")
+            if mod.bias is not None:
+                torch.nn.init.zeros_(mod.bias)
+
+
 def init_output_bias(model, amplitude_mean: float, phase_mean: float) -> bool:
     """Start the heads at the training objects' mean amplitude and phase (logit / atanh of the mean).
 
@@ -169,6 +183,7 @@ def train(
 
     torch.manual_seed(options.seed)
     model = build_model(options.model)
+    init_weights(model)
     if options.init_bias:
         init_output_bias(model, float(np.mean(options.data.amplitude_range)), float(np.mean(options.data.phase_range)))
     model = model.to(device)
@@ -189,6 +204,7 @@ def train(
 
     manifest = Manifest(
         architecture=options.model, input_size=tuple(probe.shape), probe_sha256=probe_hash(probe),
+        preprocessing={"transform": options.data.transform, "normalise": "max"},
         probe_photons=float(np.sum(np.abs(probe) ** 2)), object_amplitude_range=tuple(options.data.amplitude_range),
         object_phase_range=tuple(options.data.phase_range), ptyfast_version=__version__,
     )
