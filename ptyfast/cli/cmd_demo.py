@@ -81,7 +81,7 @@ def demo_cmd(
                   f"{'Poisson noise' if noise else 'noise-free'}) in {t_sim:.2f} s → {scan_path}")
     from ptyfast.io.cxi import read_cxi
 
-    lazy = read_cxi(scan_path)
+    lazy = read_cxi(scan_path, validate=False)  # just written (and validated) above
     rec, prov = run_reconstruct(lazy, ReconstructJob(model=model))
     console.print(f"backend: [bold]{prov['backend_reason']}[/]")
     out = write_reconstruction(output / "demo_recon.h5", rec, prov)

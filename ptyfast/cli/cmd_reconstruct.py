@@ -75,7 +75,7 @@ def reconstruct_cmd(
     console.print(f"backend: [bold]{reason}[/] ({be.manifest.architecture}, {be.precision})")
     try:
         for scan_path, out in zip(scans, outs):
-            scan = load_any(scan_path)
+            scan = load_any(scan_path, validate=False)  # frames are checked chunk by chunk while streaming
             with progress_bar() as bar:
                 task = bar.add_task(scan_path.name, total=scan.n_frames, rate="")
 

@@ -150,7 +150,7 @@ def read_ptynet(path: str | Path) -> Scan:
                         meta=meta))
 
 
-def load_any(path: str | Path, *, lazy: bool = True) -> Scan:
+def load_any(path: str | Path, *, lazy: bool = True, validate: bool = True) -> Scan:
     """Read a scan in any supported layout (see the module docstring), dispatching on content and suffix.
 
     Parameters
@@ -159,6 +159,9 @@ def load_any(path: str | Path, *, lazy: bool = True) -> Scan:
         CXI/HDF5 file, Tike ``.npz``/``.npz.bz2``, PtyNet ``.npz`` or directory.
     lazy : bool
         Keep CXI frames on disk (the npz layouts are always loaded).
+    validate : bool
+        Check every CXI frame for NaN/Inf/negative counts while opening (one full read). Streaming callers
+        that check each chunk themselves (``ptyfast reconstruct``) pass False.
 
     Raises
     ------
@@ -171,7 +174,7 @@ def load_any(path: str | Path, *, lazy: bool = True) -> Scan:
     if not path.is_file():
         raise InputError(f"{path} does not exist.")
     if h5py.is_hdf5(path):
-        return read_cxi(path, lazy=lazy)
+        return read_cxi(path, lazy=lazy, validate=validate)
     name = path.name.lower()
     if name.endswith((".npz", ".npz.bz2")):
         z_keys = set(_load_npz(path)) if name.endswith(".npz") else None

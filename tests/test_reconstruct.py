@@ -1,0 +1,190 @@
+"""The main job end to end: simulate → reconstruct (shipped model, ONNX Runtime) → evaluate, and every bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from importlib import resources
+
+import h5py
+import numpy as np
+import pytest
+
+from ptyfast.io.cxi import read_cxi, write_cxi
+from ptyfast.io.images import read_image
+from ptyfast.metrics import evaluate_against_truth
+from ptyfast.physics import default_probe, fresnel_probe, object_from_images, raster_positions
+from ptyfast.physics.simulate import simulate_scan
+
+pytest.importorskip("onnxruntime")
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "ptyfast", *map(str, args)], capture_output=True, text=True)
+
+
+def one_error_line(res):
+    assert res.returncode == 2, res.stdout + res.stderr
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    return lines[0]
+
+
+def sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def held_out_scan(tmp_path_factory):
+    """49 noise-free 128² frames (75 % overlap) of a 320² object made from the two bundled held-out faces."""
+    data = resources.files("ptyfast.data")
+    with resources.as_file(data / "demo_amplitude.png") as a, resources.as_file(data / "demo_phase.png") as p:
+        obj = object_from_images(read_image(a), read_image(p), (320, 320))
+    rng = np.random.default_rng(0)
+    probe = default_probe()
+    pos = raster_positions(obj.shape, probe.shape, overlap=0.75, jitter=2.0, rng=rng)
+    scan = simulate_scan(obj, probe, pos, photons=1e6, rng=rng, meta={"source": "held-out"})
+    path = write_cxi(tmp_path_factory.mktemp("scan") / "held.cxi", scan)
+    return path, scan
+
+
+def test_reconstruct_end_to_end_beats_flat_baseline(held_out_scan, tmp_path):
+    path, scan = held_out_scan
+    before = sha(path)
+    out = tmp_path / "recon.h5"
+    res = run("reconstruct", path, "-o", out)
+    assert res.returncode == 0, res.stderr
+    assert "onnxruntime-cpu" in res.stdout and "patterns/s" in res.stdout
+    assert sha(path) == before  # the input is never modified
+    with h5py.File(out, "r") as f:
+        for name in ("object", "amplitude", "phase", "weight", "positions", "origin", "probe", "consistency/per_frame"):
+            assert name in f, name
+        assert f["positions"].shape == (scan.n_frames, 2)
+        assert f["consistency/per_frame"].shape == (scan.n_frames,)
+        prov = json.loads(f.attrs["provenance"])
+        assert prov["backend"]["backend"] == "onnxruntime" and len(prov["model_sha256"]) == 64
+        assert {"read", "preprocess", "infer", "stitch", "consistency", "wall"} <= set(prov["timings_s"])
+        obj, weight, origin = f["object"][()], f["weight"][()], f["origin"][()]
+        err = f["consistency"].attrs["error"]
+    assert 0 <= err < 1
+    for suffix in ("amplitude", "phase", "consistency"):
+        assert (tmp_path / f"recon_{suffix}.png").stat().st_size > 1000
+    q, base, _ = evaluate_against_truth(obj, weight, origin, scan.truth)
+    flat = base["flat"]
+    assert q.phase_ssim > flat.phase_ssim + 0.05, (q, flat)
+    assert q.phase_mse < flat.phase_mse, (q, flat)
+
+    res = run("evaluate", out, "--truth", path, "--json", tmp_path / "q.json")
+    assert res.returncode == 0, res.stderr
+    figures = json.loads((tmp_path / "q.json").read_text())
+    assert figures["reconstruction"]["phase_ssim"] == pytest.approx(q.phase_ssim, rel=1e-6)
+
+
+def test_chunk_size_does_not_change_the_result(held_out_scan):
+    from ptyfast.runtime.backends import open_backend
+    from ptyfast.runtime.pipeline import reconstruct_scan
+
+    path, _ = held_out_scan
+    backend, _ = open_backend(None, "onnxruntime", "cpu")
+    try:
+        a = reconstruct_scan(read_cxi(path), backend, chunk=7, batch=5, consistency=False)
+        b = reconstruct_scan(read_cxi(path), backend, chunk=64, batch=64, consistency=False)
+    finally:
+        backend.close()
+    np.testing.assert_allclose(a.object, b.object, rtol=1e-4, atol=1e-5)
+
+
+def test_probe_weighting_and_paper_stitching_on_the_same_predictions(held_out_scan):
+    from ptyfast.runtime.backends import open_backend
+    from ptyfast.runtime.pipeline import reconstruct_scan
+
+    path, scan = held_out_scan
+    backend, _ = open_backend(None, "onnxruntime", "cpu")
+    try:
+        recs = {w: reconstruct_scan(read_cxi(path), backend, weighting=w, consistency=False)
+                for w in ("probe", "uniform")}
+    finally:
+        backend.close()
+    for rec in recs.values():
+        assert np.all(np.isfinite(rec.object)) and rec.object.shape == recs["probe"].object.shape
+
+
+def test_inference_path_imports_no_torch(held_out_scan, tmp_path):
+    path, _ = held_out_scan
+    code = (
+        "import sys\nfrom ptyfast.io.cxi import read_cxi\nfrom ptyfast.runtime.reconstruct import ReconstructJob, "
+        f"run_reconstruct\nrec, prov = run_reconstruct(read_cxi({str(path)!r}), ReconstructJob())\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\nprint(prov['backend']['backend'])\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "onnxruntime"
+
+
+def _scan_cxi(tmp_path, name, *, probe=None, size=128, n=4, frames=None):
+    probe = default_probe() if probe is None else probe
+    rng = np.random.default_rng(1)
+    obj = object_from_images(rng.random((64, 64)), rng.random((64, 64)), (size + 40, size + 40))
+    pos = raster_positions(obj.shape, probe.shape, overlap=0.75)[:n]
+    scan = simulate_scan(obj, probe, pos, photons=1e5)
+    return write_cxi(tmp_path / name, scan)
+
+
+def test_pattern_size_mismatch_says_what_to_do(tmp_path):
+    path = _scan_cxi(tmp_path, "small.cxi", probe=fresnel_probe((64, 64), pixel_size=1e-6 / 64), size=64)
+    line = one_error_line(run("reconstruct", path, "-o", tmp_path / "o.h5"))
+    assert "64×64" in line and "--fit" in line and "fine-tune" in line
+    assert not (tmp_path / "o.h5").exists()
+
+
+def test_fit_crop_adapts_larger_frames(tmp_path):
+    big = default_probe()
+    probe = np.zeros((256, 256), np.complex64)
+    probe[64:192, 64:192] = big
+    path = _scan_cxi(tmp_path, "big.cxi", probe=probe, size=256, n=2)
+    res = run("reconstruct", path, "-o", tmp_path / "o.h5", "--fit", "crop", "--no-png")
+    assert res.returncode == 0, res.stderr
+    with h5py.File(tmp_path / "o.h5") as f:
+        assert np.all(np.isfinite(f["object"][()]))
+
+
+def test_probe_mismatch_is_refused(tmp_path):
+    path = _scan_cxi(tmp_path, "otherprobe.cxi", probe=fresnel_probe((128, 128), defocus=300e-6, focus_size=300e-9))
+    line = one_error_line(run("reconstruct", path, "-o", tmp_path / "o.h5"))
+    assert "differs from the probe" in line and "ptyfast finetune" in line
+    assert not (tmp_path / "o.h5").exists()
+
+
+@pytest.mark.parametrize("case", ["corrupt", "nan", "empty", "missing"])
+def test_bad_scans_exit_2_without_output(tmp_path, make_cxi, case):
+    if case == "corrupt":
+        path = tmp_path / "corrupt.cxi"
+        path.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 100)
+    elif case == "nan":
+        data = np.ones((6, 128, 128), np.float32)
+        data[4, 10, 10] = np.nan
+        path = make_cxi("nan.cxi", data=data, translation=np.c_[np.linspace(0, 1e-6, 6), np.zeros(6), np.zeros(6)])
+    elif case == "empty":
+        path = make_cxi("empty.cxi", data=np.ones((0, 128, 128), np.float32), translation=np.zeros((0, 3)))
+    else:
+        path = tmp_path / "nope.cxi"
+    before = sha(path) if path.exists() else None
+    out = tmp_path / "o.h5"
+    one_error_line(run("reconstruct", path, "-o", out))
+    assert not out.exists() and not list(tmp_path.glob(".o.h5.tmp-*"))
+    if before:
+        assert sha(path) == before
+
+
+def test_unwritable_output_is_refused(held_out_scan, tmp_path):
+    path, _ = held_out_scan
+    line = one_error_line(run("reconstruct", path, "-o", tmp_path / "no" / "such" / "dir" / "o.h5"))
+    assert "cannot write" in line
+
+
+def test_near_field_data_is_refused(shared_data, tmp_path):
+    p25 = shared_data / "cdtools-p25-nearfield" / "PETRAIII_P25_Near_Field_Ptycho.cxi"
+    line = one_error_line(run("reconstruct", p25, "-o", tmp_path / "o.h5", "--fit", "pad"))
+    assert "near-field" in line
