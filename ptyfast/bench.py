@@ -25,13 +25,11 @@ Every missing backend or precision is a row with ``status = "not available"`` an
 
 from __future__ import annotations
 
-import json
-import os
 import platform
 import resource
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -653,21 +651,11 @@ def run_bench(options: BenchOptions | None = None, *, progress=None, workdir: st
 
 def write_json(result: dict, path: str | Path) -> Path:
     """Write ``result`` atomically as indented JSON."""
-    from ptyfast.io.atomic import atomic_path
+    from ptyfast.io.atomic import write_json as _write
 
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(result, indent=2, default=_jsonable))
-    return Path(path)
+    return _write(path, result)
 
 
-def _jsonable(v):
-    if isinstance(v, (np.floating, np.integer)):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, Path):
-        return str(v)
-    raise TypeError(f"not JSON-serialisable: {type(v).__name__}")
 
 
 # -- rendering ------------------------------------------------------------------------------------------------

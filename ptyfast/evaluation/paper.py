@@ -38,12 +38,13 @@ import os
 import platform
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ptyfast.errors import InputError
+from ptyfast.io.atomic import write_json
 
 OVERLAPS = (0.75, 0.5, 0.25, 0.0)
 TRAINABLE = ("ptychonn", "ptynet-b")
@@ -308,7 +309,7 @@ def train_model(name: str, out_dir: Path, files: list[Path], cfg: PaperConfig, r
     summary = {k: v for k, v in result.items() if k not in ("history",)}
     summary.update(total_time_s=time.perf_counter() - t0, budget_minutes=cfg.budget_minutes,
                    fixed_steps=cfg.train_steps, calibration=calibration, history=result.get("history", []))
-    _write_text(summary_path, json.dumps(summary, indent=2, default=_jsonable))
+    write_json(summary_path, summary)
     log(f"{LABELS[name]}: trained {summary['steps']} steps in {summary['total_time_s']:.0f} s, "
         f"best validation loss {summary['best_val_loss']:.4f}")
     return {**summary, "reused": False}
@@ -467,7 +468,7 @@ def run_paper_protocol(images, output, *, console=None, config: PaperConfig | No
         figs += _figure_convergence(out, f9)
     results["total_time_s"] = time.perf_counter() - t_start
     results["figures"] = [str(p.relative_to(out)) for p in figs]
-    _write_text(out / "results.json", json.dumps(results, indent=2, default=_jsonable))
+    write_json(out / "results.json", results)
     report = out / "report.md"
     _write_text(report, render_report(results))
     log(f"wrote {report} ({len(figs)} figures) in {results['total_time_s'] / 60:.1f} min")
@@ -545,7 +546,7 @@ def _table3(model: dict, test: list[Path], cfg: PaperConfig, log) -> tuple[dict,
     """Clear / noisy scan of one held-out face (amplitude = phase image), before and after fine-tuning."""
     from ptyfast.finetune import FinetuneOptions, finetune
     from ptyfast.io.images import read_image
-    from ptyfast.metrics import baselines, evaluate_against_truth, truth_on_grid
+    from ptyfast.metrics import evaluate_against_truth, truth_on_grid
     from ptyfast.models.checkpoint import load_checkpoint
     from ptyfast.physics.objects import object_from_images
 
@@ -863,16 +864,6 @@ def _write_text(path: Path, text: str) -> Path:
     return path
 
 
-def _jsonable(v):
-    if isinstance(v, (np.floating, np.integer)):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, Path):
-        return str(v)
-    if isinstance(v, tuple):
-        return list(v)
-    raise TypeError(f"not JSON-serialisable: {type(v).__name__}")
 
 
 __all__ = ["PaperConfig", "run_paper_protocol", "split_images", "render_report", "train_model", "test_objects",

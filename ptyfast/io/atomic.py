@@ -64,3 +64,25 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def json_default(v):
+    """``json.dumps(..., default=json_default)``: numpy scalars/arrays, paths and tuples as plain JSON."""
+    import numpy as np
+
+    if isinstance(v, (np.floating, np.integer, np.bool_)):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, (Path, tuple)):
+        return str(v) if isinstance(v, Path) else list(v)
+    raise TypeError(f"not JSON-serialisable: {type(v).__name__}")
+
+
+def write_json(path: str | Path, obj, *, indent: int = 2) -> Path:
+    """Write ``obj`` as JSON to ``path`` atomically (numpy values allowed)."""
+    import json
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=indent, default=json_default))
+    return Path(path)

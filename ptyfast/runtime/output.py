@@ -19,7 +19,7 @@ import numpy as np
 
 from ptyfast import __version__
 from ptyfast.errors import InputError
-from ptyfast.io.atomic import atomic_path
+from ptyfast.io.atomic import atomic_path, json_default
 
 
 def write_reconstruction(path: str | Path, rec, provenance: dict) -> Path:
@@ -43,16 +43,10 @@ def write_reconstruction(path: str | Path, rec, provenance: dict) -> Path:
                 g.attrs["definition"] = "sum((s*sqrt(I_pred) - sqrt(I))^2) / sum(I), valid pixels"
             f.attrs["ptyfast_version"] = __version__
             f.attrs["n_frames"] = rec.n_frames
-            f.attrs["provenance"] = json.dumps(provenance, default=_jsonable)
+            f.attrs["provenance"] = json.dumps(provenance, default=json_default)
     return path
 
 
-def _jsonable(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def read_reconstruction(path: str | Path) -> dict:
