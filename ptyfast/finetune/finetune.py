@@ -603,16 +603,17 @@ def finetune(
 
 
 # ------------------------------------------------------------------------------------------------ output
-def _save_png(path: Path, panels: list[tuple[str, np.ndarray, str]], title: str = "") -> None:
-    """Side-by-side images (title, array, colormap) as one PNG (matplotlib, Agg)."""
+def _save_png(path: Path, panels: list[tuple], title: str = "") -> None:
+    """Side-by-side images ``(title, array, colormap[, (vmin, vmax)])`` as one PNG (matplotlib, Agg)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
-    for ax, (name, img, cmap) in zip(axes[0], panels):
-        im = ax.imshow(img, cmap=cmap)
+    for ax, (name, img, cmap, *limits) in zip(axes[0], panels):
+        vmin, vmax = limits[0] if limits else (None, None)
+        im = ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax)
         ax.set_title(name)
         ax.axis("off")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
@@ -650,7 +651,7 @@ def save_preview(path: Path, before: np.ndarray, after: np.ndarray, weight_mask:
         vals = np.concatenate([imgs[n][k][sel] for n in imgs])
         lo, hi = np.percentile(vals, [1, 99])
         for name in ("before", "after"):
-            panels.append((f"{label} {name}", np.clip(imgs[name][k], lo, hi), "gray"))
+            panels.append((f"{label} {name}", np.clip(imgs[name][k], lo, hi), "gray", (lo, hi)))
     _save_png(Path(path), panels)
     return Path(path)
 
