@@ -242,7 +242,7 @@ def train(
         if step % options.val_every == 0 or step == options.steps:
             elapsed = time.perf_counter() - t0
             vl = evaluate_loss(getattr(model, "module", model), val, options, device)
-            history.append((step, float(loss), vl))
+            history.append((step, float(loss.detach()), vl))
             info["val"] = vl
             if rank == 0:
                 if vl < best:
