@@ -245,8 +245,12 @@ def simulate(obj: np.ndarray, overlap: float, *, jitter: float, seed: int, photo
 def _recipe(source_s) -> dict:
     """Training recipe of the shipped PtyNet-S (its manifest), so the comparison models get the same one."""
     t = dict(getattr(source_s.manifest, "training", {}) or {}) if source_s is not None else {}
-    keys = ("lr", "lr_min", "schedule", "batch", "amp", "procedural_fraction", "noise_fraction", "random_probes")
-    return {k: t[k] for k in keys if k in t}
+    keys = ("lr", "lr_min", "schedule", "batch", "amp", "procedural_fraction", "noise_fraction", "random_probes",
+            "photons", "clean_photons")
+    recipe = {k: t[k] for k in keys if k in t}
+    prep = getattr(source_s.manifest, "preprocessing", {}) if source_s is not None else {}
+    recipe["transform"] = prep.get("transform", "sqrt")
+    return recipe
 
 
 def train_model(name: str, out_dir: Path, files: list[Path], cfg: PaperConfig, recipe: dict, *, log=print) -> dict:
@@ -267,7 +271,10 @@ def train_model(name: str, out_dir: Path, files: list[Path], cfg: PaperConfig, r
     data = DataOptions(object_size=cfg.train_object_size, pool_size=cfg.pool_size,
                        procedural_fraction=recipe.get("procedural_fraction", 0.25),
                        noise_fraction=recipe.get("noise_fraction", 0.0),
-                       random_probes=int(recipe.get("random_probes", 0)))
+                       random_probes=int(recipe.get("random_probes", 0)),
+                       transform=recipe.get("transform", "sqrt"),
+                       photons=tuple(recipe.get("photons", (1e5, 1e8))),
+                       clean_photons=tuple(recipe["clean_photons"]) if recipe.get("clean_photons") else None)
     batch = int(cfg.train_batch or recipe.get("batch", 32))
     base = dict(model=name, batch=batch, lr=float(recipe.get("lr", 1e-4)), lr_min=float(recipe.get("lr_min", 1e-5)),
                 schedule=recipe.get("schedule", "cyclic"), amp=recipe.get("amp", "bf16"), val_size=cfg.val_size,

@@ -219,6 +219,8 @@ def train(
             "lr_min": options.lr_min, "images_train": len(train_imgs), "images_val": len(val_imgs),
             "procedural_fraction": options.data.procedural_fraction, "noise_fraction": options.data.noise_fraction,
             "random_probes": options.data.random_probes, "seed": options.seed,
+            "transform": options.data.transform, "photons": list(options.data.photons),
+            "clean_photons": list(options.data.clean_photons) if options.data.clean_photons else None,
             "parameters": count_parameters(getattr(model, "module", model)), "torch": torch.__version__,
         }
 
