@@ -24,6 +24,14 @@ def _jitter(n: int, jitter: float, rng) -> np.ndarray:
     return rng.uniform(-jitter, jitter, size=(n, 2)) if jitter > 0 else np.zeros((n, 2))
 
 
+def _extent(object_shape: tuple[int, int], window: tuple[int, int]) -> tuple[int, int]:
+    """Largest top-left (y, x) that keeps the window plus one bilinear pixel inside the object."""
+    (rows, cols), (h, w) = object_shape, window
+    if rows < h + 1 or cols < w + 1:
+        raise InputError(f"the object {object_shape} must be larger than the probe window {window}.")
+    return rows - h - 1, cols - w - 1
+
+
 def raster_positions(
     object_shape: tuple[int, int],
     window: tuple[int, int],
@@ -37,15 +45,13 @@ def raster_positions(
     Each position gets independent uniform jitter in [-jitter, +jitter] per axis, then is clipped so the
     window (plus one pixel for bilinear sampling) stays inside the object.
     """
-    (rows, cols), (h, w) = object_shape, window
-    if rows < h + 1 or cols < w + 1:
-        raise InputError(f"the object {object_shape} must be larger than the probe window {window}.")
-    sy, sx = overlap_to_step(overlap, h), overlap_to_step(overlap, w)
-    ys = np.arange(0, rows - h - 1 + 1e-9, sy)
-    xs = np.arange(0, cols - w - 1 + 1e-9, sx)
+    ly, lx = _extent(object_shape, window)
+    sy, sx = overlap_to_step(overlap, window[0]), overlap_to_step(overlap, window[1])
+    ys = np.arange(0, ly + 1e-9, sy)
+    xs = np.arange(0, lx + 1e-9, sx)
     grid = np.stack(np.meshgrid(ys, xs, indexing="ij"), axis=-1).reshape(-1, 2).astype(np.float64)
     grid += _jitter(len(grid), jitter, rng)
-    return np.clip(grid, 0, [rows - h - 1, cols - w - 1])
+    return np.clip(grid, 0, [ly, lx])
 
 
 def fermat_positions(
@@ -60,12 +66,9 @@ def fermat_positions(
 
     Point k sits at radius c·√k, angle k·137.508°; c is chosen so each point owns an area of step².
     """
-    (rows, cols), (h, w) = object_shape, window
-    if rows < h + 1 or cols < w + 1:
-        raise InputError(f"the object {object_shape} must be larger than the probe window {window}.")
-    step = overlap_to_step(overlap, min(h, w))
+    ly, lx = _extent(object_shape, window)
+    step = overlap_to_step(overlap, min(window))
     c = step / np.sqrt(np.pi)
-    ly, lx = rows - h - 1, cols - w - 1
     cy, cx = ly / 2, lx / 2
     radius = np.hypot(cy, cx)
     n = int((radius / c) ** 2) + 1
