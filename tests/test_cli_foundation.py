@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from cli_helpers import assert_one_line_error
 from typer.testing import CliRunner
 
 from ptyfast.cli import _load_commands, app
@@ -20,11 +21,6 @@ def run(*args: str):
     return runner.invoke(app, [str(a) for a in args])
 
 
-def assert_one_line_error(result, fragment: str = "") -> None:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    assert fragment in lines[0] and "Traceback" not in result.output
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 from typer.testing import CliRunner  # noqa: E402
 
 from ptyfast.cli import _load_commands, app  # noqa: E402
+from cli_helpers import assert_one_line_error  # noqa: E402
 from ptyfast.errors import InputError  # noqa: E402
 from ptyfast.finetune import (  # noqa: E402
     FinetuneOptions, finetune, finetune_file, probe_error, resolve_probe, save_finetuned, select_frames,
@@ -282,11 +283,6 @@ def test_learn_probe_reduces_probe_error():
 
 
 # ------------------------------------------------------------------------------------ CLI edge
-def assert_one_line_error(result, fragment: str = "") -> None:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    assert fragment in lines[0] and "Traceback" not in result.output
 
 
 @pytest.fixture
