@@ -67,8 +67,8 @@ def main() -> None:
                                            "rows": rows})
     from ptyfast.cli.cmd_demo import comparison_figure
 
-    comparison_figure(args.output / "truth_vs_prediction.png", rec, truth_on_grid(obj, rec.origin, rec.object.shape),
-                      region, f"held-out scan, {args.overlap:.0%} overlap: network phase PSNR "
+    comparison_figure(args.output / "truth_vs_prediction.png", {"network": rec.object, "+ 30 rPIE": refined.object},
+                      truth_on_grid(obj, rec.origin, rec.object.shape), region, f"held-out scan, {args.overlap:.0%} overlap: network phase PSNR "
                               f"{rows['network, |P|² stitching']['phase_psnr']:.1f} dB")
     for k, v in rows.items():
         print(f"{k:48s} phase PSNR {v['phase_psnr']:6.2f} dB  SSIM {v['phase_ssim']:.3f}  "

@@ -14,8 +14,9 @@ import typer
 from ptyfast.cli.app import command, console
 
 
-def comparison_figure(path: Path, rec, truth_grid: np.ndarray, region: np.ndarray, title: str) -> Path:
-    """truth vs reconstruction (phase and amplitude, offset removed) as one PNG."""
+def comparison_figure(path: Path, objects: dict[str, np.ndarray], truth_grid: np.ndarray, region: np.ndarray,
+                      title: str) -> Path:
+    """Truth beside each named reconstruction (phase with the offset removed, and amplitude) as one PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -25,14 +26,15 @@ def comparison_figure(path: Path, rec, truth_grid: np.ndarray, region: np.ndarra
     from ptyfast.runtime.output import _savefig
 
     box = bounding_box(region)
-    t, r = truth_grid[box], rec.object[box]
-    pr = aligned_phase(r, t, region[box])
-    fig, axes = plt.subplots(2, 2, figsize=(9, 8.6), dpi=100)
-    pairs = ((np.angle(t), pr, "phase (rad)", "viridis"), (np.abs(t), np.abs(r), "amplitude", "gray"))
-    for row, (a, b, label, cmap) in enumerate(pairs):
-        lo, hi = np.percentile(a, [0.5, 99.5])
-        for col, (img, name) in enumerate(((a, "truth"), (b, "PtyNet-S + stitching"))):
-            im = axes[row, col].imshow(img, cmap=cmap, vmin=lo, vmax=hi)
+    t, sel = truth_grid[box], region[box]
+    cols = [("truth", np.angle(t), np.abs(t))]
+    cols += [(name, aligned_phase(o[box], t, sel), np.abs(o[box])) for name, o in objects.items()]
+    fig, axes = plt.subplots(2, len(cols), figsize=(4.2 * len(cols), 8.4), dpi=100, squeeze=False)
+    for row, (label, cmap, ref) in enumerate((("phase (rad)", "viridis", np.angle(t)),
+                                              ("amplitude", "gray", np.abs(t)))):
+        lo, hi = np.percentile(ref, [0.5, 99.5])
+        for col, (name, phase, amp) in enumerate(cols):
+            im = axes[row, col].imshow(phase if row == 0 else amp, cmap=cmap, vmin=lo, vmax=hi)
             axes[row, col].set_title(f"{name}: {label}")
             axes[row, col].axis("off")
         fig.colorbar(im, ax=axes[row, :].tolist(), shrink=0.8)
@@ -95,6 +97,7 @@ def demo_cmd(
         console.print(f"data consistency ε = {rec.consistency.error:.4f} (no ground truth needed)")
     q, base, region = evaluate_against_truth(rec.object, rec.weight, rec.origin, obj)
     rows = {"PtyNet-S": q}
+    shown = {"PtyNet-S": rec.object}
     if refine:
         from ptyfast.refine import refine_reconstruction
 
@@ -105,10 +108,12 @@ def demo_cmd(
                       f"data error {res.errors[0]:.3g} → {res.errors[-1]:.3g}")
         rows[f"PtyNet-S + {refine} rPIE"] = evaluate_against_truth(np.asarray(res.object), rec.weight, rec.origin,
                                                                    obj)[0]
+        shown[f"+ {refine} rPIE"] = np.asarray(res.object)
     console.print(quality_table({**rows, **base}, "quality against the truth (stitched interior)"))
     pics = save_previews(rec, output / "demo_recon")
-    pics.append(comparison_figure(output / "demo_truth_vs_recon.png", rec, truth_on_grid(obj, rec.origin, rec.object.shape),
-                                  region, f"held-out scan, {overlap:.0%} overlap: phase PSNR {q.phase_psnr:.1f} dB, "
-                                          f"SSIM {q.phase_ssim:.2f}"))
+    pics.append(comparison_figure(output / "demo_truth_vs_recon.png", shown,
+                                  truth_on_grid(obj, rec.origin, rec.object.shape), region,
+                                  f"held-out scan, {overlap:.0%} overlap: " + ", ".join(
+                                      f"{k} phase {v.phase_psnr:.1f} dB" for k, v in rows.items())))
     for pth in pics:
         console.print(f"wrote {pth}")
