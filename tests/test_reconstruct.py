@@ -205,3 +205,11 @@ def test_near_field_data_is_refused(shared_data, tmp_path):
     p25 = shared_data / "cdtools-p25-nearfield" / "PETRAIII_P25_Near_Field_Ptycho.cxi"
     line = one_error_line(run("reconstruct", p25, "-o", tmp_path / "o.h5", "--fit", "pad"))
     assert "near-field" in line
+
+
+def test_demo_runs_and_writes_pictures(tmp_path):
+    res = run("demo", "-o", tmp_path / "demo", "--size", "300", "--overlap", "0.75", "--refine", "5")
+    assert res.returncode == 0, res.stderr
+    assert "patterns/s" in res.stdout and "rPIE" in res.stdout
+    for name in ("demo_scan.cxi", "demo_recon.h5", "demo_recon_phase.png", "demo_truth_vs_recon.png"):
+        assert (tmp_path / "demo" / name).stat().st_size > 1000, name
