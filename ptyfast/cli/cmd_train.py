@@ -34,6 +34,7 @@ def train_cmd(
     noise: Annotated[float, typer.Option(min=0, max=1, help="Fraction of samples with Poisson noise.")] = 0.0,
     photons: Annotated[str, typer.Option(help="Photon range per frame for noisy samples, LO:HI.")] = "1e5:1e8",
     transform: Annotated[str, typer.Option(help="Network-input transform: sqrt (paper), log1p, quarter.")] = "sqrt",
+    normalise: Annotated[str, typer.Option(help="Per-pattern input normalisation: max (paper), std, none.")] = "max",
     clean_photons: Annotated[Optional[str], typer.Option(help="Photon range LO:HI for noise-free samples "
                                                                "(default: the probe's power).")] = None,
     random_probes: Annotated[int, typer.Option(min=0, help="Random Fresnel probes mixed in (0 = fixed probe).")] = 0,
@@ -76,7 +77,7 @@ def train_cmd(
         threads=threads,
         data=DataOptions(object_size=object_size, pool_size=pool_size, procedural_fraction=procedural,
                          noise_fraction=noise, photons=(lo, hi), random_probes=random_probes,
-                         transform=transform, clean_photons=clean),
+                         transform=transform, normalise=normalise, clean_photons=clean),
     )
     p = load_probe(probe) if probe else default_probe()
     with Progress(TextColumn("[bold]train {task.fields[model]}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

@@ -55,7 +55,7 @@ def preprocess(frames: np.ndarray, manifest=None, *, preprocessing: dict | None 
     ``transform``: ``sqrt`` (√I, the seed paper), ``log1p`` (log(1 + I), I in photons: compresses the
     ~10⁴ dynamic range of far-field patterns so the speckle away from the central peak is visible to the
     network; one photon maps to 0.69), ``quarter`` (I^¼). ``normalise``: ``max`` (divide by the per-pattern
-    maximum, so the input is in [0, 1]) or ``none``. Negative counts (detector offsets) are clipped to zero.
+    maximum, so the input is in [0, 1]), ``std`` (zero mean, unit variance per pattern) or ``none``. Negative counts (detector offsets) are clipped to zero.
     """
     prep = preprocessing or getattr(manifest, "preprocessing", None) or {"transform": "sqrt", "normalise": "max"}
     x = np.asarray(frames, dtype=np.float32)
@@ -69,7 +69,13 @@ def preprocess(frames: np.ndarray, manifest=None, *, preprocessing: dict | None 
         x = np.sqrt(np.sqrt(x))
     else:
         raise InputError(f"unknown preprocessing transform '{transform}'; known: {', '.join(TRANSFORMS)}.")
-    if prep.get("normalise", "max") == "max":
+    norm = prep.get("normalise", "max")
+    if norm == "max":
         m = x.reshape(len(x), -1).max(axis=1)
         x = x / np.maximum(m, EPS)[:, None, None]
+    elif norm == "std":  # zero mean, unit variance per pattern: O(1) activations even for a sharp central peak
+        flat = x.reshape(len(x), -1)
+        x = (x - flat.mean(axis=1)[:, None, None]) / np.maximum(flat.std(axis=1), EPS)[:, None, None]
+    elif norm != "none":
+        raise InputError(f"unknown preprocessing normalisation '{norm}'; known: max, std, none.")
     return x[:, None]

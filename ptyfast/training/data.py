@@ -50,6 +50,7 @@ class DataOptions:
     amplitude_range: tuple[float, float] = AMPLITUDE_RANGE
     phase_range: tuple[float, float] = PHASE_RANGE
     transform: str = "sqrt"
+    normalise: str = "max"
     clean_photons: tuple[float, float] | None = None
 
 
@@ -120,7 +121,8 @@ class PatternSampler:
         intensity *= (photons / power)[:, None, None].astype(np.float32)
         if noisy.any():
             intensity[noisy] = poisson_noise(intensity[noisy], self.rng)
-        x = preprocess(intensity, preprocessing={"transform": self.options.transform, "normalise": "max"})
+        x = preprocess(intensity, preprocessing={"transform": self.options.transform,
+                                                     "normalise": self.options.normalise})
         return x, np.abs(patches).astype(np.float32), np.angle(patches).astype(np.float32)
 
 

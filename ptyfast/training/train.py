@@ -204,7 +204,7 @@ def train(
 
     manifest = Manifest(
         architecture=options.model, input_size=tuple(probe.shape), probe_sha256=probe_hash(probe),
-        preprocessing={"transform": options.data.transform, "normalise": "max"},
+        preprocessing={"transform": options.data.transform, "normalise": options.data.normalise},
         probe_photons=float(np.sum(np.abs(probe) ** 2)), object_amplitude_range=tuple(options.data.amplitude_range),
         object_phase_range=tuple(options.data.phase_range), ptyfast_version=__version__,
     )

@@ -1,0 +1,45 @@
+"""Network-input preprocessing (as the manifest says) and fitting frames to the model's input size."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ptyfast.errors import InputError
+from ptyfast.runtime.preprocess import fit_frames, preprocess
+
+FRAMES = np.random.default_rng(0).poisson(20.0, size=(3, 8, 8)).astype(np.float32)
+
+
+def test_default_is_sqrt_over_per_pattern_max():
+    x = preprocess(FRAMES)
+    assert x.shape == (3, 1, 8, 8) and x.dtype == np.float32
+    expected = np.sqrt(FRAMES) / np.sqrt(FRAMES).reshape(3, -1).max(axis=1)[:, None, None]
+    np.testing.assert_allclose(x[:, 0], expected, rtol=1e-6)
+
+
+def test_log1p_and_std_normalisation():
+    x = preprocess(FRAMES, preprocessing={"transform": "log1p", "normalise": "std"})[:, 0]
+    np.testing.assert_allclose(x.reshape(3, -1).mean(axis=1), 0, atol=1e-5)
+    np.testing.assert_allclose(x.reshape(3, -1).std(axis=1), 1, rtol=1e-4)
+
+
+def test_negative_counts_are_clipped_and_unknown_options_refused():
+    x = preprocess(-np.ones((1, 4, 4), np.float32))
+    assert np.all(x == 0)
+    with pytest.raises(InputError, match="transform 'cube'"):
+        preprocess(FRAMES, preprocessing={"transform": "cube"})
+    with pytest.raises(InputError, match="normalisation 'l2'"):
+        preprocess(FRAMES, preprocessing={"transform": "sqrt", "normalise": "l2"})
+
+
+def test_fit_frames_crop_bin_pad_keep_the_centre():
+    f = np.zeros((1, 16, 16), np.float32)
+    f[0, 8, 8] = 1.0  # zero frequency at the centre
+    assert fit_frames(f, (8, 8), "crop")[0, 4, 4] == 1.0
+    assert fit_frames(f, (8, 8), "bin")[0, 4, 4] == 1.0
+    assert fit_frames(f, (32, 32), "pad")[0, 16, 16] == 1.0
+    with pytest.raises(InputError, match="--fit crop"):
+        fit_frames(f, (8, 8), "none")
+    with pytest.raises(InputError, match="integer multiple"):
+        fit_frames(f, (6, 6), "bin")
