@@ -88,11 +88,23 @@ def init_weights(model) -> None:
     PtyNet-S's 15 plain layers until the biases dominate; under bf16 autocast the tiny input-dependent part
     is then rounded away and the network learns a constant. Variance-preserving weights keep the input alive.
     """
+    import math
+
+    gain = torch.nn.init.calculate_gain("leaky_relu", 0.2)
     for mod in model.modules():
-        if isinstance(mod, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+        if isinstance(mod, torch.nn.ConvTranspose2d):
+            # PyTorch's fan-in for a transposed conv counts the wrong weight axis; each output pixel sees
+            # in/groups channels × (k/stride)² taps.
+            kh, kw = mod.kernel_size
+            sh, sw = mod.stride
+            fan_in = mod.in_channels // mod.groups * max(1.0, kh * kw / (sh * sw))
+            torch.nn.init.normal_(mod.weight, 0.0, gain / math.sqrt(fan_in))
+        elif isinstance(mod, torch.nn.Conv2d):
             torch.nn.init.kaiming_normal_(mod.weight, a=0.2, mode="fan_in", nonlinearity="leaky_relu")
-            if mod.bias is not None:
-                torch.nn.init.zeros_(mod.bias)
+        else:
+            continue
+        if mod.bias is not None:
+            torch.nn.init.zeros_(mod.bias)
 
 
 def init_output_bias(model, amplitude_mean: float, phase_mean: float) -> bool:
