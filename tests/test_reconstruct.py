@@ -213,3 +213,15 @@ def test_demo_runs_and_writes_pictures(tmp_path):
     assert "patterns/s" in res.stdout and "rPIE" in res.stdout
     for name in ("demo_scan.cxi", "demo_recon.h5", "demo_recon_phase.png", "demo_truth_vs_recon.png"):
         assert (tmp_path / "demo" / name).stat().st_size > 1000, name
+
+
+@pytest.mark.parametrize("args", [
+    ("demo", "-o", "{file}/sub"),
+    ("evaluate", "{tmp}/missing.h5", "--truth", "{tmp}/missing.cxi"),
+    ("evaluate", "{file}", "--truth", "{file}"),
+])
+def test_demo_and_evaluate_bad_paths(tmp_path, args):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    line = one_error_line(run(*(a.format(file=blocker, tmp=tmp_path) for a in args)))
+    assert str(tmp_path) in line

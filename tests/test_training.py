@@ -79,6 +79,14 @@ def test_cli_rejects_unreadable_image(tmp_path):
     assert not (tmp_path / "r" / "best.pt").exists()
 
 
+def test_cli_rejects_output_under_a_file(tmp_path):
+    blocker = tmp_path / "f"
+    blocker.write_text("x")
+    res = subprocess.run([sys.executable, "-m", "ptyfast", "train", "-o", str(blocker / "run"), "--steps", "1"],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "cannot create output folder" in res.stderr and "Traceback" not in res.stderr
+
+
 def test_cli_rejects_unknown_model(tmp_path):
     res = subprocess.run([sys.executable, "-m", "ptyfast", "train", "-o", str(tmp_path / "r"), "--model", "resnet"],
                          capture_output=True, text=True)

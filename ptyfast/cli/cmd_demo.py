@@ -69,7 +69,9 @@ def demo_cmd(
     from ptyfast.runtime.reconstruct import ReconstructJob, run_reconstruct
     from ptyfast.cli.cmd_evaluate import quality_table
 
-    output.mkdir(parents=True, exist_ok=True)
+    from ptyfast.io.atomic import ensure_dir
+
+    ensure_dir(output)
     data = resources.files("ptyfast.data")
     with resources.as_file(data / "demo_amplitude.png") as a, resources.as_file(data / "demo_phase.png") as p:
         obj = object_from_images(read_image(a), read_image(p), (size, size))

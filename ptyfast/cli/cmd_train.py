@@ -79,6 +79,9 @@ def train_cmd(
                          noise_fraction=noise, photons=(lo, hi), random_probes=random_probes,
                          transform=transform, normalise=normalise, clean_photons=clean),
     )
+    from ptyfast.io.atomic import ensure_dir
+
+    ensure_dir(output)
     p = load_probe(probe) if probe else default_probe()
     with Progress(TextColumn("[bold]train {task.fields[model]}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TextColumn("loss {task.fields[loss]:.4f} val {task.fields[val]:.4f} {task.fields[pps]:.0f} pat/s"),

@@ -86,3 +86,17 @@ def write_json(path: str | Path, obj, *, indent: int = 2) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=indent, default=json_default))
     return Path(path)
+
+
+def ensure_dir(path: str | Path) -> Path:
+    """Create output folder ``path`` (and parents) or raise one clear InputError."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise InputError(f"cannot create output folder {path}: a file is in the way; choose another -o.") from None
+    except PermissionError:
+        raise InputError(f"cannot create output folder {path}: permission denied; choose another -o.") from None
+    if not os.access(path, os.W_OK):
+        raise InputError(f"output folder {path} is not writable; choose another -o.")
+    return path

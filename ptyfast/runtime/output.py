@@ -52,6 +52,8 @@ def write_reconstruction(path: str | Path, rec, provenance: dict) -> Path:
 def read_reconstruction(path: str | Path) -> dict:
     """Datasets and provenance of a reconstruction file (read-only)."""
     path = Path(path)
+    if not path.is_file():
+        raise InputError(f"reconstruction file {path} does not exist.")
     try:
         with h5py.File(path, "r") as f:
             if "object" not in f:
@@ -62,7 +64,7 @@ def read_reconstruction(path: str | Path) -> dict:
             if "consistency" in f:
                 out["consistency"] = {"per_frame": f["consistency/per_frame"][()], **dict(f["consistency"].attrs)}
     except OSError as exc:
-        raise InputError(f"{path} could not be read as HDF5 ({exc}).") from None
+        raise InputError(f"{path} is not a readable HDF5 reconstruction ({str(exc).split('(')[0].strip()}).") from None
     return out
 
 
