@@ -115,26 +115,26 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def current_rss_bytes() -> int:
-    """Resident set size of this process now, in bytes (0 where /proc is absent)."""
+def _proc_status_bytes(key: str) -> int | None:
+    """A memory line of /proc/self/status (``VmRSS``, ``VmHWM``) in bytes, or None where /proc is absent."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return 0
+    return None
+
+
+def current_rss_bytes() -> int:
+    """Resident set size of this process now, in bytes (0 where /proc is absent)."""
+    return _proc_status_bytes("VmRSS") or 0
 
 
 def peak_rss_bytes() -> int:
     """Peak resident set size of this process in bytes (since the last :func:`reset_peak_rss`)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # KiB on Linux
+    peak = _proc_status_bytes("VmHWM")
+    return peak if peak is not None else int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # KiB
 
 
 # -- FLOPs --------------------------------------------------------------------------------------------------
