@@ -43,3 +43,20 @@ def test_fit_frames_crop_bin_pad_keep_the_centre():
         fit_frames(f, (8, 8), "none")
     with pytest.raises(InputError, match="integer multiple"):
         fit_frames(f, (6, 6), "bin")
+
+
+def test_fit_probe_and_mask():
+    from ptyfast.physics import fresnel_probe
+    from ptyfast.physics.forward import far_field
+    from ptyfast.runtime.preprocess import fit_mask, fit_probe
+
+    probe = fresnel_probe((32, 32), pixel_size=1e-6 / 32, photons=1e3)
+    binned = fit_probe(probe, (16, 16), "bin")  # same object pixel, smaller window: centre of the real-space probe
+    np.testing.assert_allclose(binned, probe[8:24, 8:24], rtol=1e-6)
+    cropped = fit_probe(probe, (16, 16), "crop")  # coarser object pixel: the far field is cropped
+    np.testing.assert_allclose(far_field(cropped), far_field(probe)[8:24, 8:24], rtol=1e-4, atol=1e-5)
+    mask = np.ones((16, 16), bool)
+    mask[0, 0] = False
+    m = fit_mask(mask, (8, 8), "bin")
+    assert m.shape == (8, 8) and not m[0, 0] and m.sum() == 63
+    assert fit_mask(mask, (32, 32), "pad").sum() == 255  # padded pixels are not measured

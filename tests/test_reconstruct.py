@@ -162,9 +162,10 @@ def test_pattern_size_mismatch_says_what_to_do(tmp_path):
 
 
 def test_fit_crop_adapts_larger_frames(tmp_path):
-    big = default_probe()
-    probe = np.zeros((256, 256), np.complex64)
-    probe[64:192, 64:192] = big
+    from ptyfast.runtime.preprocess import fit_probe
+
+    # The same probe seen on a detector with twice the pixels (finer object pixel): its far field padded.
+    probe = fit_probe(default_probe(), (256, 256), "pad")
     path = _scan_cxi(tmp_path, "big.cxi", probe=probe, size=256, n=2)
     res = run("reconstruct", path, "-o", tmp_path / "o.h5", "--fit", "crop", "--no-png")
     assert res.returncode == 0, res.stderr

@@ -270,7 +270,7 @@ class FinetuneResult:
 
 def _load_frames(scan, idx: np.ndarray, manifest, fit: str) -> tuple[np.ndarray, np.ndarray | None]:
     """Selected frames (float32, fitted to the model's input size) and the fitted mask (or None)."""
-    from ptyfast.runtime.preprocess import fit_frames
+    from ptyfast.runtime.preprocess import fit_frames, fit_mask
 
     idx = np.asarray(idx)
     out = []
@@ -284,7 +284,7 @@ def _load_frames(scan, idx: np.ndarray, manifest, fit: str) -> tuple[np.ndarray,
     frames = np.concatenate(out)
     mask = None
     if scan.mask is not None:
-        mask = fit_frames(np.asarray(scan.mask, np.float32)[None], tuple(manifest.input_size), fit)[0] > 0
+        mask = fit_mask(scan.mask, tuple(manifest.input_size), fit)
     return frames, mask
 
 
@@ -443,7 +443,7 @@ def finetune(
     anchors = torch.empty(n)
     pred0 = torch.empty(meas_all.shape)
     before = None
-    from ptyfast.kernels import gather, normalise, overlap_add
+    from ptyfast.kernels import normalise, overlap_add
 
     need_object = stitch or o.learn_probe
     if need_object:

@@ -23,7 +23,7 @@ import numpy as np
 
 from ptyfast.errors import InputError
 from ptyfast.kernels import exit_waves, far_field, gather, normalise, overlap_add
-from ptyfast.runtime.preprocess import fit_frames, preprocess
+from ptyfast.runtime.preprocess import fit_frames, fit_mask, fit_probe, preprocess
 from ptyfast.scan import Scan
 
 WEIGHTINGS = ("probe", "uniform")
@@ -185,12 +185,9 @@ def reconstruct_scan(
     size = tuple(backend.manifest.input_size)
     probe = scan.probe if probe is None else probe
     if probe is not None:
-        probe = fit_frames(np.asarray(probe)[None], size, fit if fit != "bin" else "crop")[0] if probe.shape != size \
-            else np.asarray(probe)
-        probe = probe.astype(np.complex64)
-    # Positions: binning keeps the object pixel size (same field of view per pattern? no: bin → coarser
-    # detector pixel → larger object field of view); the object pixel scales as H_frame / H_model for
-    # crop and pad, and stays the same for bin.
+        probe = fit_probe(probe, size, fit)
+    # Object pixel λz/(N·p): crop/pad change N at the same p, so positions (in object pixels) scale by
+    # size/H; binning changes N and p together and keeps the object pixel.
     scale = 1.0
     h0 = scan.frame_shape[0]
     if fit in ("crop", "pad") and h0 != size[0]:
@@ -255,8 +252,7 @@ def data_consistency(scan: Scan, obj: np.ndarray, probe: np.ndarray, grid_pos: n
     so the global scale s = ΣS_ab/ΣS_aa and the per-frame errors (s²S_aa − 2sS_ab + S_bb)/S_bb follow exactly.
     """
     size = size or scan.frame_shape
-    mask = None if scan.mask is None else fit_frames(scan.mask[None].astype(np.float32), size,
-                                                     fit if fit != "bin" else "crop")[0] > 0.5
+    mask = None if scan.mask is None else fit_mask(scan.mask, size, fit)
     n = scan.n_frames
     saa, sab, sbb = (np.zeros(n) for _ in range(3))
     for s, frames in stream_frames(scan, chunk):

@@ -46,6 +46,34 @@ def fit_frames(frames: np.ndarray, size: tuple[int, int], mode: str = "none") ->
     )
 
 
+def fit_probe(probe: np.ndarray, size: tuple[int, int], mode: str = "none") -> np.ndarray:
+    """Bring a real-space probe (H, W) to the model's ``size`` consistently with :func:`fit_frames`.
+
+    ``bin`` keeps the object pixel (λz/(N·p) is unchanged when N/k pixels of k·p are used), so the window
+    shrinks: centre crop in real space. ``crop``/``pad`` change the object pixel, so the probe is resampled:
+    crop/pad its far field and propagate back.
+    """
+    probe = np.asarray(probe)
+    if probe.shape == tuple(size):
+        return probe.astype(np.complex64)
+    if mode == "bin":
+        return fit_frames(probe[None], size, "crop")[0].astype(np.complex64)
+    from ptyfast.physics.forward import back_propagate, far_field
+
+    return back_propagate(fit_frames(far_field(probe)[None], size, mode))[0].astype(np.complex64)
+
+
+def fit_mask(mask: np.ndarray, size: tuple[int, int], mode: str = "none") -> np.ndarray:
+    """Detector mask (True = valid) fitted like the frames: a binned pixel is valid only if all its pixels
+    are; padded pixels are invalid."""
+    mask = np.asarray(mask, bool)
+    if mode == "bin" and mask.shape != tuple(size):
+        fit_frames(mask[None].astype(np.float32), size, "bin")  # validates the factor
+        k = mask.shape[0] // size[0]
+        return mask.reshape(size[0], k, size[1], k).all(axis=(1, 3))
+    return fit_frames(mask[None].astype(np.float32), size, mode)[0] > 0.5
+
+
 TRANSFORMS = ("sqrt", "log1p", "quarter")
 
 

@@ -13,7 +13,7 @@ from ptyfast.errors import InputError
 from ptyfast.models.manifest import file_hash, probe_hash
 from ptyfast.physics.probe import default_probe
 from ptyfast.runtime.pipeline import Reconstruction, probe_similarity, reconstruct_scan
-from ptyfast.runtime.preprocess import fit_frames
+from ptyfast.runtime.preprocess import fit_probe
 from ptyfast.scan import Scan
 
 PROBE_SIMILARITY_MIN = 0.9
@@ -37,9 +37,7 @@ def choose_probe(scan: Scan, manifest, *, fit: str, allow_mismatch: bool) -> tup
         if known is not None:
             return known, "the scan has no probe: using the probe the model was trained for"
         return None, "the scan has no probe and the model's probe is unknown: Hann-window weights, no consistency"
-    probe = np.asarray(scan.probe)
-    if probe.shape != size:
-        probe = fit_frames(probe[None], size, "crop" if fit == "bin" else fit)[0]
+    probe = fit_probe(scan.probe, size, fit)
     if known is not None:
         sim = probe_similarity(probe, known)
         if sim < PROBE_SIMILARITY_MIN and not allow_mismatch:

@@ -18,7 +18,7 @@ from ptyfast.errors import InputError
 from ptyfast.kernels import gather
 from ptyfast.physics.forward import far_field
 from ptyfast.physics.objects import AMPLITUDE_RANGE, PHASE_RANGE, object_from_images, random_object
-from ptyfast.physics.probe import fresnel_probe, normalise_probe
+from ptyfast.physics.probe import fresnel_probe
 from ptyfast.physics.simulate import poisson_noise
 from ptyfast.runtime.preprocess import preprocess
 
@@ -132,4 +132,4 @@ def fixed_set(sampler: PatternSampler, n: int, batch: int = 256):
     return tuple(np.concatenate(p) for p in zip(*parts))
 
 
-__all__ = ["DataOptions", "PatternSampler", "build_pool", "fixed_set", "list_images", "normalise_probe"]
+__all__ = ["DataOptions", "PatternSampler", "build_pool", "fixed_set", "list_images"]
