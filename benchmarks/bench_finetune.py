@@ -84,12 +84,14 @@ def run_finetune(scan, model_path, probe, **kw):
 def table3(args) -> dict:
     _, man, step = load(args.model)
     out = {"experiment": "table3", "model": args.model, "model_steps": step, "size": args.size,
-           "epochs": args.epochs, "batch": args.batch, "lr": args.lr, "scale": args.scale}
+           "epochs": args.epochs, "batch": args.batch, "lr": args.lr, "scale": args.scale,
+           "objective": args.objective, "guide_weight": args.guide_weight, "overlap": args.overlap}
     for label, noise in (("clear", False), ("noise", True)):
-        scan = cat_scan(args.size, noise=noise, photons=args.photons if noise else None)
+        scan = cat_scan(args.size, overlap=args.overlap, noise=noise, photons=args.photons if noise else None)
         t = time.perf_counter()
         r = run_finetune(scan, args.model, scan.probe, epochs=args.epochs, batch=args.batch, lr=args.lr,
-                         scale=args.scale, subset=args.subset, threads=args.threads)
+                         scale=args.scale, subset=args.subset, threads=args.threads, objective=args.objective,
+                         guide_weight=args.guide_weight)
         out[label] = {
             "frames": int(scan.n_frames), "photons": args.photons if noise else None,
             "before": quality(r.before, r.weight_before, r.origin, scan.truth),
@@ -181,6 +183,9 @@ def main(argv=None) -> None:
     ap.add_argument("--size", type=int, default=400)
     ap.add_argument("--subset", default="all")
     ap.add_argument("--scale", default="fit")
+    ap.add_argument("--overlap", type=float, default=0.5, help="scan overlap of table3 (paper: 0.25-0.75)")
+    ap.add_argument("--objective", default="pattern", choices=["pattern", "overlap", "guided"])
+    ap.add_argument("--guide-weight", type=float, default=20.0)
     ap.add_argument("--photons", type=float, default=1e6)
     ap.add_argument("--amp", default="bf16")
     ap.add_argument("--threads", type=int, default=0)

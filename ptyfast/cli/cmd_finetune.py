@@ -23,6 +23,11 @@ def finetune_cmd(
                                         "or a fraction in (0, 1].")] = "all",
     freeze: Annotated[str, typer.Option("--freeze", help="none (all weights, paper) or encoder.")] = "none",
     loss: Annotated[str, typer.Option("--loss", help="l1 on amplitudes (paper) or poisson NLL.")] = "l1",
+    objective: Annotated[str, typer.Option("--objective", help="pattern (paper: each pattern vs its own "
+                                           "patch), overlap (vs the stitched object) or guided (paper's loss "
+                                           "+ pull towards an rPIE-refined object).")] = "pattern",
+    guide_weight: Annotated[float, typer.Option("--guide-weight", min=0, help="Weight of the rPIE guide "
+                                                "(--objective guided).")] = 20.0,
     learn_probe: Annotated[bool, typer.Option("--learn-probe", help="Optimise the probe jointly; writes "
                                               "probe.npy + probe.png beside the model.")] = False,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Patterns per optimiser step.")] = 16,
@@ -56,7 +61,7 @@ def finetune_cmd(
     from ptyfast.finetune.finetune import FinetuneOptions, finetune_file
 
     opts = FinetuneOptions(epochs=epochs, lr=lr, batch=batch, subset=subset, freeze=freeze, loss=loss,
-                           learn_probe=learn_probe, probe_step=probe_step, probe_iterations=probe_iterations,
+                           objective=objective, guide_weight=guide_weight, learn_probe=learn_probe, probe_step=probe_step, probe_iterations=probe_iterations,
                            scale=scale, phase_anchor=phase_anchor,
                            amp=amp, seed=seed, threads=threads).validate()
     columns = (TextColumn("[bold]finetune"), BarColumn(), MofNCompleteColumn(),

@@ -42,6 +42,21 @@ Ambiguities the per-pattern loss cannot resolve, and what ptyfast does about the
   ptychography (global complex factor, a linear phase ramp and a translation shared by ``P`` and ``O``)
   stay: probe errors are reported after removing the best global complex factor only.
 
+Objectives (``--objective``)
+----------------------------
+* ``pattern`` (the paper): each pattern against its own predicted patch. Every pattern is a separate
+  phase-retrieval problem; with the paper's probe (nearly flat, filling the 128² window: no oversampling)
+  a single pattern does not determine its patch, so the loss can fall while the object does not improve.
+* ``overlap``: each pattern against the window of the *stitched* object (``|P|²``-weighted, bilinear, what
+  ``reconstruct`` writes; :mod:`ptyfast.finetune.torch_stitch`): overlapping patches must agree, as in
+  ptychography. The batch's live patches replace their cached copies in the stitched object, so a step
+  costs O(batch).
+* ``guided``: the paper's loss plus ``guide_weight ·‖O_n − W_n(Ô)‖² / ‖W_n(Ô)‖²``, where ``Ô`` is an
+  auxiliary object started from the network's stitched prediction and advanced by ``probe_iterations``
+  rPIE sweeps per epoch (:func:`ptyfast.refine.engines.refine`, measured data and known probe only) and
+  ``W_n`` its window at frame ``n``. The network learns the overlap-consistent solution and keeps it:
+  the fine-tuned network then reconstructs further scans of the sample at network speed.
+
 Batch normalisation
 -------------------
 The whole network is kept in ``eval()`` mode while its weights are updated: batch-norm layers (PtyNet-B)
@@ -74,6 +89,7 @@ __all__ = [
 SUBSETS = ("all", "half")
 FREEZE = ("none", "encoder")
 LOSSES = ("l1", "poisson")
+OBJECTIVES = ("pattern", "overlap", "guided")
 SCALES = ("fit", "fixed")
 
 
@@ -90,6 +106,11 @@ class FinetuneOptions:
         fraction in (0, 1] (evenly spaced frames).
     freeze : ``none`` (all weights, paper) or ``encoder`` (only the decoder learns).
     loss : ``l1`` on amplitudes (paper) or ``poisson`` negative log-likelihood on intensities.
+    objective : ``pattern`` (paper: each pattern against its own predicted patch) or ``overlap`` (each
+        pattern against the window of the *stitched* object, so overlapping patches must agree) or
+        ``guided`` (the paper's loss plus ``guide_weight`` × the distance of every patch to the window of an
+        auxiliary object refined by ``probe_iterations`` rPIE sweeps per epoch, see the module docstring).
+    guide_weight : weight of the guide term (``guided``).
     learn_probe : optimise the probe jointly (complex parameter).
     probe_step : γ_P of the rPIE probe update (``learn_probe``), in (0, 1].
     probe_iterations : rPIE passes over the frames per epoch on the auxiliary object (``learn_probe``).
@@ -108,6 +129,8 @@ class FinetuneOptions:
     subset: str = "all"
     freeze: str = "none"
     loss: str = "l1"
+    objective: str = "pattern"
+    guide_weight: float = 20.0
     learn_probe: bool = False
     probe_step: float = 1.0
     probe_iterations: int = 5
@@ -135,6 +158,10 @@ class FinetuneOptions:
             raise InputError(f"--freeze must be one of {', '.join(FREEZE)}; found '{self.freeze}'.")
         if self.loss not in LOSSES:
             raise InputError(f"--loss must be one of {', '.join(LOSSES)}; found '{self.loss}'.")
+        if self.objective not in OBJECTIVES:
+            raise InputError(f"--objective must be one of {', '.join(OBJECTIVES)}; found '{self.objective}'.")
+        if not (self.guide_weight >= 0 and math.isfinite(self.guide_weight)):
+            raise InputError(f"--guide-weight must be a number ≥ 0; found {self.guide_weight}.")
         if self.scale not in SCALES:
             raise InputError(f"--scale must be one of {', '.join(SCALES)}; found '{self.scale}'.")
         if self.amp not in ("bf16", "none"):
@@ -445,19 +472,44 @@ def finetune(
     before = None
     from ptyfast.kernels import normalise, overlap_add
 
-    need_object = stitch or o.learn_probe
+    guided = o.objective == "guided"
+    need_object = stitch or o.learn_probe or guided
     if need_object:
         stitch_num = np.zeros(obj_shape, np.complex64)
         stitch_w = np.zeros(obj_shape, np.float32)
     wnp = (np.abs(probe) ** 2).astype(np.float32)
+    overlap = o.objective == "overlap"
+    if overlap:  # every patch's current prediction, and the stitched object's numerator built from them
+        from ptyfast.finetune.torch_stitch import Footprints
+
+        feet = Footprints(pos, size, obj_shape, device=dev)
+        cache = torch.empty((n, *size), dtype=torch.complex64, device=dev)
+        w_t = torch.from_numpy(wnp).to(dev)
+        every = torch.arange(n, device=dev)
+        wsum = torch.zeros(obj_shape[0] * obj_shape[1], device=dev)
+        for s in range(0, n, eval_batch):
+            ib = every[s : s + eval_batch]
+            wsum = feet.add(wsum, w_t.expand(len(ib), *size), ib)
+        from ptyfast.kernels.numpy_twins import STITCH_FLOOR
+
+        den = torch.clamp(wsum, min=max(STITCH_FLOOR * float(wsum.max()), 1e-30))
     with torch.no_grad():
         for s in range(0, n, eval_batch):
             a, ph = net(x_all[s : s + eval_batch].to(dev))
             anchors[s : s + len(a)] = mean_phase(ph).cpu()
             pred0[s : s + len(a)] = tf.predicted_amplitude(current_probe(), a, ph).cpu()
+            if overlap:
+                cache[s : s + len(a)] = torch.polar(a, ph)
             if need_object:
                 patches = torch.polar(a, ph).cpu().numpy().astype(np.complex64)
                 overlap_add(stitch_num, patches, pos[s : s + eval_batch], weights=wnp, weight_accum=stitch_w)
+        if overlap:  # the stitched object's numerator; the data as seen through it (what the objective compares)
+            num = torch.zeros(obj_shape[0] * obj_shape[1], dtype=torch.complex64, device=dev)
+            for s in range(0, n, eval_batch):
+                num = feet.add(num, w_t * cache[s : s + eval_batch], every[s : s + eval_batch])
+            for s in range(0, n, eval_batch):
+                win = feet.gather(num / den, every[s : s + eval_batch])
+                pred0[s : s + len(win)] = tf.far_field(current_probe()[None] * win).abs().cpu()
         m0 = torch.from_numpy(mask.astype(np.float32)) if mask is not None else torch.ones(size)
         den_aa = float((pred0 * pred0 * m0).sum())
         s_fit = float((pred0 * meas_all * m0).sum()) / den_aa if den_aa > 0 else float("nan")
@@ -476,13 +528,16 @@ def finetune(
         rn, rd = tf.r_factor(s0 * pred0, meas_all, m0)
         r_before = float(rn) / max(float(rd), 1e-30)
     del pred0
-    learn_scale = o.scale == "fit" and not o.learn_probe
+    # guided: the rPIE object's amplitude is relative to s·P, so a learnable s would feed back through the
+    # guide (s up → object down → patches down → s up): keep s at its fit.
+    learn_scale = o.scale == "fit" and not o.learn_probe and not guided
     if o.learn_probe:  # the probe's own power carries the scale: fold the fit into it, keep s = 1
         probe_t.mul_(s0)
         s0 = 1.0
     log_scale = torch.nn.Parameter(torch.tensor(math.log(s0), device=dev), requires_grad=learn_scale)
     anchors = anchors.to(dev)
-    if o.learn_probe:
+    if o.learn_probe or guided:
+        from ptyfast.kernels import gather
         from ptyfast.refine.engines import refine
         from ptyfast.scan import Scan
 
@@ -495,7 +550,7 @@ def finetune(
     step = max(1, int(round(0.2 * o.epochs)))
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=step, gamma=0.5)
 
-    def losses(pred: torch.Tensor, mb: torch.Tensor, ph: torch.Tensor, ib: torch.Tensor) -> torch.Tensor:
+    def losses(pred: torch.Tensor, mb: torch.Tensor, a: torch.Tensor, ph: torch.Tensor, ib: torch.Tensor) -> torch.Tensor:
         m = mask_t if mask_t is not None else None
         if o.loss == "l1":
             d = (pred - mb).abs()
@@ -506,14 +561,31 @@ def finetune(
             nll = lam - (mb * mb) * torch.log(lam)
             nll = nll * m if m is not None else nll
             data = nll.sum() / (len(pred) * valid) / norm_int
+        if guided:  # relative squared distance to the rPIE-refined object's windows
+            t = targets[ib]
+            data = data + o.guide_weight * (torch.polar(a, ph) - t).abs().square().mean() / t.abs().square().mean()
         if o.phase_anchor > 0 and ph is not None:
-            data = data + o.phase_anchor * ((mean_phase(ph) - anchors[ib]) ** 2).mean()
+            drift = mean_phase(ph) - anchors[ib]
+            # overlap: the data fix every patch's phase relative to its neighbours; only the global offset is free
+            data = data + o.phase_anchor * (drift.mean() ** 2 if overlap else (drift**2).mean())
         return data
 
     gen = torch.Generator().manual_seed(o.seed)
     history: list[dict] = []
     t0 = time.perf_counter()
     for epoch in range(1, o.epochs + 1):
+        if o.learn_probe or guided:  # rPIE sweeps on the auxiliary object (+ probe) before the network's pass
+            with torch.no_grad():
+                rr = refine(probe_scan, init=consensus, iterations=o.probe_iterations, update_probe=o.learn_probe,
+                            probe=(torch.exp(log_scale) * current_probe()).cpu().numpy(),
+                            batch=o.batch if o.batch > 1 else None,
+                            probe_step=o.probe_step, rescale_probe=False, seed=epoch)
+                if not rr.diverged:
+                    consensus = rr.object
+                    if o.learn_probe:  # the network sees the new probe (s = 1 when learning the probe)
+                        probe_t.copy_(torch.from_numpy(np.asarray(rr.probe, np.complex64)).to(dev))
+                if guided:
+                    targets = torch.from_numpy(gather(consensus.astype(np.complex64), pos, size)).to(dev)
         order = torch.randperm(n, generator=gen)
         tot = 0.0
         rnum = rden = 0.0
@@ -521,23 +593,27 @@ def finetune(
             ib = order[s : s + o.batch]
             xb, mb = x_all[ib].to(dev), meas_all[ib].to(dev)
             a, ph = net(xb)
-            pred = torch.exp(log_scale) * tf.predicted_amplitude(current_probe(), a, ph, eps=1e-12)
-            loss = losses(pred, mb, ph, ib.to(dev))
+            if overlap:  # this batch's live patches replace their cached copies in the stitched object
+                ib_d = ib.to(dev)
+                live = torch.polar(a, ph)
+                obj = feet.add(num, w_t * (live - cache[ib_d]), ib_d) / den
+                psi = tf.far_field(current_probe()[None] * feet.gather(obj, ib_d))
+                pred = torch.exp(log_scale) * torch.sqrt(psi.real**2 + psi.imag**2 + 1e-12)
+            else:
+                pred = torch.exp(log_scale) * tf.predicted_amplitude(current_probe(), a, ph, eps=1e-12)
+            loss = losses(pred, mb, a, ph, ib.to(dev))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if overlap:
+                with torch.no_grad():
+                    fresh = live.detach()
+                    num = feet.add(num, w_t * (fresh - cache[ib_d]), ib_d)
+                    cache[ib_d] = fresh
             tot += float(loss.detach()) * len(ib)
             with torch.no_grad():
                 rn, rd = tf.r_factor(pred.detach(), mb, mask_t)
                 rnum, rden = rnum + float(rn), rden + float(rd)
-        if o.learn_probe:  # rPIE sweeps on the auxiliary object + probe, then the network sees the new probe
-            with torch.no_grad():
-                rr = refine(probe_scan, init=consensus, iterations=o.probe_iterations, update_probe=True,
-                            probe=current_probe().cpu().numpy(), batch=o.batch if o.batch > 1 else None,
-                            probe_step=o.probe_step, rescale_probe=False, seed=epoch)
-                if not rr.diverged:
-                    consensus = rr.object
-                    probe_t.copy_(torch.from_numpy(np.asarray(rr.probe, np.complex64)).to(dev))
         sched.step()
         info = {"epoch": epoch, "loss": tot / n, "r_factor": rnum / max(rden, 1e-30),
                 "lr": opt.param_groups[0]["lr"], "scale": float(torch.exp(log_scale.detach())),
@@ -559,12 +635,24 @@ def finetune(
             xb = x_all[s : s + eval_batch].to(dev)
             mb = meas_all[s : s + eval_batch].to(dev)
             a, ph = net(xb)
-            pred = scale * tf.predicted_amplitude(current_probe(), a, ph)
-            rn, rd = tf.r_factor(pred, mb, mask_t)
-            rnum, rden = rnum + float(rn), rden + float(rd)
+            if overlap:  # R-factor through the stitched object, below
+                cache[s : s + len(a)] = torch.polar(a, ph)
+            else:
+                pred = scale * tf.predicted_amplitude(current_probe(), a, ph)
+                rn, rd = tf.r_factor(pred, mb, mask_t)
+                rnum, rden = rnum + float(rn), rden + float(rd)
             if stitch:
                 patches = torch.polar(a, ph).cpu().numpy().astype(np.complex64)
                 overlap_add(stitch_num, patches, pos[s : s + eval_batch], weights=wnp, weight_accum=stitch_w)
+        if overlap:
+            num = torch.zeros_like(num)
+            for s in range(0, n, eval_batch):
+                num = feet.add(num, w_t * cache[s : s + eval_batch], every[s : s + eval_batch])
+            for s in range(0, n, eval_batch):
+                win = feet.gather(num / den, every[s : s + eval_batch])
+                pred = scale * tf.far_field(current_probe()[None] * win).abs()
+                rn, rd = tf.r_factor(pred, meas_all[s : s + eval_batch].to(dev), mask_t)
+                rnum, rden = rnum + float(rn), rden + float(rd)
     after = normalise(stitch_num, stitch_w) if stitch else None
     weight_after = stitch_w if stitch else None
     r_after = rnum / max(rden, 1e-30)
@@ -578,7 +666,7 @@ def finetune(
     summary = {
         "scan": source, "frames": int(n), "frames_total": int(scan.n_frames), "subset": str(o.subset),
         "epochs": o.epochs, "batch": o.batch, "lr": o.lr, "schedule": f"StepLR(step={step} epochs, gamma=0.5)",
-        "loss": o.loss, "freeze": o.freeze, "learn_probe": o.learn_probe, "scale_mode": o.scale,
+        "loss": o.loss, "objective": o.objective, "guide_weight": o.guide_weight if guided else None, "freeze": o.freeze, "learn_probe": o.learn_probe, "scale_mode": o.scale,
         "amplitude_scale": scale, "amplitude_scale_fit": float(s_fit), "phase_anchor": o.phase_anchor,
         "r_factor_before": float(r_before), "r_factor_after": float(r_after), "time_s": round(elapsed, 2),
         "amp": o.amp, "batch_norm": "eval mode, running statistics frozen",
