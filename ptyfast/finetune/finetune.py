@@ -493,6 +493,13 @@ def finetune(
         from ptyfast.kernels.numpy_twins import STITCH_FLOOR
 
         den = torch.clamp(wsum, min=max(STITCH_FLOOR * float(wsum.max()), 1e-30))
+
+        def restitch() -> torch.Tensor:
+            """Numerator Σ w·patch of the stitched object from every cached patch (flat, complex64)."""
+            acc = torch.zeros(obj_shape[0] * obj_shape[1], dtype=torch.complex64, device=dev)
+            for s in range(0, n, eval_batch):
+                acc = feet.add(acc, w_t * cache[s : s + eval_batch], every[s : s + eval_batch])
+            return acc
     with torch.no_grad():
         for s in range(0, n, eval_batch):
             a, ph = net(x_all[s : s + eval_batch].to(dev))
@@ -503,10 +510,8 @@ def finetune(
             if need_object:
                 patches = torch.polar(a, ph).cpu().numpy().astype(np.complex64)
                 overlap_add(stitch_num, patches, pos[s : s + eval_batch], weights=wnp, weight_accum=stitch_w)
-        if overlap:  # the stitched object's numerator; the data as seen through it (what the objective compares)
-            num = torch.zeros(obj_shape[0] * obj_shape[1], dtype=torch.complex64, device=dev)
-            for s in range(0, n, eval_batch):
-                num = feet.add(num, w_t * cache[s : s + eval_batch], every[s : s + eval_batch])
+        if overlap:  # the data as seen through the stitched object (what the objective compares)
+            num = restitch()
             for s in range(0, n, eval_batch):
                 win = feet.gather(num / den, every[s : s + eval_batch])
                 pred0[s : s + len(win)] = tf.far_field(current_probe()[None] * win).abs().cpu()
@@ -645,9 +650,7 @@ def finetune(
                 patches = torch.polar(a, ph).cpu().numpy().astype(np.complex64)
                 overlap_add(stitch_num, patches, pos[s : s + eval_batch], weights=wnp, weight_accum=stitch_w)
         if overlap:
-            num = torch.zeros_like(num)
-            for s in range(0, n, eval_batch):
-                num = feet.add(num, w_t * cache[s : s + eval_batch], every[s : s + eval_batch])
+            num = restitch()
             for s in range(0, n, eval_batch):
                 win = feet.gather(num / den, every[s : s + eval_batch])
                 pred = scale * tf.far_field(current_probe()[None] * win).abs()
