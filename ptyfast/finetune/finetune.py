@@ -500,6 +500,11 @@ def finetune(
             for s in range(0, n, eval_batch):
                 acc = feet.add(acc, w_t * cache[s : s + eval_batch], every[s : s + eval_batch])
             return acc
+
+        def seen_through(num: torch.Tensor, ib: torch.Tensor) -> torch.Tensor:
+            """Far-field amplitudes of the stitched object's windows ``ib`` lit by the current probe."""
+            psi = tf.far_field(current_probe()[None] * feet.gather(num / den, ib))
+            return torch.sqrt(psi.real**2 + psi.imag**2 + 1e-12)
     with torch.no_grad():
         for s in range(0, n, eval_batch):
             a, ph = net(x_all[s : s + eval_batch].to(dev))
@@ -513,8 +518,7 @@ def finetune(
         if overlap:  # the data as seen through the stitched object (what the objective compares)
             num = restitch()
             for s in range(0, n, eval_batch):
-                win = feet.gather(num / den, every[s : s + eval_batch])
-                pred0[s : s + len(win)] = tf.far_field(current_probe()[None] * win).abs().cpu()
+                pred0[s : s + eval_batch] = seen_through(num, every[s : s + eval_batch]).cpu()
         m0 = torch.from_numpy(mask.astype(np.float32)) if mask is not None else torch.ones(size)
         den_aa = float((pred0 * pred0 * m0).sum())
         s_fit = float((pred0 * meas_all * m0).sum()) / den_aa if den_aa > 0 else float("nan")
@@ -555,7 +559,8 @@ def finetune(
     step = max(1, int(round(0.2 * o.epochs)))
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=step, gamma=0.5)
 
-    def losses(pred: torch.Tensor, mb: torch.Tensor, a: torch.Tensor, ph: torch.Tensor, ib: torch.Tensor) -> torch.Tensor:
+    def losses(pred: torch.Tensor, mb: torch.Tensor, a: torch.Tensor, ph: torch.Tensor,
+               ib: torch.Tensor) -> torch.Tensor:
         m = mask_t if mask_t is not None else None
         if o.loss == "l1":
             d = (pred - mb).abs()
@@ -601,9 +606,7 @@ def finetune(
             if overlap:  # this batch's live patches replace their cached copies in the stitched object
                 ib_d = ib.to(dev)
                 live = torch.polar(a, ph)
-                obj = feet.add(num, w_t * (live - cache[ib_d]), ib_d) / den
-                psi = tf.far_field(current_probe()[None] * feet.gather(obj, ib_d))
-                pred = torch.exp(log_scale) * torch.sqrt(psi.real**2 + psi.imag**2 + 1e-12)
+                pred = torch.exp(log_scale) * seen_through(feet.add(num, w_t * (live - cache[ib_d]), ib_d), ib_d)
             else:
                 pred = torch.exp(log_scale) * tf.predicted_amplitude(current_probe(), a, ph, eps=1e-12)
             loss = losses(pred, mb, a, ph, ib.to(dev))
@@ -652,8 +655,7 @@ def finetune(
         if overlap:
             num = restitch()
             for s in range(0, n, eval_batch):
-                win = feet.gather(num / den, every[s : s + eval_batch])
-                pred = scale * tf.far_field(current_probe()[None] * win).abs()
+                pred = scale * seen_through(num, every[s : s + eval_batch])
                 rn, rd = tf.r_factor(pred, meas_all[s : s + eval_batch].to(dev), mask_t)
                 rnum, rden = rnum + float(rn), rden + float(rd)
     after = normalise(stitch_num, stitch_w) if stitch else None
@@ -669,7 +671,8 @@ def finetune(
     summary = {
         "scan": source, "frames": int(n), "frames_total": int(scan.n_frames), "subset": str(o.subset),
         "epochs": o.epochs, "batch": o.batch, "lr": o.lr, "schedule": f"StepLR(step={step} epochs, gamma=0.5)",
-        "loss": o.loss, "objective": o.objective, "guide_weight": o.guide_weight if guided else None, "freeze": o.freeze, "learn_probe": o.learn_probe, "scale_mode": o.scale,
+        "loss": o.loss, "objective": o.objective, "guide_weight": o.guide_weight if guided else None,
+        "freeze": o.freeze, "learn_probe": o.learn_probe, "scale_mode": o.scale,
         "amplitude_scale": scale, "amplitude_scale_fit": float(s_fit), "phase_anchor": o.phase_anchor,
         "r_factor_before": float(r_before), "r_factor_after": float(r_after), "time_s": round(elapsed, 2),
         "amp": o.amp, "batch_norm": "eval mode, running statistics frozen",
