@@ -49,11 +49,11 @@ def cat_object(size: int, amp_index: int = 90, phase_index: int = 91) -> np.ndar
 def cat_scan(size: int, *, overlap: float = 0.5, noise: bool = False, photons: float | None = None,
              probe: np.ndarray | None = None, seed: int = 0):
     """Simulated held-out scan (paper probe by default, ±1 px jitter)."""
-    from ptyfast.physics import default_probe, raster_positions
+    from ptyfast.physics import paper_probe, raster_positions
     from ptyfast.physics.simulate import simulate_scan
 
     rng = np.random.default_rng(seed)
-    probe = default_probe() if probe is None else probe
+    probe = paper_probe() if probe is None else probe
     obj = cat_object(size)
     pos = raster_positions(obj.shape, probe.shape, overlap=overlap, jitter=1.0, rng=rng)
     return simulate_scan(obj, probe, pos, photons=photons, noise=noise, rng=rng)
@@ -134,9 +134,9 @@ def defocus(probe: np.ndarray, z: float, wavelength: float = 1e-10, pixel: float
 
 def probe_experiment(args) -> dict:
     from ptyfast.finetune import probe_error
-    from ptyfast.physics import default_probe
+    from ptyfast.physics import paper_probe
 
-    true_probe = default_probe()
+    true_probe = paper_probe()
     wrong = defocus(true_probe, args.wrong_defocus)
     scan = cat_scan(args.size, probe=true_probe)
     out = {"experiment": "probe", "size": args.size, "frames": int(scan.n_frames), "epochs": args.epochs,

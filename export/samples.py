@@ -53,10 +53,11 @@ def simulated_patterns(n: int, manifest: Manifest, *, seed: int = 0, overlap: fl
     if data.shape[1:] != (h, w):
         mode = "crop" if data.shape[1] >= h else "pad"
         data = fit_frames(data, (h, w), mode)
-    return np.ascontiguousarray(preprocess(data, manifest), dtype=np.float32)
+    power = float(np.sum(np.abs(probe) ** 2))
+    return np.ascontiguousarray(preprocess(data, manifest, probe_power=power), dtype=np.float32)
 
 
 def random_inputs(n: int, manifest: Manifest, *, seed: int = 0) -> np.ndarray:
-    """(n, 1, H, W) float32 uniform [0, 1) inputs (the range of max-normalised √I)."""
+    """(n, 1, H, W) float32 uniform [0, 1) inputs (the range of max-normalised √I; smoke tests only)."""
     h, w = manifest.input_size
     return np.random.default_rng(seed).random((n, 1, h, w), dtype=np.float32)

@@ -41,12 +41,14 @@ def psnr(test: np.ndarray, ref: np.ndarray, data_range: float | None = None) -> 
     return float("inf") if err == 0 else float(10 * np.log10(rng**2 / err))
 
 
-def ssim(test: np.ndarray, ref: np.ndarray, data_range: float | None = None) -> float:
-    """Structural similarity (scikit-image, Gaussian-free 7×7 window)."""
+def ssim(test: np.ndarray, ref: np.ndarray, data_range: float | None = None, region: np.ndarray | None = None
+         ) -> float:
+    """Structural similarity (scikit-image, Gaussian-free 7×7 window), averaged over ``region`` (default all)."""
     from skimage.metrics import structural_similarity
 
-    rng = float(np.ptp(ref)) if data_range is None else data_range
-    return float(structural_similarity(np.asarray(test, float), np.asarray(ref, float), data_range=rng))
+    rng = float(np.ptp(ref if region is None else ref[region])) if data_range is None else data_range
+    value, local = structural_similarity(np.asarray(test, float), np.asarray(ref, float), data_range=rng, full=True)
+    return float(value) if region is None else float(np.mean(local[region]))
 
 
 def frc(a: np.ndarray, b: np.ndarray, *, apodize: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -104,8 +106,9 @@ def bounding_box(region: np.ndarray) -> tuple[slice, slice]:
 
 
 def compare(recon: np.ndarray, truth: np.ndarray, region: np.ndarray | None = None) -> Quality:
-    """MSE/PSNR/SSIM of phase (offset removed) and amplitude, and the FRC resolution, on the bounding box
-    of ``region`` (default: everything). Amplitude is compared as is (no scale fit)."""
+    """MSE/PSNR/SSIM of phase (offset removed) and amplitude on the pixels of ``region`` only (default:
+    everything; PSNR's data range is the truth's span there, SSIM's local map is averaged there), and the FRC
+    resolution on its bounding box. Amplitude is compared as is (no scale fit)."""
     if recon.shape != truth.shape:
         raise InputError(f"reconstruction {recon.shape} and truth {truth.shape} are on different grids.")
     region = np.ones(truth.shape, bool) if region is None else region
@@ -116,8 +119,9 @@ def compare(recon: np.ndarray, truth: np.ndarray, region: np.ndarray | None = No
     ar, at = np.abs(r), np.abs(t)
     freq, curve = frc(remove_phase_offset(r, t, sel), t)
     return Quality(
-        phase_mse=mse(pr, pt), phase_psnr=psnr(pr, pt), phase_ssim=ssim(pr, pt),
-        amplitude_mse=mse(ar, at), amplitude_psnr=psnr(ar, at), amplitude_ssim=ssim(ar, at),
+        phase_mse=mse(pr[sel], pt[sel]), phase_psnr=psnr(pr[sel], pt[sel]), phase_ssim=ssim(pr, pt, region=sel),
+        amplitude_mse=mse(ar[sel], at[sel]), amplitude_psnr=psnr(ar[sel], at[sel]),
+        amplitude_ssim=ssim(ar, at, region=sel),
         frc_resolution=frc_resolution(freq, curve), pixels=int(sel.sum()),
     )
 
@@ -128,7 +132,8 @@ def baselines(truth: np.ndarray, region: np.ndarray | None = None, *, blur_sigma
     region = np.ones(truth.shape, bool) if region is None else region
     box = bounding_box(region)
     t = truth[box]
-    flat = np.full_like(t, np.mean(np.abs(t)) * np.exp(1j * np.mean(np.angle(t))))
+    sel = region[box]
+    flat = np.full_like(t, np.mean(np.abs(t[sel])) * np.exp(1j * np.mean(np.angle(t[sel]))))
     blurred = ndimage.gaussian_filter(t.real, blur_sigma) + 1j * ndimage.gaussian_filter(t.imag, blur_sigma)
     out = {}
     for name, guess in (("flat", flat), (f"blurred σ={blur_sigma:g}px", blurred)):

@@ -51,7 +51,7 @@ def result(weights, tmp_path_factory):
 def test_json_fields_and_values(result):
     assert result["device"]["cpu"] and result["device"]["threads"] == 2
     m = result["model"]
-    assert m["architecture"] == "ptynet-s" and m["parameters"] == 324_452
+    assert m["architecture"] == "ptynet-s" and m["parameters"] == 325_800
     assert m["macs_per_pattern"] == PTYNET_S_MACS and abs(m["flops_per_pattern"] / 0.45e9 - 1) < 0.01
     ok = [r for r in result["model_only"] if r["status"] == "ok"]
     assert {(r["backend"], r["precision"], r["batch"]) for r in ok} == {("onnxruntime", "fp32", 1),

@@ -32,7 +32,7 @@ def env(tmp_path_factory):
     from ptyfast.models import build_model, get_entry
     from ptyfast.models.checkpoint import save_checkpoint
     from ptyfast.models.manifest import probe_hash
-    from ptyfast.physics.probe import default_probe
+    from ptyfast.physics.probe import paper_probe
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PTYFAST_CACHE", str(tmp_path_factory.mktemp("cache")))
@@ -40,10 +40,11 @@ def env(tmp_path_factory):
         _png(images / "cat_face_angle90.png", 1)
         _png(images / "cat_face_angle91.png", 2)
         torch.manual_seed(0)
-        p = default_probe()
-        manifest = get_entry("ptynet-s").manifest(input_size=(128, 128), probe_sha256=probe_hash(p),
-                                                  probe_photons=1000.0, training={"lr": 3e-4, "schedule": "onecycle"})
-        s = save_checkpoint(tmp_path_factory.mktemp("w") / "ptynet-s.pt", build_model("ptynet-s"), manifest)
+        p = paper_probe()
+        manifest = get_entry("ptynet-s-paper").manifest(
+            input_size=(128, 128), probe_sha256=probe_hash(p), probe_photons=1000.0,
+            preprocessing={"transform": "sqrt", "normalise": "max"}, training={"lr": 3e-4, "schedule": "onecycle"})
+        s = save_checkpoint(tmp_path_factory.mktemp("w") / "ptynet-s.pt", build_model("ptynet-s-paper"), manifest)
         yield images, s
 
 

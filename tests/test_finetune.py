@@ -23,7 +23,7 @@ from ptyfast.models import build_model, get_entry  # noqa: E402
 from ptyfast.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint  # noqa: E402
 from ptyfast.physics import far_field, forward_intensity, fresnel_probe, random_object, raster_positions  # noqa: E402
 from ptyfast.physics.simulate import simulate_scan  # noqa: E402
-from ptyfast.training.train import init_output_bias  # noqa: E402
+from ptyfast.training.train import TrainOptions, init_weights, prepare_heads  # noqa: E402
 
 _load_commands()
 runner = CliRunner()
@@ -48,9 +48,11 @@ def scan64():
 
 
 def fresh_model(name: str = "ptynet-s", seed: int = 0):
+    """An untrained network whose output starts at the training objects' mean (as training starts it)."""
     torch.manual_seed(seed)
     m = build_model(name)
-    init_output_bias(m, 0.66, 1.05)
+    init_weights(m)
+    prepare_heads(m, (0.66, 1.05), (0.14, 0.2), TrainOptions())
     return m, get_entry(name).manifest(input_size=(N, N))
 
 
@@ -285,12 +287,11 @@ def test_learn_probe_reduces_probe_error():
     the auxiliary object starts from its prediction). The learned probe must get closer and fit the data
     better than the fixed wrong probe."""
     from ptyfast.kernels import gather
-    from ptyfast.physics import default_probe
-    from ptyfast.physics.probe import normalise_probe
+    from ptyfast.physics.probe import normalise_probe, paper_probe
     from ptyfast.runtime.preprocess import preprocess
 
     rng = np.random.default_rng(7)
-    true = normalise_probe(default_probe()[32:96, 32:96].copy(), 1e5)
+    true = normalise_probe(paper_probe()[32:96, 32:96].copy(), 1e5)
     wrong = _defocus(true, 300e-6)
     obj = random_object((160, 160), rng)
     pos = raster_positions(obj.shape, (N, N), overlap=0.5, jitter=1.0, rng=rng)

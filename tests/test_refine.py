@@ -10,7 +10,7 @@ from scipy import ndimage
 from typer.testing import CliRunner
 
 from ptyfast.errors import InputError
-from ptyfast.physics import default_probe, random_object, raster_positions
+from ptyfast.physics import paper_probe, random_object, raster_positions
 from ptyfast.physics.simulate import simulate_scan
 from ptyfast.refine import iterations_to_reach, refine, refine_reconstruction
 
@@ -19,7 +19,7 @@ from ptyfast.refine import iterations_to_reach, refine, refine_reconstruction
 def sim():
     """The bundled probe's central 64² (Σ|P|² ≈ 248 photons), a procedural 200² object, 75 % raster overlap
     with 1 px jitter (sub-pixel positions): 81 noise-free frames."""
-    probe = default_probe()[32:96, 32:96]
+    probe = paper_probe()[32:96, 32:96]
     obj = random_object((200, 200), 1)
     pos = raster_positions(obj.shape, probe.shape, overlap=0.75, jitter=1.0, rng=2)
     return simulate_scan(obj, probe, pos, rng=3)

@@ -15,9 +15,12 @@ torch = pytest.importorskip("torch")
 from ptyfast.models.checkpoint import load_checkpoint, read_checkpoint  # noqa: E402
 from ptyfast.physics.probe import fresnel_probe  # noqa: E402
 from ptyfast.training.data import DataOptions  # noqa: E402
+from ptyfast.training.loss import learning_figures, lit_loss  # noqa: E402
 from ptyfast.training.train import TrainOptions, train  # noqa: E402
 
 PROBE = fresnel_probe((32, 32), pixel_size=1e-6 / 32, focus_size=150e-9, defocus=200e-6, photons=1e4)
+#: A probe confined like the default one (90 % of its energy within 7.6 px of the 32² window).
+CONFINED = fresnel_probe((32, 32), pixel_size=1e-6 / 128, focus_size=16e-9, defocus=14e-6, photons=1e4)
 
 
 def tiny_options(**kw) -> TrainOptions:
@@ -91,3 +94,94 @@ def test_cli_rejects_unknown_model(tmp_path):
     res = subprocess.run([sys.executable, "-m", "ptyfast", "train", "-o", str(tmp_path / "r"), "--model", "resnet"],
                          capture_output=True, text=True)
     assert res.returncode == 2 and "unknown model 'resnet'" in res.stderr
+
+
+def test_labels_are_the_patches_their_patterns_were_computed_from():
+    """Every training pattern is recomputed from its label through the one forward model (window position,
+    fftshift, amplitude/phase channel order, photon scaling, input normalisation)."""
+    from ptyfast.physics import far_field
+    from ptyfast.runtime.preprocess import preprocess
+    from ptyfast.training.data import PatternSampler, build_pool
+
+    opts = DataOptions(object_size=72, pool_size=4, procedural_fraction=1.0)
+    pool = build_pool([], opts, np.random.default_rng(0))
+    x, amp, pha, mask = PatternSampler(pool, CONFINED, opts, 3).sample(8)
+    power = float(np.sum(np.abs(CONFINED) ** 2))
+    intensity = np.abs(far_field(CONFINED[None] * (amp * np.exp(1j * pha)))) ** 2
+    again = preprocess(intensity, preprocessing={"transform": "sqrt", "normalise": "photons"}, probe_power=power)
+    np.testing.assert_allclose(again, x, rtol=1e-4, atol=1e-4)
+    swapped = np.abs(far_field(CONFINED[None] * (pha * np.exp(1j * amp)))) ** 2
+    assert not np.allclose(preprocess(swapped, preprocessing={"transform": "sqrt", "normalise": "photons"},
+                                      probe_power=power), x, atol=1e-2)
+    lit = np.abs(CONFINED) ** 2 >= 0.1 * np.max(np.abs(CONFINED) ** 2)
+    assert mask.shape == amp.shape and np.array_equal(mask[0] > 0, lit)
+
+
+def test_network_overfits_one_fixed_batch():
+    """The standard sanity check of a recipe: 16 fixed samples are memorised (with the paper's full-window MSE
+    on a confined probe PtyNet-S stayed at 1.01× its mean loss after 300 steps; this reaches ≈ 0.14 in 150)."""
+    from ptyfast.models import build_model
+    from ptyfast.training.data import PatternSampler, build_pool
+    from ptyfast.training.train import _loss, evaluate, init_weights, object_statistics, prepare_heads
+
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    opts = TrainOptions(model="ptynet-s", data=DataOptions(object_size=96, pool_size=8, procedural_fraction=1.0))
+    pool = build_pool([], opts.data, np.random.default_rng(0))
+    batch = PatternSampler(pool, CONFINED, opts.data, 1).sample(16)
+    model = build_model("ptynet-s")
+    init_weights(model)
+    mean, std = object_statistics(pool)
+    prepare_heads(model, mean, std, opts)
+    model = model.to(memory_format=torch.channels_last)
+    device = torch.device("cpu")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(150):
+        loss = _loss(model, batch, opts, device, std)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    figures = evaluate(model, batch, opts, device, std)
+    assert figures["relative"] < 0.3 and figures["struct"] < 0.3, figures
+
+
+def test_learning_figures_flag_a_constant_and_ignore_unobservable_phase_offsets():
+    rng = np.random.default_rng(0)
+    amp = torch.from_numpy(rng.uniform(0.4, 1.0, (6, 16, 16)).astype(np.float32))
+    pha = torch.from_numpy(rng.uniform(0.5, 1.5, (6, 16, 16)).astype(np.float32))
+    mask = torch.zeros(6, 16, 16)
+    mask[:, 4:12, 4:12] = 1
+    std = (0.2, 0.3)
+    const = (torch.full_like(amp, float(amp[mask > 0].mean())), torch.full_like(pha, float(pha[mask > 0].mean())))
+    f = learning_figures(const, (amp, pha), mask, std, "lit")
+    assert abs(f["relative"] - 1) < 1e-6 and abs(f["struct"] - 1) < 1e-6
+    offsets = torch.from_numpy(rng.uniform(-1, 1, (6, 1, 1)).astype(np.float32))
+    f = learning_figures((amp, pha + offsets), (amp, pha), mask, std, "lit")
+    assert f["struct"] < 1e-6 and f["relative"] < 0.5
+    outside = (amp + 5 * (1 - mask), pha - 5 * (1 - mask))  # errors where the probe does not light count nothing
+    assert float(lit_loss(outside, (amp, pha), mask, std)) < 1e-10
+
+
+def test_train_warns_once_when_the_probe_is_not_oversampled(tmp_path):
+    from ptyfast.physics.probe import paper_probe
+
+    probe_file = tmp_path / "paper.npy"
+    np.save(probe_file, paper_probe())
+    res = subprocess.run([sys.executable, "-m", "ptyfast", "train", "-o", str(tmp_path / "r"), "--steps", "1",
+                          "--batch", "2", "--val-size", "8", "--object-size", "160", "--pool-size", "2",
+                          "--probe", str(probe_file), "--threads", "1"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = res.stdout + res.stderr
+    assert out.count("not oversampled") == 1 and "Traceback" not in out
+
+
+def test_init_from_starts_a_new_schedule_from_earlier_weights(tmp_path):
+    first = train([], tmp_path / "a", tiny_options(steps=20, val_every=20, data=DataOptions(
+        object_size=72, pool_size=4, procedural_fraction=1.0)), probe=CONFINED)
+    later = train([], tmp_path / "b", tiny_options(steps=20, val_every=20, init_from=first["last"], data=DataOptions(
+        object_size=72, pool_size=4, procedural_fraction=1.0)), probe=CONFINED)
+    # the continued run starts where the first one ended, not from the untrained network
+    assert later["history"][0][2] < first["history"][0][2]
+    assert load_checkpoint(tmp_path / "b" / "best.pt")[1].training["init_from"] == "last.pt"
+    with pytest.raises(Exception, match="does not hold 'ptychonn' weights"):
+        train([], tmp_path / "c", tiny_options(model="ptychonn", steps=1, init_from=first["last"]), probe=CONFINED)

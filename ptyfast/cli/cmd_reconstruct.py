@@ -40,7 +40,10 @@ def reconstruct_cmd(
     fit: Annotated[str, typer.Option(help="Adapt frames to the model input: none, crop, bin, pad.")] = "none",
     weighting: Annotated[str, typer.Option(help="Stitching weights: probe (|P|², sub-pixel) or uniform "
                                                 "(the paper's plain average).")] = "probe",
-    align_phase: Annotated[bool, typer.Option(help="Remove per-patch phase offsets while stitching.")] = False,
+    align_phase: Annotated[Optional[bool], typer.Option(
+        "--align-phase/--no-align-phase",
+        help="Solve per-patch phase offsets from the overlaps before blending (default: when the model's "
+             "manifest says its outputs carry free offsets).")] = None,
     consistency: Annotated[bool, typer.Option(help="Forward-model data-consistency pass.")] = True,
     allow_probe_mismatch: Annotated[bool, typer.Option(help="Run even if the scan's probe differs from the "
                                                             "model's.")] = False,

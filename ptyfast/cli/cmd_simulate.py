@@ -76,7 +76,8 @@ def build_object(
 def simulate(
     images: Annotated[Optional[list[Path]], typer.Argument(help="Amplitude image [and phase image].")] = None,
     output: OutPath = Path("scan.cxi"),
-    overlap: Annotated[float, typer.Option(help="Linear overlap fraction (0.5 = 50 %: step 64 px on 128²).")] = 0.5,
+    overlap: Annotated[float, typer.Option(help="Linear overlap fraction (0.75 = 75 %: step 32 px on 128², every "
+                                                "pixel lit by several windows of the confined default probe).")] = 0.75,
     path: Annotated[PathKind, typer.Option("--path", help="Scan path.")] = PathKind.raster,
     photons: Annotated[Optional[float], typer.Option(help="Photons per frame, sum|P|² (default: keep the "
                                                            "probe's own, 1000 for the bundled probe).")] = None,
@@ -84,7 +85,7 @@ def simulate(
     seed: Seed = 0,
     size: Annotated[int, typer.Option(help="Object side in pixels.")] = 600,
     jitter: Annotated[float, typer.Option(help="Uniform position jitter ±px per axis.")] = 2.0,
-    probe: Annotated[Optional[Path], typer.Option(help="Probe .npy/.cxi (default: bundled 128² probe).")] = None,
+    probe: Annotated[Optional[Path], typer.Option(help="Probe .npy/.cxi (default: the bundled confined 128² probe).")] = None,
     random_object: Annotated[bool, typer.Option("--random-object", help="Procedural object, no images.")] = False,
 ) -> None:
     """Simulate a far-field ptychography scan and write it as CXI (with ground truth)."""

@@ -15,32 +15,38 @@ def train_cmd(
     images: Annotated[Optional[list[Path]], typer.Argument(help="Image files or folders (amplitude/phase sources). "
                                                           "None: procedural objects only.")] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="Run directory (last.pt, best.pt).")] = Path("runs/train"),
-    model: Annotated[str, typer.Option(help="Architecture: ptynet-s, ptynet-b, ptychonn.")] = "ptynet-s",
+    model: Annotated[str, typer.Option(help="Architecture: ptynet-s, ptynet-s-paper, ptynet-b, ptychonn.")] = "ptynet-s",
     steps: Annotated[int, typer.Option(min=1, help="Optimiser steps in total.")] = 2000,
     batch: Annotated[int, typer.Option(min=1, help="Patterns per step (per process).")] = 32,
-    lr: Annotated[float, typer.Option(min=0, help="Peak learning rate (paper: 1e-4; keep ≤ 5e-4).")] = 1e-4,
+    lr: Annotated[float, typer.Option(min=0, help="Peak learning rate (ptyfast: 1e-3; paper: 1e-4).")] = 1e-3,
     lr_min: Annotated[float, typer.Option(min=0, help="Learning-rate floor.")] = 1e-5,
-    schedule: Annotated[str, typer.Option(help="cyclic (paper, triangular2) or onecycle.")] = "cyclic",
+    schedule: Annotated[str, typer.Option(help="onecycle (warm-up + cosine) or cyclic (paper, triangular2).")] = "onecycle",
+    loss: Annotated[str, typer.Option(help="lit (in-probe, free phase offsets) or mse (paper, full window).")] = "lit",
+    phase_mean_weight: Annotated[float, typer.Option(min=0, help="Weight of each patch's mean phase error (lit).")] = 0.1,
     cycle_steps: Annotated[int, typer.Option(min=1, help="Half-cycle length of the cyclic schedule.")] = 1000,
     amp: Annotated[str, typer.Option(help="bf16 autocast or none.")] = "bf16",
     channels_last: Annotated[bool, typer.Option(help="channels-last memory format.")] = True,
     clip: Annotated[float, typer.Option(min=0, help="Gradient-norm clip (0 = off).")] = 1.0,
     val_every: Annotated[int, typer.Option(min=1)] = 200,
     val_size: Annotated[int, typer.Option(min=8)] = 256,
-    probe: Annotated[Optional[Path], typer.Option(help="Probe .npy/CXI (default: the bundled paper probe).")] = None,
+    probe: Annotated[Optional[Path], typer.Option(help="Probe .npy/CXI (default: the bundled confined probe).")] = None,
     object_size: Annotated[int, typer.Option(min=32, help="Pool object size in pixels.")] = 320,
     pool_size: Annotated[int, typer.Option(min=2, help="Objects in the training pool.")] = 160,
     procedural: Annotated[float, typer.Option(min=0, max=1, help="Fraction of procedural objects.")] = 0.25,
     noise: Annotated[float, typer.Option(min=0, max=1, help="Fraction of samples with Poisson noise.")] = 0.0,
     photons: Annotated[str, typer.Option(help="Photon range per frame for noisy samples, LO:HI.")] = "1e5:1e8",
     transform: Annotated[str, typer.Option(help="Network-input transform: sqrt (paper), log1p, quarter.")] = "sqrt",
-    normalise: Annotated[str, typer.Option(help="Per-pattern input normalisation: max (paper), std, none.")] = "max",
+    normalise: Annotated[str, typer.Option(help="Input normalisation: photons (by the probe's intensity), max (paper), "
+                                                  "std, none.")] = "photons",
     clean_photons: Annotated[Optional[str], typer.Option(help="Photon range LO:HI for noise-free samples "
                                                                "(default: the probe's power).")] = None,
     random_probes: Annotated[int, typer.Option(min=0, help="Random Fresnel probes mixed in (0 = fixed probe).")] = 0,
     seed: Annotated[int, typer.Option()] = 0,
     threads: Annotated[int, typer.Option(min=0, help="torch CPU threads (0 = default).")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUTPUT/last.pt.")] = False,
+    init_from: Annotated[Optional[Path], typer.Option(help="Start from these weights (same architecture) with a "
+                                                           "fresh optimiser and schedule.")] = None,
+    warmup: Annotated[float, typer.Option(min=0, max=0.5, help="Warm-up fraction of the steps (onecycle).")] = 0.02,
 ) -> None:
     """Train a model on simulated diffraction (objects from images + procedural objects)."""
     from ptyfast.errors import InputError
@@ -74,6 +80,7 @@ def train_cmd(
     opts = TrainOptions(
         model=model, steps=steps, batch=batch, lr=lr, lr_min=lr_min, schedule=schedule, cycle_steps=cycle_steps,
         amp=amp, channels_last=channels_last, clip=clip, val_every=val_every, val_size=val_size, seed=seed,
+        loss=loss, phase_mean_weight=phase_mean_weight, warmup=warmup, init_from=str(init_from or ""),
         threads=threads,
         data=DataOptions(object_size=object_size, pool_size=pool_size, procedural_fraction=procedural,
                          noise_fraction=noise, photons=(lo, hi), random_probes=random_probes,
@@ -83,15 +90,25 @@ def train_cmd(
 
     ensure_dir(output)
     p = load_probe(probe) if probe else default_probe()
+    from ptyfast.physics.probe import oversampling_problem
+
+    problem = oversampling_problem(p)
+    if problem:
+        console.print(f"[yellow]warning:[/] {problem[0].upper() + problem[1:]}")
     with Progress(TextColumn("[bold]train {task.fields[model]}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TextColumn("loss {task.fields[loss]:.4f} val {task.fields[val]:.4f} {task.fields[pps]:.0f} pat/s"),
+                  TextColumn("loss {task.fields[loss]:.4f} val {task.fields[val]:.4f} rel {task.fields[rel]:.3f} "
+                             "struct {task.fields[struct]:.3f} {task.fields[pps]:.0f} pat/s"),
                   TimeRemainingColumn(), console=console) as bar:
-        task = bar.add_task("train", total=steps, model=model, loss=float("nan"), val=float("nan"), pps=0.0)
+        task = bar.add_task("train", total=steps, model=model, loss=float("nan"), val=float("nan"), rel=float("nan"),
+                            struct=float("nan"), pps=0.0)
 
         def on_step(step: int, info: dict) -> None:
             fields = {"loss": info["loss"]}
             if "val" in info:
-                fields["val"] = info["val"]
+                fields.update(val=info["val"], rel=info["relative"], struct=info["struct"])
+                bar.console.print(f"step {step}: validation loss {info['val']:.4f}, relative to a constant "
+                                  f"{info['relative']:.3f}, structure {info['struct']:.3f} (1 = collapsed)",
+                                  highlight=False)
             if "patterns_per_s" in info:
                 fields["pps"] = info["patterns_per_s"]
             bar.update(task, completed=step, **fields)

@@ -49,7 +49,7 @@ from ptyfast.io.atomic import write_json
 OVERLAPS = (0.75, 0.5, 0.25, 0.0)
 TRAINABLE = ("ptychonn", "ptynet-b")
 ARCHITECTURES = ("ptynet-s",) + TRAINABLE
-LABELS = {"ptynet-s": "PtyNet-S", "ptychonn": "PtychoNN", "ptynet-b": "PtyNet-B"}
+LABELS = {"ptynet-s": "PtyNet-S", "ptynet-s-paper": "PtyNet-S", "ptychonn": "PtychoNN", "ptynet-b": "PtyNet-B"}
 VALIDATIONS = 4  # validation passes of a budgeted training run (each picks the best checkpoint)
 TEST_PATTERN = re.compile(r"cat_face_angle9\d\.", re.IGNORECASE)
 
@@ -228,12 +228,12 @@ def test_objects(test: list[Path], n: int, size: int) -> list[tuple[str, np.ndar
 def simulate(obj: np.ndarray, overlap: float, *, jitter: float, seed: int, photons: float | None = None,
              noise: bool = False):
     """The protocol's raster scan of ``obj`` with the bundled probe."""
-    from ptyfast.physics.probe import default_probe
+    from ptyfast.physics.probe import paper_probe
     from ptyfast.physics.scanpath import raster_positions
     from ptyfast.physics.simulate import simulate_scan
 
     rng = np.random.default_rng(seed)
-    probe = default_probe()
+    probe = paper_probe()
     pos = raster_positions(obj.shape, probe.shape, overlap=overlap, jitter=jitter, rng=rng)
     return simulate_scan(obj, probe, pos, photons=photons, noise=noise, rng=rng,
                          meta={"source": f"paper protocol, {overlap:.0%} overlap"})
@@ -246,10 +246,11 @@ def _recipe(source_s) -> dict:
     """Training recipe of the shipped PtyNet-S (its manifest), so the comparison models get the same one."""
     t = dict(getattr(source_s.manifest, "training", {}) or {}) if source_s is not None else {}
     keys = ("lr", "lr_min", "schedule", "batch", "amp", "procedural_fraction", "noise_fraction", "random_probes",
-            "photons", "clean_photons")
+            "photons", "clean_photons", "loss")
     recipe = {k: t[k] for k in keys if k in t}
     prep = getattr(source_s.manifest, "preprocessing", {}) if source_s is not None else {}
     recipe["transform"] = prep.get("transform", "sqrt")
+    recipe["normalise"] = prep.get("normalise", "max")
     return recipe
 
 
@@ -258,7 +259,7 @@ def train_model(name: str, out_dir: Path, files: list[Path], cfg: PaperConfig, r
 
     Returns the training summary (also written to ``out_dir/summary.json``).
     """
-    from ptyfast.physics.probe import default_probe
+    from ptyfast.physics.probe import paper_probe
     from ptyfast.training.data import DataOptions
     from ptyfast.training.train import TrainOptions, train
 
@@ -267,17 +268,18 @@ def train_model(name: str, out_dir: Path, files: list[Path], cfg: PaperConfig, r
         s = json.loads(summary_path.read_text())
         log(f"{LABELS[name]}: reusing the model trained earlier in {out_dir} ({s['steps']} steps, {s['time_s']:.0f} s)")
         return {**s, "reused": True}
-    probe = default_probe()
+    probe = paper_probe()
     data = DataOptions(object_size=cfg.train_object_size, pool_size=cfg.pool_size,
                        procedural_fraction=recipe.get("procedural_fraction", 0.25),
                        noise_fraction=recipe.get("noise_fraction", 0.0),
                        random_probes=int(recipe.get("random_probes", 0)),
-                       transform=recipe.get("transform", "sqrt"),
+                       transform=recipe.get("transform", "sqrt"), normalise=recipe.get("normalise", "max"),
                        photons=tuple(recipe.get("photons", (1e5, 1e8))),
                        clean_photons=tuple(recipe["clean_photons"]) if recipe.get("clean_photons") else None)
     batch = int(cfg.train_batch or recipe.get("batch", 32))
     base = dict(model=name, batch=batch, lr=float(recipe.get("lr", 1e-4)), lr_min=float(recipe.get("lr_min", 1e-5)),
                 schedule=recipe.get("schedule", "cyclic"), amp=recipe.get("amp", "bf16"), val_size=cfg.val_size,
+                loss=recipe.get("loss", "mse"),
                 threads=cfg.threads, seed=cfg.seed, data=data)
     t0 = time.perf_counter()
     calibration = None
@@ -333,8 +335,17 @@ def resolve_models(cfg: PaperConfig, out: Path, files: list[Path], *, log=print)
             raise InputError("no shipped PtyNet-S in this installation; pass its checkpoint with --model "
                              "(e.g. --model runs/ship-s/best.pt).") from None
         raise exc
-    if src_s.manifest.architecture != "ptynet-s":
+    if src_s.manifest.architecture not in ("ptynet-s", "ptynet-s-paper"):
         raise InputError(f"--model must be PtyNet-S weights; {cfg.model_s} holds '{src_s.manifest.architecture}'.")
+    from ptyfast.models.manifest import probe_hash
+    from ptyfast.physics.probe import paper_probe
+
+    if src_s.manifest.probe_sha256 != probe_hash(paper_probe()):
+        raise InputError(
+            "the paper protocol runs on the paper's probe, but this PtyNet-S was trained for another probe (the "
+            "shipped model is trained for ptyfast's confined default probe); train one on the paper's probe "
+            "(ptyfast train --model ptynet-s-paper --loss mse --normalise max --schedule cyclic --lr 1e-4 "
+            "--probe PAPER_PROBE.npy) and pass it with --model.")
     recipe = _recipe(src_s)
     models: dict[str, dict] = {}
     for name in cfg.models:

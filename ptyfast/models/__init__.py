@@ -41,6 +41,9 @@ def register_model(name: str, target: str, description: str, paper: str) -> None
 
 
 register_model("ptynet-s", "ptyfast.models.ptynet_s:PtyNetS",
+               "PtyNet-S + BatchNorm, standardised linear heads (325,800 parameters; ptyfast's default)",
+               "Pan et al., iScience 2023, trained with ptyfast's recipe")
+register_model("ptynet-s-paper", "ptyfast.models.ptynet_s:PtyNetSPaper",
                "3-block encoder, grouped 3-block decoder, no skips (324,452 parameters)",
                "Pan et al., iScience 2023")
 register_model("ptynet-b", "ptyfast.models.ptynet_b:PtyNetB",

@@ -34,6 +34,9 @@ class Manifest:
     probe_photons : sum(|P|²) of that probe.
     pixel_size : object pixel size in metres the model was trained for (0 if unspecified).
     object_amplitude_range / object_phase_range : the training objects' ranges (radians for phase).
+    phase_offsets : ``free`` when each output patch carries its own undetermined phase offset (trained with a
+        loss that ignores it, as one pattern cannot see it), so stitching solves the offsets from the overlaps;
+        ``absolute`` when the network was trained to predict the absolute phase.
     training : free-form summary (data, steps, time, hardware, validation metrics).
     finetuned_on : description of the scan a fine-tuned model was adapted to ("" for pre-trained).
     """
@@ -48,6 +51,7 @@ class Manifest:
     pixel_size: float = 0.0
     object_amplitude_range: tuple[float, float] = (1.0 / 3.0, 1.0)
     object_phase_range: tuple[float, float] = (float(np.pi / 6), float(np.pi / 2))
+    phase_offsets: str = "absolute"
     training: dict = field(default_factory=dict)
     finetuned_on: str = ""
     ptyfast_version: str = ""

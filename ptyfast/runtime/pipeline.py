@@ -8,8 +8,10 @@ object and its weight map, independent of the number of frames.
 Stitching (see :func:`ptyfast.kernels.stitch`): each predicted patch A·exp(iφ) is placed at its true
 sub-pixel position (bilinear) and blended with weights w = |P|² (the probe intensity: pixels the probe
 barely lit carry little information), O = Σ w·patch / Σ w. ``weighting="uniform"`` reproduces the seed
-paper's stitching (w = 1 at integer-rounded positions) for comparison. ``align_phase`` removes each patch's
-global phase offset against what is already stitched (the network cannot know the absolute phase).
+paper's stitching (w = 1 at integer-rounded positions) for comparison. ``align_phase`` solves every patch's
+phase offset from the overlaps (:mod:`ptyfast.runtime.phase_align`; one pattern cannot determine it) before
+blending: the patches are then kept in memory, cropped to where the weight is non-negligible
+(≈ N · 8 bytes · the probe's support box), and blended once all are predicted.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 
 from ptyfast.errors import InputError
 from ptyfast.kernels import exit_waves, far_field, gather, normalise, overlap_add
+from ptyfast.runtime.phase_align import solve_phase_offsets, support_box
 from ptyfast.runtime.preprocess import fit_frames, fit_mask, fit_probe, preprocess
 from ptyfast.scan import Scan
 
@@ -127,18 +130,6 @@ def object_grid(positions: np.ndarray, window: tuple[int, int]) -> tuple[np.ndar
     return origin, (int(span[0]) + window[0] + 1, int(span[1]) + window[1] + 1)
 
 
-def _align(patches: np.ndarray, num: np.ndarray, positions: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Rotate each patch by its phase offset against the already-stitched numerator (where it overlaps)."""
-    ref = gather(num, positions, patches.shape[1:])
-    c = np.sum(weights * np.conj(ref) * patches, axis=(1, 2))
-    strength = np.sum(weights * np.abs(ref) * np.abs(patches), axis=(1, 2))
-    total = np.sum(weights * np.abs(patches) ** 2, axis=(1, 2)) + 1e-30
-    # Only rotate patches with a real overlap (≥ 5 % of their own weighted power).
-    ok = strength > 0.05 * total * max(float(np.abs(ref).max()), 1e-30) / max(float(np.abs(patches).max()), 1e-30)
-    rot = np.where(ok, np.exp(-1j * np.angle(c)), 1.0).astype(patches.dtype)
-    return patches * rot[:, None, None]
-
-
 def reconstruct_scan(
     scan: Scan,
     backend,
@@ -147,7 +138,7 @@ def reconstruct_scan(
     chunk: int = 512,
     fit: str = "none",
     weighting: str = "probe",
-    align_phase: bool = False,
+    align_phase: bool | None = None,
     consistency: bool = True,
     probe: np.ndarray | None = None,
     progress=None,
@@ -166,8 +157,9 @@ def reconstruct_scan(
         How to bring frames to the model's input size (see :func:`ptyfast.runtime.preprocess.fit_frames`).
     weighting : {"probe", "uniform"}
         Stitching weights: |P|² at sub-pixel positions, or the paper's uniform average at rounded positions.
-    align_phase : bool
-        Remove each patch's phase offset against the already-stitched object.
+    align_phase : bool or None
+        Solve the per-patch phase offsets from the overlaps before blending; None = when the model's
+        manifest says its outputs carry free offsets (``phase_offsets == "free"``).
     consistency : bool
         Run the forward-model consistency pass (needs a probe).
     probe : complex (H, W), optional
@@ -200,6 +192,13 @@ def reconstruct_scan(
         w = np.ones(size, np.float32)
     else:
         w = (np.abs(probe) ** 2).astype(np.float32) if probe is not None else _window(size)
+    if align_phase is None:
+        align_phase = getattr(backend.manifest, "phase_offsets", "absolute") == "free"
+    box = support_box(w) if align_phase else (slice(None), slice(None))
+    w_box = np.ascontiguousarray(w[box])
+    box_offset = np.array([box[0].start or 0, box[1].start or 0], float)
+    kept: list[np.ndarray] = []
+    probe_power = float(np.sum(np.abs(probe) ** 2)) if probe is not None else None
     num = np.zeros(shape, np.complex64)
     wsum = np.zeros(shape, np.float32)
     timings = {"read": 0.0, "preprocess": 0.0, "infer": 0.0, "stitch": 0.0}
@@ -208,7 +207,7 @@ def reconstruct_scan(
     done = 0
     for s, frames in stream_frames(scan, chunk, stats=timings):
         t = time.perf_counter()
-        x = preprocess(fit_frames(frames, size, fit), backend.manifest)
+        x = preprocess(fit_frames(frames, size, fit), backend.manifest, probe_power=probe_power)
         timings["preprocess"] += time.perf_counter() - t
         for b in range(0, len(x), batch):
             t = time.perf_counter()
@@ -218,13 +217,20 @@ def reconstruct_scan(
             patches = (amp * np.exp(1j * pha)).astype(np.complex64)
             pos = grid_pos[s + b : s + b + len(patches)]
             if align_phase:
-                patches = _align(patches, num, pos, w)
-            overlap_add(num, patches, pos, weights=w, weight_accum=wsum)
+                kept.append(np.ascontiguousarray(patches[:, box[0], box[1]]))
+            else:
+                overlap_add(num, patches, pos, weights=w, weight_accum=wsum)
             timings["stitch"] += time.perf_counter() - t2
         done += len(frames)
         if progress is not None:
             progress(done, n, "stitch")
     t = time.perf_counter()
+    if align_phase and kept:
+        patches = np.concatenate(kept)
+        kept.clear()
+        patches *= solve_phase_offsets(patches, grid_pos + box_offset, w_box)[:, None, None]
+        timings["align"] = time.perf_counter() - t
+        overlap_add(num, patches, grid_pos + box_offset, weights=w_box, weight_accum=wsum)
     obj = normalise(num, wsum)
     timings["stitch"] += time.perf_counter() - t
     timings["wall_stitched"] = time.perf_counter() - t_start

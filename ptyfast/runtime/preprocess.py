@@ -77,17 +77,37 @@ def fit_mask(mask: np.ndarray, size: tuple[int, int], mode: str = "none") -> np.
 TRANSFORMS = ("sqrt", "log1p", "quarter")
 
 
-def preprocess(frames: np.ndarray, manifest=None, *, preprocessing: dict | None = None) -> np.ndarray:
+NORMALISATIONS = ("photons", "max", "std", "none")
+
+
+def preprocess(frames: np.ndarray, manifest=None, *, preprocessing: dict | None = None,
+               probe_power=None) -> np.ndarray:
     """(N, H, W) intensities → (N, 1, H, W) float32 network input, as ``manifest.preprocessing`` says.
 
     ``transform``: ``sqrt`` (√I, the seed paper), ``log1p`` (log(1 + I), I in photons: compresses the
     ~10⁴ dynamic range of far-field patterns so the speckle away from the central peak is visible to the
-    network; one photon maps to 0.69), ``quarter`` (I^¼). ``normalise``: ``max`` (divide by the per-pattern
-    maximum, so the input is in [0, 1]), ``std`` (zero mean, unit variance per pattern) or ``none``. Negative counts (detector offsets) are clipped to zero.
+    network; one photon maps to 0.69), ``quarter`` (I^¼).
+
+    ``normalise``: ``photons`` (ptyfast's default: I is divided by the probe's mean intensity
+    Σ|P|²/(H·W) before the transform, ``probe_power`` = Σ|P|² of the scan's probe, scalar or one per frame,
+    falling back to the manifest's ``probe_photons``; with the ortho forward model the input then depends on
+    the object only, not on the flux, and keeps the amplitude scale), ``max`` (the paper: divide by the
+    per-pattern maximum, so the input is in [0, 1] and the amplitude scale is lost), ``std`` (zero mean, unit
+    variance per pattern) or ``none``. Negative counts (detector offsets) are clipped to zero.
     """
     prep = preprocessing or getattr(manifest, "preprocessing", None) or {"transform": "sqrt", "normalise": "max"}
     x = np.asarray(frames, dtype=np.float32)
     x = np.maximum(x, 0.0)
+    norm = prep.get("normalise", "max")
+    if norm == "photons":
+        power = probe_power if probe_power is not None else getattr(manifest, "probe_photons", 0.0)
+        power = np.asarray(power, dtype=np.float64)
+        if not np.all(np.isfinite(power)) or np.any(power <= 0):
+            raise InputError("the input normalisation 'photons' needs the probe's total intensity Σ|P|², "
+                             "but no probe with a positive, finite intensity is known.")
+        mean_intensity = power.reshape(-1, 1, 1) / (x.shape[-2] * x.shape[-1]) if power.ndim else power / (
+            x.shape[-2] * x.shape[-1])
+        x = (x / mean_intensity).astype(np.float32)
     transform = prep.get("transform", "sqrt")
     if transform == "sqrt":
         x = np.sqrt(x)
@@ -97,13 +117,12 @@ def preprocess(frames: np.ndarray, manifest=None, *, preprocessing: dict | None 
         x = np.sqrt(np.sqrt(x))
     else:
         raise InputError(f"unknown preprocessing transform '{transform}'; known: {', '.join(TRANSFORMS)}.")
-    norm = prep.get("normalise", "max")
     if norm == "max":
         m = x.reshape(len(x), -1).max(axis=1)
         x = x / np.maximum(m, EPS)[:, None, None]
     elif norm == "std":  # zero mean, unit variance per pattern: O(1) activations even for a sharp central peak
         flat = x.reshape(len(x), -1)
         x = (x - flat.mean(axis=1)[:, None, None]) / np.maximum(flat.std(axis=1), EPS)[:, None, None]
-    elif norm != "none":
-        raise InputError(f"unknown preprocessing normalisation '{norm}'; known: max, std, none.")
+    elif norm not in ("photons", "none"):
+        raise InputError(f"unknown preprocessing normalisation '{norm}'; known: {', '.join(NORMALISATIONS)}.")
     return x[:, None]

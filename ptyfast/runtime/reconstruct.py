@@ -11,7 +11,7 @@ import numpy as np
 from ptyfast import __version__
 from ptyfast.errors import InputError
 from ptyfast.models.manifest import file_hash, probe_hash
-from ptyfast.physics.probe import default_probe
+from ptyfast.physics.probe import default_probe, paper_probe
 from ptyfast.runtime.pipeline import Reconstruction, probe_similarity, reconstruct_scan
 from ptyfast.runtime.preprocess import fit_probe
 from ptyfast.scan import Scan
@@ -20,9 +20,11 @@ PROBE_SIMILARITY_MIN = 0.9
 
 
 def model_probe(manifest) -> np.ndarray | None:
-    """The probe a model was trained for, when ptyfast knows it (the bundled default probe)."""
-    p = default_probe()
-    return p if manifest.probe_sha256 and manifest.probe_sha256 == probe_hash(p) else None
+    """The probe a model was trained for, when ptyfast knows it (a bundled probe: default or paper)."""
+    for p in (default_probe(), paper_probe()):
+        if manifest.probe_sha256 and manifest.probe_sha256 == probe_hash(p):
+            return p
+    return None
 
 
 def choose_probe(scan: Scan, manifest, *, fit: str, allow_mismatch: bool) -> tuple[np.ndarray | None, str]:
@@ -62,7 +64,7 @@ class ReconstructJob:
     chunk: int = 512
     fit: str = "none"
     weighting: str = "probe"
-    align_phase: bool = False
+    align_phase: bool | None = None
     consistency: bool = True
     allow_probe_mismatch: bool = False
     threads: int | None = None

@@ -50,7 +50,7 @@ class DataOptions:
     amplitude_range: tuple[float, float] = AMPLITUDE_RANGE
     phase_range: tuple[float, float] = PHASE_RANGE
     transform: str = "sqrt"
-    normalise: str = "max"
+    normalise: str = "photons"
     clean_photons: tuple[float, float] | None = None
 
 
@@ -86,7 +86,8 @@ def build_pool(images: list[np.ndarray], options: DataOptions, rng: np.random.Ge
 
 
 class PatternSampler:
-    """Draws batches (x (B,1,H,W) float32, amplitude (B,H,W), phase (B,H,W)) from an object pool."""
+    """Draws batches (x (B,1,H,W) float32, amplitude (B,H,W), phase (B,H,W), lit mask (B,H,W)) from an
+    object pool; the mask marks where the batch's probe lights the patch (see :func:`lit_mask`)."""
 
     def __init__(self, pool: list[np.ndarray], probe: np.ndarray, options: DataOptions, rng) -> None:
         self.pool = pool
@@ -122,8 +123,15 @@ class PatternSampler:
         if noisy.any():
             intensity[noisy] = poisson_noise(intensity[noisy], self.rng)
         x = preprocess(intensity, preprocessing={"transform": self.options.transform,
-                                                     "normalise": self.options.normalise})
-        return x, np.abs(patches).astype(np.float32), np.angle(patches).astype(np.float32)
+                                                 "normalise": self.options.normalise}, probe_power=photons)
+        mask = np.broadcast_to(lit_mask(probe), patches.shape).astype(np.float32)
+        return x, np.abs(patches).astype(np.float32), np.angle(patches).astype(np.float32), mask
+
+
+def lit_mask(probe: np.ndarray, fraction: float = 0.1) -> np.ndarray:
+    """Bool (H, W): pixels whose probe intensity is ≥ ``fraction`` of its maximum (what one pattern sees)."""
+    inten = np.abs(probe) ** 2
+    return inten >= fraction * inten.max()
 
 
 def fixed_set(sampler: PatternSampler, n: int, batch: int = 256):
@@ -132,4 +140,4 @@ def fixed_set(sampler: PatternSampler, n: int, batch: int = 256):
     return tuple(np.concatenate(p) for p in zip(*parts))
 
 
-__all__ = ["DataOptions", "PatternSampler", "build_pool", "fixed_set", "list_images"]
+__all__ = ["DataOptions", "PatternSampler", "build_pool", "fixed_set", "lit_mask", "list_images"]

@@ -1,13 +1,22 @@
-"""Supervised training loop (the paper's recipe by default) with bf16 autocast, channels-last, a validation
-split with best-checkpoint selection, ``--resume``, and DistributedDataParallel under ``torchrun``.
+"""Supervised training loop with bf16 autocast, channels-last, a validation split with best-checkpoint
+selection, ``--resume``, and DistributedDataParallel under ``torchrun``.
 
-Recipe (Pan et al. 2023, Methods): Adam, cyclic learning rate (triangular2 between ``lr_min`` and ``lr``),
-loss = MSE(amplitude) + MSE(phase). Gradients are clipped (``clip``) because the bounded heads saturate at
-high learning rates.
+ptyfast's recipe (the default; evidence in ``docs/training.md``): ``ptynet-s`` (BatchNorm, standardised
+linear heads, zero-initialised last layer), the ``lit`` loss (in-probe only, the phase's undetermined per-patch
+mean down-weighted, see :mod:`ptyfast.training.loss`), inputs normalised by the probe's intensity (not per
+pattern), Adam at 1e-3 with warm-up and cosine decay (``onecycle``), gradient clipping.
+
+The paper's recipe (Pan et al. 2023, Methods) stays selectable: ``--model ptynet-s-paper --loss mse
+--normalise max --schedule cyclic --lr 1e-4``: Adam, cyclic learning rate (triangular2 between ``lr_min``
+and ``lr``), loss = MSE(amplitude) + MSE(phase) over the full window.
+
+Every validation logs the loss, its ratio to the best constant prediction's loss (``relative``) and the
+structure figure (``struct``); both are ≈ 1 for a collapsed, input-independent network.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
@@ -27,6 +36,7 @@ from ptyfast.models import build_model, count_parameters, get_entry
 from ptyfast.models.checkpoint import read_checkpoint, save_checkpoint
 from ptyfast.models.manifest import Manifest, probe_hash
 from ptyfast.training.data import DataOptions, PatternSampler, build_pool, fixed_set, list_images
+from ptyfast.training.loss import LOSSES, learning_figures, loss_function
 
 
 @dataclass
@@ -44,14 +54,19 @@ class TrainOptions:
     val_every, val_size : validation cadence (steps) and fixed validation-set size.
     val_fraction : share of the images held out for validation (the last ones in sorted order).
     init_bias : start the output heads at the training objects' mean amplitude and phase.
+    loss : ``lit`` (ptyfast, in-probe, see :mod:`ptyfast.training.loss`) or ``mse`` (paper, full window).
+    phase_mean_weight : weight of each patch's mean phase error in the ``lit`` loss.
+    warmup : fraction of the steps spent warming up (``onecycle``).
+    init_from : start from the weights of this checkpoint (same architecture) with a fresh optimiser and
+        schedule: continue a run under a new schedule, or adapt a model to a new probe.
     """
 
     model: str = "ptynet-s"
     steps: int = 2000
     batch: int = 32
-    lr: float = 1e-4
+    lr: float = 1e-3
     lr_min: float = 1e-5
-    schedule: str = "cyclic"
+    schedule: str = "onecycle"
     cycle_steps: int = 1000
     amp: str = "bf16"
     channels_last: bool = True
@@ -62,6 +77,10 @@ class TrainOptions:
     seed: int = 0
     threads: int = 0
     init_bias: bool = True
+    loss: str = "lit"
+    phase_mean_weight: float = 0.1
+    warmup: float = 0.02
+    init_from: str = ""
     data: DataOptions = field(default_factory=DataOptions)
 
 
@@ -76,7 +95,7 @@ def _make_scheduler(opt, o: TrainOptions):
         return torch.optim.lr_scheduler.CyclicLR(opt, base_lr=o.lr_min, max_lr=o.lr, step_size_up=o.cycle_steps,
                                                  mode="triangular2", cycle_momentum=False)
     if o.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=o.lr, total_steps=o.steps, pct_start=0.05,
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=o.lr, total_steps=o.steps, pct_start=o.warmup,
                                                    div_factor=max(o.lr / o.lr_min, 1.0), final_div_factor=10.0)
     raise InputError(f"unknown schedule '{o.schedule}'; choose cyclic or onecycle.")
 
@@ -134,26 +153,64 @@ def init_output_bias(model, amplitude_mean: float, phase_mean: float) -> bool:
     return True
 
 
-def _loss(model, x, amp, pha, o: TrainOptions, device) -> torch.Tensor:
+def _forward(model, x, o: TrainOptions, device):
     x = torch.from_numpy(x).to(device)
     if o.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=o.amp == "bf16"):
         pa, pp = model(x)
-    return F.mse_loss(pa.float(), torch.from_numpy(amp).to(device)) + F.mse_loss(pp.float(), torch.from_numpy(pha).to(device))
+    return pa.float(), pp.float()
+
+
+def _loss(model, batch, o: TrainOptions, device, std) -> torch.Tensor:
+    x, amp, pha, mask = batch
+    pred = _forward(model, x, o, device)
+    target = (torch.from_numpy(amp).to(device), torch.from_numpy(pha).to(device))
+    return loss_function(o.loss)(pred, target, torch.from_numpy(mask).to(device), std,
+                                 phase_mean_weight=o.phase_mean_weight)
 
 
 @torch.no_grad()
-def evaluate_loss(model, val, o: TrainOptions, device, batch: int = 128) -> float:
+def evaluate(model, val, o: TrainOptions, device, std, batch: int = 128) -> dict:
+    """Validation loss plus the learning figures (``relative``, ``struct``; ≈ 1 when collapsed)."""
     was = model.training
     model.eval()
-    total = 0.0
-    n = len(val[0])
-    for s in range(0, n, batch):
-        part = [v[s : s + batch] for v in val]
-        total += float(_loss(model, *part, o, device)) * len(part[0])
+    preds = [_forward(model, val[0][s : s + batch], o, device) for s in range(0, len(val[0]), batch)]
     model.train(was)
-    return total / n
+    pred = tuple(torch.cat([p[c] for p in preds]) for c in (0, 1))
+    target = (torch.from_numpy(val[1]).to(device), torch.from_numpy(val[2]).to(device))
+    mask = torch.from_numpy(val[3]).to(device)
+    loss = float(loss_function(o.loss)(pred, target, mask, std, phase_mean_weight=o.phase_mean_weight))
+    return {"loss": loss, **learning_figures(pred, target, mask, std, o.loss, phase_mean_weight=o.phase_mean_weight)}
+
+
+def evaluate_loss(model, val, o: TrainOptions, device, std=(1.0, 1.0)) -> float:
+    return evaluate(model, val, o, device, std)["loss"]
+
+
+def object_statistics(pool: list[np.ndarray]) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(mean, std) of the pool objects' amplitude and phase: the standardisation of the linear heads."""
+    amp = np.concatenate([np.abs(o[::4, ::4]).ravel() for o in pool])
+    pha = np.concatenate([np.angle(o[::4, ::4]).ravel() for o in pool])
+    return (float(amp.mean()), float(pha.mean())), (max(float(amp.std()), 1e-3), max(float(pha.std()), 1e-3))
+
+
+def prepare_heads(model, mean: tuple[float, float], std: tuple[float, float], options: TrainOptions) -> str:
+    """Start the output at the training mean: standardised heads get the pool statistics and a zero last
+    layer; bounded heads get their bias at logit/atanh of the mean (``init_bias``). Returns what was done."""
+    heads = getattr(model, "heads", None)
+    if heads is not None and hasattr(heads, "std"):
+        with torch.no_grad():
+            heads.mean.copy_(torch.tensor(mean))
+            heads.std.copy_(torch.tensor(std))
+            last = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))][-1]
+            torch.nn.init.zeros_(last.weight)
+            if last.bias is not None:
+                torch.nn.init.zeros_(last.bias)
+        return "standardised linear heads (training-object mean/std), zero-initialised last layer"
+    if options.init_bias and init_output_bias(model, *mean):
+        return "bounded heads, bias at the training objects' mean"
+    return "bounded heads"
 
 
 def train(
@@ -176,6 +233,8 @@ def train(
     if options.threads:
         torch.set_num_threads(options.threads)
     get_entry(options.model)  # validates the name
+    if options.loss not in LOSSES:
+        raise InputError(f"unknown loss '{options.loss}'; choose {' or '.join(LOSSES)}.")
     out_dir = Path(out_dir)
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     if rank == 0:
@@ -196,8 +255,17 @@ def train(
     torch.manual_seed(options.seed)
     model = build_model(options.model)
     init_weights(model)
-    if options.init_bias:
-        init_output_bias(model, float(np.mean(options.data.amplitude_range)), float(np.mean(options.data.phase_range)))
+    obj_mean, std = object_statistics(pool)
+    heads = prepare_heads(model, obj_mean, std, options)
+    if options.init_from:
+        ck = read_checkpoint(options.init_from)
+        try:
+            model.load_state_dict(ck["state_dict"])
+        except RuntimeError:
+            raise InputError(f"{options.init_from} does not hold '{options.model}' weights.") from None
+        if hasattr(getattr(model, "heads", None), "std"):
+            std = tuple(float(v) for v in model.heads.std)
+        heads += f"; initialised from {Path(options.init_from).name}"
     model = model.to(device)
     if options.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -217,6 +285,8 @@ def train(
     manifest = Manifest(
         architecture=options.model, input_size=tuple(probe.shape), probe_sha256=probe_hash(probe),
         preprocessing={"transform": options.data.transform, "normalise": options.data.normalise},
+        phase_offsets="free" if options.loss == "lit" else "absolute",
+        amplitude_range=(0.0, 2.0) if heads.startswith("standardised") else (0.0, 1.0),
         probe_photons=float(np.sum(np.abs(probe) ** 2)), object_amplitude_range=tuple(options.data.amplitude_range),
         object_phase_range=tuple(options.data.phase_range), ptyfast_version=__version__,
     )
@@ -234,16 +304,34 @@ def train(
             "transform": options.data.transform, "photons": list(options.data.photons),
             "clean_photons": list(options.data.clean_photons) if options.data.clean_photons else None,
             "parameters": count_parameters(getattr(model, "module", model)), "torch": torch.__version__,
+            "loss": options.loss, "phase_mean_weight": options.phase_mean_weight, "heads": heads,
+            "init_from": options.init_from and Path(options.init_from).name,
+            "object_mean": list(obj_mean), "object_std": list(std), **figures,
         }
 
-    if step == 0:  # the untrained model's validation loss anchors the curve
-        history.append((0, float("nan"), evaluate_loss(getattr(model, "module", model), val, options, device)))
-    model.train()
+    figures: dict = {}
+
+    def validate(train_loss: float) -> float:
+        nonlocal figures
+        f = evaluate(getattr(model, "module", model), val, options, device, std)
+        figures = {"val_relative": round(f["relative"], 4), "val_struct_amplitude": round(f["struct_amplitude"], 4),
+                   "val_struct_phase": round(f["struct_phase"], 4)}
+        history.append((step, train_loss, f["loss"], f["relative"], f["struct_amplitude"], f["struct_phase"]))
+        if rank == 0:  # one JSON line per validation: the training curve, readable while training runs
+            with open(out_dir / "log.jsonl", "a") as fh:
+                fh.write(json.dumps({"step": step, "patterns": step * options.batch * world,
+                                     "time_s": round(time.perf_counter() - t0, 1), "train_loss": train_loss,
+                                     "val_loss": f["loss"], **f}) + "\n")
+        return f["loss"]
+
     t0 = time.perf_counter() - elapsed
+    if step == 0:  # the untrained model's validation loss anchors the curve
+        (out_dir / "log.jsonl").unlink(missing_ok=True)
+        validate(float("nan"))
+    model.train()
     window_t, window_n = time.perf_counter(), 0
     while step < options.steps:
-        x, a, p = sampler.sample(options.batch)
-        loss = _loss(model, x, a, p, options, device)
+        loss = _loss(model, sampler.sample(options.batch), options, device, std)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if options.clip > 0:
@@ -255,9 +343,9 @@ def train(
         info = {"loss": float(loss.detach()), "lr": sched.get_last_lr()[0]}
         if step % options.val_every == 0 or step == options.steps:
             elapsed = time.perf_counter() - t0
-            vl = evaluate_loss(getattr(model, "module", model), val, options, device)
-            history.append((step, float(loss.detach()), vl))
+            vl = validate(float(loss.detach()))
             info["val"] = vl
+            info["relative"], info["struct"] = history[-1][3], 0.5 * (history[-1][4] + history[-1][5])
             if rank == 0:
                 if vl < best:
                     best = vl

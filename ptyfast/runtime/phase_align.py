@@ -1,0 +1,89 @@
+"""Per-patch phase offsets solved from the scan's overlaps (phase synchronisation) before blending.
+
+One far-field pattern cannot determine its patch's mean phase (|F(P·O·e^{iθ})|² = |F(P·O)|²), so a network
+trained with ptyfast's ``lit`` loss outputs each patch with its own offset θ_n (manifest
+``phase_offsets = "free"``). Where two windows overlap, the object is the same, so the offsets follow from the
+overlaps: with unit factors z_n = e^{iθ_n}, minimise
+
+    Σ_{m<n} Σ_overlap w_m w_n |z_m p_m − z_n p_n|²   ⇔   maximise  z^H H z,   H_mn = Σ_overlap w_m w_n p̄_m p_n,
+
+(w = |P|², the stitching weight; overlaps on integer-rounded relative shifts). H is sparse (each window
+overlaps a few dozen neighbours). The spectral relaxation (leading eigenvector of the degree-normalised H)
+gives the start; a few generalised power steps z ← H z / |H z| refine it (each step can only increase z^H H z).
+The common offset is free: it is fixed so the mean rotation is zero (the network's average phase is kept).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import sparse
+from scipy.sparse.linalg import eigsh
+from scipy.spatial import cKDTree
+
+#: Pairs whose weighted overlap power is below this fraction of a window's own weighted power are ignored.
+MIN_OVERLAP = 0.02
+
+
+def support_box(weight: np.ndarray, fraction: float = 1e-4) -> tuple[slice, slice]:
+    """Bounding box of the pixels whose weight is ≥ ``fraction`` of the maximum (where patches matter)."""
+    ys, xs = np.nonzero(weight >= fraction * float(weight.max()))
+    return slice(int(ys.min()), int(ys.max()) + 1), slice(int(xs.min()), int(xs.max()) + 1)
+
+
+def overlap_matrix(patches: np.ndarray, positions: np.ndarray, weight: np.ndarray) -> sparse.csr_matrix:
+    """Sparse Hermitian H (N × N), H_mn = Σ w_m w_n conj(p_m) p_n over the overlap of windows m ≠ n.
+
+    ``patches`` (N, h, w) complex, ``positions`` (N, 2) (y, x) of each window's top-left corner,
+    ``weight`` (h, w) the stitching weight.
+    """
+    n, h, w = patches.shape
+    pos = np.round(np.asarray(positions, float)).astype(np.int64)
+    wp = patches * weight[None]
+    self_power = np.sum(weight[None] ** 2 * np.abs(patches) ** 2, axis=(1, 2))
+    pairs = cKDTree(pos).query_pairs(r=max(h, w) - 1, p=np.inf, output_type="ndarray")
+    rows, cols, vals = [], [], []
+    for m, k in pairs:
+        dy, dx = pos[k] - pos[m]
+        if abs(dy) >= h or abs(dx) >= w:
+            continue
+        # window m's pixels [ym0:ym1, xm0:xm1] are window k's [ym0-dy:ym1-dy, xm0-dx:xm1-dx]
+        ym0, ym1, xm0, xm1 = max(0, dy), min(h, h + dy), max(0, dx), min(w, w + dx)
+        a = wp[m, ym0:ym1, xm0:xm1]
+        b = wp[k, ym0 - dy : ym1 - dy, xm0 - dx : xm1 - dx]
+        c = np.vdot(a, b)  # Σ conj(w p_m) (w p_k)
+        strength = np.sum(np.abs(a) * np.abs(b))
+        if strength < MIN_OVERLAP * min(self_power[m], self_power[k]):
+            continue
+        rows += [m, k]
+        cols += [k, m]
+        vals += [c, np.conj(c)]
+    return sparse.csr_matrix((np.asarray(vals, np.complex128), (rows, cols)), shape=(n, n))
+
+
+def solve_phase_offsets(patches: np.ndarray, positions: np.ndarray, weight: np.ndarray, *,
+                        iterations: int = 30) -> np.ndarray:
+    """Unit factors z (N,) complex such that z_n · patch_n agree on the overlaps (least squares, see module)."""
+    n = len(patches)
+    if n < 2:
+        return np.ones(n, np.complex64)
+    H = overlap_matrix(patches, positions, weight)
+    degree = np.asarray(np.abs(H).sum(axis=1)).ravel()
+    linked = degree > 0
+    z = np.ones(n, np.complex128)
+    if linked.sum() >= 3:
+        d = 1.0 / np.sqrt(np.where(linked, degree, 1.0))
+        Hn = sparse.diags(d) @ H @ sparse.diags(d)
+        try:
+            _, v = eigsh(Hn, k=1, which="LA", v0=np.where(linked, 1.0, 0.0).astype(np.complex128), tol=1e-6,
+                         maxiter=max(1000, 20 * n))
+            v = d * v[:, 0]
+            z = np.where(linked & (np.abs(v) > 0), v / np.maximum(np.abs(v), 1e-300), 1.0)
+        except Exception:  # ARPACK did not converge: the power steps below still improve on z = 1
+            pass
+    for _ in range(iterations):
+        hz = H @ z
+        z = np.where(np.abs(hz) > 0, hz / np.maximum(np.abs(hz), 1e-300), z)
+    total = z.sum()
+    if abs(total) > 0:
+        z *= np.conj(total) / abs(total)
+    return z.astype(np.complex64)
