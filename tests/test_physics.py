@@ -9,7 +9,8 @@ from scipy.spatial import cKDTree
 from ptyfast.errors import InputError
 from ptyfast.kernels import gather, overlap_add
 from ptyfast.physics import (
-    exit_waves, far_field, fermat_positions, forward_intensity, fresnel_probe, random_object, raster_positions,
+    default_probe, exit_waves, far_field, fermat_positions, forward_intensity, fresnel_probe, random_object,
+    raster_positions,
 )
 from ptyfast.physics.scanpath import overlap_to_step
 
@@ -127,3 +128,14 @@ def test_simulated_scan_respects_mask(small_scan):
     frames = np.asarray(small_scan.diffraction)
     assert np.all(frames[:, ~small_scan.mask] == 0)
     assert frames.sum(axis=(1, 2)).max() <= 1e4 * 1.001  # |O| ≤ 1: at most the probe's photons
+
+
+def test_default_probe_is_confined_and_is_its_documented_fresnel_probe():
+    from ptyfast.physics.probe import DEFAULT_PROBE_PARAMETERS, energy_radius, oversampling_problem, paper_probe
+
+    p = default_probe()
+    assert p.shape == (128, 128) and p.dtype == np.complex64
+    np.testing.assert_allclose(p, fresnel_probe((128, 128), **DEFAULT_PROBE_PARAMETERS), atol=1e-3 * np.abs(p).max())
+    assert np.sum(np.abs(p) ** 2) == pytest.approx(1e6, rel=1e-4)
+    assert energy_radius(p) < 32 and oversampling_problem(p) == ""  # support ≤ half the window
+    assert energy_radius(paper_probe()) > 64 and "not oversampled" in oversampling_problem(paper_probe())

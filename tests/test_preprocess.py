@@ -60,3 +60,27 @@ def test_fit_probe_and_mask():
     m = fit_mask(mask, (8, 8), "bin")
     assert m.shape == (8, 8) and not m[0, 0] and m.sum() == 63
     assert fit_mask(mask, (32, 32), "pad").sum() == 255  # padded pixels are not measured
+
+
+def test_photon_normalisation_is_flux_independent_and_keeps_the_amplitude_scale():
+    """√(I / mean|P|²): ten times the flux with a ten times brighter probe gives the same input; a darker
+    object (same probe) gives a proportionally smaller input (max normalisation would hide that)."""
+    prep = {"transform": "sqrt", "normalise": "photons"}
+    x = preprocess(FRAMES, preprocessing=prep, probe_power=1e3)
+    np.testing.assert_allclose(preprocess(10 * FRAMES, preprocessing=prep, probe_power=1e4), x, rtol=1e-5)
+    np.testing.assert_allclose(preprocess(0.25 * FRAMES, preprocessing=prep, probe_power=1e3), 0.5 * x, rtol=1e-5)
+    per_frame = preprocess(FRAMES, preprocessing=prep, probe_power=np.full(len(FRAMES), 1e3))
+    np.testing.assert_allclose(per_frame, x)
+    with pytest.raises(InputError, match="probe's total intensity"):
+        preprocess(FRAMES, preprocessing=prep)
+
+
+def test_masked_pixels_never_reach_the_network():
+    mask = np.ones(FRAMES.shape[1:], bool)
+    mask[0, :] = False
+    hot = FRAMES.copy()
+    hot[:, 0, :] = 1e9
+    a = preprocess(hot, preprocessing={"transform": "sqrt", "normalise": "max"}, mask=mask)
+    b = preprocess(FRAMES, preprocessing={"transform": "sqrt", "normalise": "max"}, mask=mask)
+    np.testing.assert_array_equal(a, b)
+    assert np.all(a[:, 0, 0, :] == 0)

@@ -29,9 +29,8 @@ def scan_summary(path: Path) -> list[tuple[str, str]]:
         ("wavelength", f"{g.wavelength:.4g} m ({g.energy / 1.602176634e-16:.4g} keV){defaulted}"),
         ("detector", f"distance {g.distance:.4g} m, pixel {g.pixel_size:.4g} m"),
         ("object pixel", f"{g.object_pixel_size(h):.4g} m (λz/(Np), far-field)"),
-        ("probe", f"{h}×{w}, Σ|P|² = {float(np.sum(np.abs(scan.probe) ** 2)):.4g} photons"
-         if scan.probe is not None else "absent" + (f" ({scan.meta['probe_ignored']})"
-                                                    if "probe_ignored" in scan.meta else "")),
+        ("probe", _probe_line(scan.probe) if scan.probe is not None else "absent" + (
+            f" ({scan.meta['probe_ignored']})" if "probe_ignored" in scan.meta else "")),
         ("mask", f"{int((~scan.mask).sum())} bad of {h * w} pixels" if scan.mask is not None else "absent"),
         ("positions", f"y {lo[0]:.1f}…{hi[0]:.1f}, x {lo[1]:.1f}…{hi[1]:.1f} px; object {scan.object_shape}"),
         ("overlap", f"≈ {scan.overlap_estimate():.0%} (linear, median nearest-neighbour step)"),
@@ -39,6 +38,16 @@ def scan_summary(path: Path) -> list[tuple[str, str]]:
         ("ground truth", "yes" if scan.truth is not None else "no"),
     ]
     return rows
+
+
+def _probe_line(probe) -> str:
+    """Shape, photons, and whether one pattern oversamples its exit wave (what a network needs)."""
+    from ptyfast.physics.probe import energy_radius, oversampling_problem
+
+    h, w = probe.shape
+    problem = oversampling_problem(probe)
+    return (f"{h}×{w}, Σ|P|² = {float(np.sum(np.abs(probe) ** 2)):.4g} photons, 90 % of its energy within "
+            f"{energy_radius(probe):.0f} px" + (f" — {problem}" if problem else " (confined: patterns oversampled)"))
 
 
 @command("info")

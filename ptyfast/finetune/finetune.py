@@ -426,7 +426,7 @@ def finetune(
     dev = torch.device(device)
     idx = select_frames(scan.n_frames, o.subset)
     frames, mask = _load_frames(scan, idx, manifest, o.fit)
-    x_np = preprocess(frames, manifest, probe_power=float(np.sum(np.abs(probe) ** 2)))
+    x_np = preprocess(frames, manifest, probe_power=float(np.sum(np.abs(probe) ** 2)), mask=mask)
     meas_np = np.sqrt(np.maximum(frames, 0.0)).astype(np.float32)
     n = len(idx)
     pos = scan.positions[idx] - np.floor(scan.positions.min(axis=0))

@@ -199,6 +199,7 @@ def reconstruct_scan(
     box_offset = np.array([box[0].start or 0, box[1].start or 0], float)
     kept: list[np.ndarray] = []
     probe_power = float(np.sum(np.abs(probe) ** 2)) if probe is not None else None
+    mask = None if scan.mask is None else fit_mask(scan.mask, size, fit)
     num = np.zeros(shape, np.complex64)
     wsum = np.zeros(shape, np.float32)
     timings = {"read": 0.0, "preprocess": 0.0, "infer": 0.0, "stitch": 0.0}
@@ -207,7 +208,7 @@ def reconstruct_scan(
     done = 0
     for s, frames in stream_frames(scan, chunk, stats=timings):
         t = time.perf_counter()
-        x = preprocess(fit_frames(frames, size, fit), backend.manifest, probe_power=probe_power)
+        x = preprocess(fit_frames(frames, size, fit), backend.manifest, probe_power=probe_power, mask=mask)
         timings["preprocess"] += time.perf_counter() - t
         for b in range(0, len(x), batch):
             t = time.perf_counter()

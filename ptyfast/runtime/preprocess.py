@@ -81,7 +81,7 @@ NORMALISATIONS = ("photons", "max", "std", "none")
 
 
 def preprocess(frames: np.ndarray, manifest=None, *, preprocessing: dict | None = None,
-               probe_power=None) -> np.ndarray:
+               probe_power=None, mask: np.ndarray | None = None) -> np.ndarray:
     """(N, H, W) intensities → (N, 1, H, W) float32 network input, as ``manifest.preprocessing`` says.
 
     ``transform``: ``sqrt`` (√I, the seed paper), ``log1p`` (log(1 + I), I in photons: compresses the
@@ -93,11 +93,15 @@ def preprocess(frames: np.ndarray, manifest=None, *, preprocessing: dict | None 
     falling back to the manifest's ``probe_photons``; with the ortho forward model the input then depends on
     the object only, not on the flux, and keeps the amplitude scale), ``max`` (the paper: divide by the
     per-pattern maximum, so the input is in [0, 1] and the amplitude scale is lost), ``std`` (zero mean, unit
-    variance per pattern) or ``none``. Negative counts (detector offsets) are clipped to zero.
+    variance per pattern) or ``none``. Negative counts (detector offsets) are clipped to zero, and pixels that
+    ``mask`` (bool (H, W), True = valid) marks invalid are set to zero, so hot or dead pixels never reach the
+    network.
     """
     prep = preprocessing or getattr(manifest, "preprocessing", None) or {"transform": "sqrt", "normalise": "max"}
     x = np.asarray(frames, dtype=np.float32)
     x = np.maximum(x, 0.0)
+    if mask is not None:
+        x = np.where(np.asarray(mask, bool), x, np.float32(0.0))
     norm = prep.get("normalise", "max")
     if norm == "photons":
         power = probe_power if probe_power is not None else getattr(manifest, "probe_photons", 0.0)

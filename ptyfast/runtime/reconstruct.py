@@ -94,8 +94,9 @@ def run_reconstruct(scan: Scan, job: ReconstructJob, *, backend=None, reason: st
         manifest = backend.manifest
         check_frame_size(scan, manifest, job.fit)
         probe, probe_note = choose_probe(scan, manifest, fit=job.fit, allow_mismatch=job.allow_probe_mismatch)
+        align = job.align_phase if job.align_phase is not None else manifest.phase_offsets == "free"
         rec = reconstruct_scan(scan, backend, batch=job.batch, chunk=job.chunk, fit=job.fit,
-                               weighting=job.weighting, align_phase=job.align_phase,
+                               weighting=job.weighting, align_phase=align,
                                consistency=job.consistency, probe=probe, progress=progress)
     finally:
         if own:
@@ -112,7 +113,7 @@ def run_reconstruct(scan: Scan, job: ReconstructJob, *, backend=None, reason: st
         "model_manifest": manifest.to_json(),
         "model_sha256": file_hash(model_file) if model_file and Path(model_file).is_file() else "",
         "probe_source": probe_note,
-        "options": {k: v for k, v in job.__dict__.items()},
+        "options": {**job.__dict__, "align_phase": align},
         "timings_s": {k: round(v, 4) for k, v in rec.timings.items()},
         "patterns_per_s": scan.n_frames / max(rec.timings["wall"], 1e-9),
     }
