@@ -154,3 +154,18 @@ def test_budgeted_training_calibrates_steps(env, tmp_path):
     assert s["steps"] == 6 and s["calibration"]["seconds_per_step"] > 0 and not s["reused"]
     assert (tmp_path / "m" / "best.pt").is_file() and not (tmp_path / "m" / "calibration").exists()
     assert any("s/step" in line for line in lines)
+
+
+def test_release_check_runs_on_the_shipped_model_and_scores_only_covered_pixels():
+    """A small release check (the protocol, not its figures): every row is scored on the same covered pixels,
+    and the summary counts rPIE iterations on the noise-free scan."""
+    from ptyfast.evaluation.release import ReleaseOptions, iterations_to_reach, release_check
+
+    assert iterations_to_reach(np.array([0.5, 0.2, 0.1]), 0.2) == 2 and iterations_to_reach(np.array([1.0]), 0.5) is None
+    rng = np.random.default_rng(0)
+    pairs = [(rng.random((64, 64)), rng.random((64, 64)))]
+    res = release_check(None, pairs, ReleaseOptions(size=224, nn_iterations=2, flat_iterations=3), backend="onnxruntime")
+    scan = res["scans"][0]
+    assert scan["frames"] == 16 and set(scan["rpie"]) == {"noise-free", "noisy"}
+    assert {"network", "network, offsets not solved", "flat", "blurred"} <= set(res["mean"])
+    assert len(scan["rpie"]["noise-free"]["flat_start"]) == 3

@@ -10,9 +10,10 @@ Protocol (fixed, so figures are comparable between releases):
 - the network's stitched object with the per-patch phase offsets solved from the overlaps and, on the same
   predictions, without; scored on the covered pixels only (stitching weight ≥ 10 % of its maximum), beside
   a flat guess and the truth blurred by σ = 4 px, computed on exactly those pixels;
-- rPIE from the network's object and from a flat start (same data, same settings): the data error E of
-  each iteration, and how many iterations the network start needs to reach the flat start's error after
-  ``flat_iterations`` (the seed paper's Figure 9 claim).
+- rPIE from the network's object and from a flat start (same data, same settings, probe known): the data
+  error E of each iteration, and how many iterations the network start needs to reach the flat start's error
+  after ``flat_iterations`` (the seed paper's Figure 9 claim), on the same scan without noise (where E falls
+  towards 0) and, reported as it is, with noise (where both settle on the Poisson floor).
 """
 
 from __future__ import annotations
@@ -71,22 +72,28 @@ def check_one(backend, probe: np.ndarray, amplitude_image: np.ndarray, phase_ima
     rec, region = kept
     for k, v in base.items():
         rows[k.split(" ")[0]] = v.as_dict()
-    nn = refine(scan, init=rec.object, positions=rec.positions, probe=scan.probe, algorithm="rpie",
-                iterations=o.nn_iterations, update_probe=False)
-    flat = refine(scan, init="flat", positions=rec.positions, probe=scan.probe, algorithm="rpie",
-                  iterations=o.flat_iterations, update_probe=False)
-    rows[f"network + {o.nn_iterations} rPIE"] = evaluate_against_truth(np.asarray(nn.object), rec.weight,
-                                                                      rec.origin, obj)[0].as_dict()
-    rows[f"flat + {o.flat_iterations} rPIE"] = evaluate_against_truth(np.asarray(flat.object), rec.weight,
-                                                                     rec.origin, obj)[0].as_dict()
-    objects[f"network + {o.nn_iterations} rPIE"] = np.asarray(nn.object)
-    objects[f"flat + {o.flat_iterations} rPIE"] = np.asarray(flat.object)
-    target = float(flat.errors[-1])
+    rpie = {}
+    # the Figure 9 comparison on the noise-free scan (the data error then falls towards 0 instead of settling
+    # on the Poisson floor, where "reaching" an error says little) and, as it is, on the noisy one
+    clean = simulate_scan(obj, probe, positions, photons=o.photons, noise=False) if o.noise else scan
+    for label, data in (("noise-free", clean), ("noisy", scan)) if o.noise else (("noise-free", clean),):
+        nn = refine(data, init=rec.object, positions=rec.positions, probe=data.probe, algorithm="rpie",
+                    iterations=o.nn_iterations, update_probe=False)
+        flat = refine(data, init="flat", positions=rec.positions, probe=data.probe, algorithm="rpie",
+                      iterations=o.flat_iterations, update_probe=False)
+        target = float(flat.errors[-1])
+        rpie[label] = {"network_start": nn.errors.tolist(), "flat_start": flat.errors.tolist(),
+                       "flat_error_at_end": target,
+                       "network_iterations_to_flat_end": iterations_to_reach(nn.errors, target)}
+        if label == "noisy" or not o.noise:
+            rows[f"network + {o.nn_iterations} rPIE"] = evaluate_against_truth(
+                np.asarray(nn.object), rec.weight, rec.origin, obj)[0].as_dict()
+            rows[f"flat + {o.flat_iterations} rPIE"] = evaluate_against_truth(
+                np.asarray(flat.object), rec.weight, rec.origin, obj)[0].as_dict()
+            objects[f"network + {o.nn_iterations} rPIE"] = np.asarray(nn.object)
+            objects[f"flat + {o.flat_iterations} rPIE"] = np.asarray(flat.object)
     return {"frames": scan.n_frames, "pixels_compared": int(region.sum()), "network_seconds": seconds,
-            "rows": rows, "rpie": {"network_start": nn.errors.tolist(), "flat_start": flat.errors.tolist(),
-                                   "flat_error_at_end": target,
-                                   "network_iterations_to_flat_end": iterations_to_reach(nn.errors, target)},
-            "_objects": objects, "_truth": obj, "_rec": rec, "_region": region}
+            "rows": rows, "rpie": rpie, "_objects": objects, "_truth": obj, "_rec": rec, "_region": region}
 
 
 def release_check(model: str | None, pairs: list[tuple[np.ndarray, np.ndarray]], options: ReleaseOptions,
@@ -111,7 +118,7 @@ def release_check(model: str | None, pairs: list[tuple[np.ndarray, np.ndarray]],
     names = list(scans[0]["rows"])
     mean = {n: {m: float(np.mean([s["rows"][n][m] for s in scans])) for m in METRICS} for n in names}
     net, flat = mean["network"], mean["flat"]
-    reach = [s["rpie"]["network_iterations_to_flat_end"] for s in scans]
+    reach = [s["rpie"]["noise-free"]["network_iterations_to_flat_end"] for s in scans]
     summary = {
         "phase_psnr_gain_over_flat_db": net["phase_psnr"] - flat["phase_psnr"],
         "amplitude_psnr_gain_over_flat_db": net["amplitude_psnr"] - flat["amplitude_psnr"],
@@ -119,6 +126,8 @@ def release_check(model: str | None, pairs: list[tuple[np.ndarray, np.ndarray]],
         "amplitude_ssim_above_flat": net["amplitude_ssim"] > flat["amplitude_ssim"],
         "alignment_gain_phase_db": net["phase_psnr"] - mean["network, offsets not solved"]["phase_psnr"],
         "rpie_network_iterations_to_flat_100": reach,
+        "rpie_network_iterations_to_flat_100_noisy": [s["rpie"].get("noisy", {}).get("network_iterations_to_flat_end")
+                                                      for s in scans],
     }
     summary["passes"] = bool(summary["phase_psnr_gain_over_flat_db"] >= 6 and summary["amplitude_psnr_gain_over_flat_db"] >= 3
                              and summary["phase_ssim_above_flat"] and summary["amplitude_ssim_above_flat"]
@@ -148,14 +157,15 @@ def _figures(folder: Path, scan: dict, o: ReleaseOptions) -> None:
                       truth_on_grid(scan["_truth"], rec.origin, rec.object.shape), region,
                       f"held-out scan, {o.overlap:.0%} overlap, {o.photons:.0e} photons/frame: network phase "
                       f"{r['network']['phase_psnr']:.1f} dB vs flat {r['flat']['phase_psnr']:.1f} dB")
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    for key, label in (("network_start", "rPIE from the network"), ("flat_start", "rPIE from a flat object")):
-        e = scan["rpie"][key]
-        ax.semilogy(np.arange(1, len(e) + 1), e, label=label)
-    ax.axhline(scan["rpie"]["flat_error_at_end"], color="grey", lw=0.8, ls="--")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("data error E")
-    ax.legend()
-    ax.set_title("network-initialised vs flat-start rPIE")
+    fig, axes = plt.subplots(1, len(scan["rpie"]), figsize=(6 * len(scan["rpie"]), 4), dpi=100, squeeze=False)
+    for ax, (data, curves) in zip(axes[0], scan["rpie"].items()):
+        for key, label in (("network_start", "rPIE from the network"), ("flat_start", "rPIE from a flat object")):
+            e = curves[key]
+            ax.semilogy(np.arange(1, len(e) + 1), e, label=label)
+        ax.axhline(curves["flat_error_at_end"], color="grey", lw=0.8, ls="--")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("data error E")
+        ax.legend()
+        ax.set_title(f"{data} data: network-initialised vs flat-start rPIE")
     _savefig(fig, folder / "release_rpie_curves.png")
     plt.close(fig)
