@@ -42,6 +42,8 @@ def train_cmd(
                                                                "(default: the probe's power).")] = None,
     random_probes: Annotated[int, typer.Option(min=0, help="Random Fresnel probes mixed in (0 = fixed probe).")] = 0,
     seed: Annotated[int, typer.Option()] = 0,
+    val_seed: Annotated[Optional[int], typer.Option(help="Seed of the validation set (default: --seed); keep it "
+                                                         "fixed across continued stages.")] = None,
     threads: Annotated[int, typer.Option(min=0, help="torch CPU threads (0 = default).")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUTPUT/last.pt.")] = False,
     init_from: Annotated[Optional[Path], typer.Option(help="Start from these weights (same architecture) with a "
@@ -81,6 +83,7 @@ def train_cmd(
         model=model, steps=steps, batch=batch, lr=lr, lr_min=lr_min, schedule=schedule, cycle_steps=cycle_steps,
         amp=amp, channels_last=channels_last, clip=clip, val_every=val_every, val_size=val_size, seed=seed,
         loss=loss, phase_mean_weight=phase_mean_weight, warmup=warmup, init_from=str(init_from or ""),
+        val_seed=val_seed,
         threads=threads,
         data=DataOptions(object_size=object_size, pool_size=pool_size, procedural_fraction=procedural,
                          noise_fraction=noise, photons=(lo, hi), random_probes=random_probes,

@@ -57,6 +57,8 @@ class TrainOptions:
     loss : ``lit`` (ptyfast, in-probe, see :mod:`ptyfast.training.loss`) or ``mse`` (paper, full window).
     phase_mean_weight : weight of each patch's mean phase error in the ``lit`` loss.
     warmup : fraction of the steps spent warming up (``onecycle``).
+    val_seed : seed of the fixed validation set (default ``seed``); keep it fixed across stages continued
+        with ``init_from`` so their curves compare.
     init_from : start from the weights of this checkpoint (same architecture) with a fresh optimiser and
         schedule: continue a run under a new schedule, or adapt a model to a new probe.
     """
@@ -81,6 +83,7 @@ class TrainOptions:
     phase_mean_weight: float = 0.1
     warmup: float = 0.02
     init_from: str = ""
+    val_seed: int | None = None
     data: DataOptions = field(default_factory=DataOptions)
 
 
@@ -248,8 +251,9 @@ def train(
     pool_rng = np.random.default_rng(options.seed)
     pool = build_pool(train_imgs, options.data, pool_rng)
     val_opts = DataOptions(**{**asdict(options.data), "pool_size": max(8, options.data.pool_size // 8)})
-    val_pool = build_pool(val_imgs, val_opts, np.random.default_rng(options.seed + 10_000))
-    val = fixed_set(PatternSampler(val_pool, probe, options.data, options.seed + 20_000), options.val_size)
+    val_seed = options.seed if options.val_seed is None else options.val_seed
+    val_pool = build_pool(val_imgs, val_opts, np.random.default_rng(val_seed + 10_000))
+    val = fixed_set(PatternSampler(val_pool, probe, options.data, val_seed + 20_000), options.val_size)
     sampler = PatternSampler(pool, probe, options.data, np.random.default_rng([options.seed, rank]))
 
     torch.manual_seed(options.seed)
@@ -300,7 +304,7 @@ def train(
             "processes": world, "amp": options.amp, "schedule": options.schedule, "lr": options.lr,
             "lr_min": options.lr_min, "images_train": len(train_imgs), "images_val": len(val_imgs),
             "procedural_fraction": options.data.procedural_fraction, "noise_fraction": options.data.noise_fraction,
-            "random_probes": options.data.random_probes, "seed": options.seed,
+            "random_probes": options.data.random_probes, "seed": options.seed, "val_seed": val_seed,
             "transform": options.data.transform, "photons": list(options.data.photons),
             "clean_photons": list(options.data.clean_photons) if options.data.clean_photons else None,
             "parameters": count_parameters(getattr(model, "module", model)), "torch": torch.__version__,
