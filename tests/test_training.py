@@ -185,3 +185,15 @@ def test_init_from_starts_a_new_schedule_from_earlier_weights(tmp_path):
     assert load_checkpoint(tmp_path / "b" / "best.pt")[1].training["init_from"] == "last.pt"
     with pytest.raises(Exception, match="does not hold 'ptychonn' weights"):
         train([], tmp_path / "c", tiny_options(model="ptychonn", steps=1, init_from=first["last"]), probe=CONFINED)
+    # a run never writes over the weights it starts from
+    before = (tmp_path / "a" / "last.pt").read_bytes()
+    with pytest.raises(Exception, match="checkpoint this run writes over"):
+        train([], tmp_path / "a", tiny_options(steps=1, init_from=first["last"]), probe=CONFINED)
+    assert (tmp_path / "a" / "last.pt").read_bytes() == before
+
+
+def test_cli_rejects_unknown_normalisation_before_any_work(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "ptyfast", "train", "-o", str(tmp_path / "r"), "--normalise", "l2"],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "--normalise must be one of photons" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "r").exists()

@@ -42,7 +42,7 @@ def train_cmd(
                                                                "(default: the probe's power).")] = None,
     random_probes: Annotated[int, typer.Option(min=0, help="Random Fresnel probes mixed in (0 = fixed probe).")] = 0,
     seed: Annotated[int, typer.Option()] = 0,
-    val_seed: Annotated[Optional[int], typer.Option(help="Seed of the validation set (default: --seed); keep it "
+    val_seed: Annotated[Optional[int], typer.Option(min=0, help="Seed of the validation set (default: --seed); keep it "
                                                          "fixed across continued stages.")] = None,
     threads: Annotated[int, typer.Option(min=0, help="torch CPU threads (0 = default).")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUTPUT/last.pt.")] = False,
@@ -73,8 +73,10 @@ def train_cmd(
             clean = tuple(float(v) for v in clean_photons.split(":"))
         except ValueError:
             raise InputError(f"--clean-photons must be LO:HI; found '{clean_photons}'.") from None
-    from ptyfast.runtime.preprocess import TRANSFORMS
+    from ptyfast.runtime.preprocess import NORMALISATIONS, TRANSFORMS
 
+    if normalise not in NORMALISATIONS:
+        raise InputError(f"--normalise must be one of {', '.join(NORMALISATIONS)}; found '{normalise}'.")
     if transform not in TRANSFORMS:
         raise InputError(f"--transform must be one of {', '.join(TRANSFORMS)}; found '{transform}'.")
     if amp not in ("bf16", "none"):

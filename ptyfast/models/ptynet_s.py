@@ -90,22 +90,27 @@ def _layers(norm: bool) -> tuple[nn.Sequential, nn.Sequential]:
     return encoder, decoder
 
 
-class PtyNetSPaper(nn.Module):
-    """The paper's PtyNet-S. Input (B, 1, 128, 128) preprocessed √I; output amplitude, phase (B, 128, 128)."""
+class _PtyNetSLayers(nn.Module):
+    """The paper's layer table, with or without BatchNorm, and the given output heads."""
 
-    def __init__(self) -> None:
+    def __init__(self, norm: bool, heads: nn.Module) -> None:
         super().__init__()
-        self.encoder, self.decoder = _layers(norm=False)
-        self.heads = BoundedHeads()
+        self.encoder, self.decoder = _layers(norm=norm)
+        self.heads = heads
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.heads(self.decoder(self.encoder(x)))
 
 
-class PtyNetS(PtyNetSPaper):
+class PtyNetSPaper(_PtyNetSLayers):
+    """The paper's PtyNet-S. Input (B, 1, 128, 128) preprocessed √I; output amplitude, phase (B, 128, 128)."""
+
+    def __init__(self) -> None:
+        super().__init__(norm=False, heads=BoundedHeads())
+
+
+class PtyNetS(_PtyNetSLayers):
     """ptyfast's default PtyNet-S: the same layers + BatchNorm, standardised linear heads."""
 
     def __init__(self) -> None:
-        nn.Module.__init__(self)
-        self.encoder, self.decoder = _layers(norm=True)
-        self.heads = StandardisedHeads()
+        super().__init__(norm=True, heads=StandardisedHeads())

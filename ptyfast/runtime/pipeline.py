@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ptyfast.errors import InputError
-from ptyfast.kernels import exit_waves, far_field, gather, normalise, overlap_add
+from ptyfast.kernels import exit_waves, far_field, normalise, overlap_add
 from ptyfast.runtime.phase_align import solve_phase_offsets, support_box
 from ptyfast.runtime.preprocess import fit_frames, fit_mask, fit_probe, preprocess
 from ptyfast.scan import Scan

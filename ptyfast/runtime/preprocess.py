@@ -109,8 +109,7 @@ def preprocess(frames: np.ndarray, manifest=None, *, preprocessing: dict | None 
         if not np.all(np.isfinite(power)) or np.any(power <= 0):
             raise InputError("the input normalisation 'photons' needs the probe's total intensity Σ|P|², "
                              "but no probe with a positive, finite intensity is known.")
-        mean_intensity = power.reshape(-1, 1, 1) / (x.shape[-2] * x.shape[-1]) if power.ndim else power / (
-            x.shape[-2] * x.shape[-1])
+        mean_intensity = power.reshape(-1, 1, 1) / (x.shape[-2] * x.shape[-1])  # scalar or one per frame
         x = (x / mean_intensity).astype(np.float32)
     transform = prep.get("transform", "sqrt")
     if transform == "sqrt":

@@ -240,6 +240,10 @@ def train(
         raise InputError(f"unknown loss '{options.loss}'; choose {' or '.join(LOSSES)}.")
     out_dir = Path(out_dir)
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    if options.init_from and Path(options.init_from).exists() and any(
+            p.exists() and os.path.samefile(options.init_from, p) for p in (last_path, best_path)):
+        raise InputError(f"--init-from {options.init_from} is a checkpoint this run writes over; copy it elsewhere "
+                         "or write the run to another folder.")
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
 
