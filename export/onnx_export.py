@@ -99,13 +99,11 @@ class ParityReport:
 def _atomic_save(proto, path: Path) -> None:
     import onnx
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    from ptyfast.io.atomic import atomic_path, ensure_dir
+
+    ensure_dir(path.parent)
+    with atomic_path(path) as tmp:
         onnx.save_model(proto, str(tmp), save_as_external_data=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def set_metadata(proto, props: dict[str, str]) -> None:

@@ -9,7 +9,6 @@ A JSON report with the parity cases is written beside the files.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ptyfast.errors import InputError
+from ptyfast.io.atomic import ensure_dir, write_text
 
 FORMATS = ("onnx", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -124,12 +124,7 @@ def run_export(
         te.require_gpu()
     source = resolve_model(spec)
     out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create output folder {out_dir} ({exc.strerror}); pass a writable -o DIR.") from None
-    if not os.access(out_dir, os.W_OK):
-        raise InputError(f"output folder {out_dir} is not writable; pass a writable -o DIR.")
+    ensure_dir(out_dir)
     manifest = source.manifest
     rows: list[ExportRow] = []
     report: dict = {"model": source.name, "architecture": manifest.architecture, "format": fmt,
@@ -216,9 +211,7 @@ def run_export(
         report["engine"] = rows[-1].to_dict()
 
     report["rows"] = [r.to_dict() for r in rows]
-    tmp = out_dir / f".{source.name}.export.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2, default=str))
-    os.replace(tmp, out_dir / f"{source.name}.export.json")
+    write_text(out_dir / f"{source.name}.export.json", json.dumps(report, indent=2, default=str))
     return rows
 
 

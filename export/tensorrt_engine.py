@@ -151,13 +151,10 @@ def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    from ptyfast.io.atomic import ensure_dir, write_bytes
+
+    ensure_dir(path.parent)
+    write_bytes(path, data)
 
 
 def _precision_onnx(onnx_path: Path, precision: str, work_dir: Path, strongly_typed: bool) -> Path:

@@ -7,3 +7,23 @@ class InputError(ValueError):
     The message is one sentence that names the input, what was expected, what was found and,
     where possible, the remedy.
     """
+
+
+class OutputError(InputError):
+    """An output could not be written (full disk, quota, file-size limit); one sentence, exit status 1.
+
+    Nothing was written: the temporary file has been removed.
+    """
+
+    exit_code = 1
+
+
+class Terminated(BaseException):
+    """Raised in the main thread when the process receives SIGTERM or SIGHUP (batch schedulers, a closed
+    terminal), so that every ``finally``/cleanup runs as for Ctrl-C; the CLI exits with 128 + the signal."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum

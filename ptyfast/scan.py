@@ -12,6 +12,44 @@ from ptyfast.errors import InputError
 PLANCK_TIMES_C = 1.98644586e-25  # h*c in J*m
 
 
+def check_probe(probe: np.ndarray, source: str) -> None:
+    """Refuse a probe that cannot illuminate anything: NaN/Inf values or no energy at all."""
+    p = np.asarray(probe)
+    if not np.all(np.isfinite(p)):
+        raise InputError(f"the probe of {source} contains NaN or Inf; store a valid probe or remove it.")
+    if not np.any(p):
+        raise InputError(f"the probe of {source} is zero everywhere (no illumination); store a valid probe or "
+                         "remove it.")
+
+
+MAX_OBJECT_PIXELS = 2**28  # 16384², 2 GiB as complex64; PTYFAST_MAX_OBJECT_PIXELS overrides
+
+
+def max_object_pixels() -> int:
+    import os
+
+    value = os.environ.get("PTYFAST_MAX_OBJECT_PIXELS", "")
+    try:
+        return int(float(value)) if value else MAX_OBJECT_PIXELS
+    except ValueError:
+        raise InputError(f"PTYFAST_MAX_OBJECT_PIXELS must be a number of pixels; found '{value}'.") from None
+
+
+def check_object_size(positions: np.ndarray, window: tuple[int, int]) -> None:
+    """Refuse positions whose object grid would not fit in memory (one stray position at 10⁷ px asks for
+    tens of GiB); names the position farthest from the scan's median and the override."""
+    span = positions.max(axis=0) - positions.min(axis=0) + np.asarray(window) + 1
+    pixels = float(np.prod(span))
+    limit = max_object_pixels()
+    if pixels > limit:
+        far = int(np.argmax(np.abs(positions - np.median(positions, axis=0)).max(axis=1)))
+        y, x = positions[far]
+        raise InputError(
+            f"the positions span an object of {span[0]:.4g}×{span[1]:.4g} pixels, beyond the limit of {limit:.4g} "
+            f"({limit * 8 / 2**30:.3g} GiB as complex64); position {far} at (y, x) = ({y:.4g}, {x:.4g}) px lies "
+            "farthest from the others; fix the positions, or set PTYFAST_MAX_OBJECT_PIXELS to raise the limit.")
+
+
 @dataclass(frozen=True)
 class Geometry:
     """Far-field geometry.
@@ -92,6 +130,9 @@ class Scan:
             raise InputError("the scan holds no diffraction frames.")
         if not np.all(np.isfinite(self.positions)):
             raise InputError("scan positions contain NaN or Inf.")
+        check_object_size(self.positions, shape[1:])
+        if self.probe is not None:
+            check_probe(self.probe, str(self.meta.get("source", "the scan")))
         if self.probe is not None and tuple(self.probe.shape) != shape[1:]:
             raise InputError(
                 f"the probe has shape {tuple(self.probe.shape)} but the frames are {shape[1:]}; "

@@ -94,7 +94,7 @@ def test_info_and_convert(small_cxi, tmp_path):
     r = run("convert", small_cxi, "-o", out)
     assert r.exit_code == 0, r.output
     np.testing.assert_array_equal(read_cxi(out).positions, read_cxi(small_cxi).positions)
-    assert_one_line_error(run("convert", small_cxi, "-o", small_cxi), "is the input file")
+    assert_one_line_error(run("convert", small_cxi, "-o", small_cxi), "would overwrite an input")
     assert_one_line_error(run("convert", small_cxi, "-o", tmp_path / "no" / "x.cxi"), "does not exist")
 
 

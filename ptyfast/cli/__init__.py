@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import sys
 
+from rich.markup import escape
+
 from ptyfast.cli.app import app, console_err
 
 # Command modules register on import (order = order in --help).
@@ -29,17 +31,44 @@ def _load_commands() -> None:
                 raise
 
 
+def _raise_terminated(signum, frame):
+    from ptyfast.errors import Terminated
+
+    raise Terminated(signum)
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM/SIGHUP raise :class:`~ptyfast.errors.Terminated` (cleanup runs as for Ctrl-C); SIGXFSZ is
+    ignored so that a file-size limit surfaces as EFBIG, reported as one sentence, instead of killing us."""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_terminated)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
 def main(argv: list[str] | None = None) -> None:
     from ptyfast.errors import InputError
+    from ptyfast.io import atomic
 
+    install_signal_handlers()
     _load_commands()
     try:
         app(args=argv, standalone_mode=True)
     except InputError as exc:
         if os.environ.get("PTYFAST_DEBUG"):
             raise
-        console_err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        console_err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(2)
+    except SystemExit as exc:
+        if atomic._failed:
+            # HDF5 cannot close a file whose last flush failed and may crash freeing it at exit: the temporary
+            # file is already gone, so leave without running the library's exit handlers.
+            atomic.remove_temporaries()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(exc.code if isinstance(exc.code, int) else 1)
+        raise
 
 
 __all__ = ["app", "main"]

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ptyfast import __version__
 
@@ -20,6 +21,7 @@ app = typer.Typer(
     help="Fast neural-network ptychography reconstruction.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help text is plain: "[phase]" in a help string must print, not vanish as markup
     add_completion=False,
 )
 
@@ -38,23 +40,62 @@ def _root(
     """Fast neural-network ptychography reconstruction."""
 
 
+OUTPUT_PARAMETERS = ("output", "json_out")  # every command names its outputs so; everything else is read
+
+
+def _paths_in(value) -> list[Path]:
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return [Path(v) for v in values if isinstance(v, (str, Path)) and str(v) and os.path.exists(v)]
+
+
+def guard_outputs(kwargs: dict) -> None:
+    """Record every file or folder named by a non-output argument as an input, then refuse an output
+    argument that is one of them (before any work; :func:`ptyfast.io.atomic.atomic_path` checks again at
+    write time, derived names such as PNG previews included)."""
+    from ptyfast.io.atomic import check_not_input, register_input, reset_inputs
+
+    reset_inputs()
+    for name, value in kwargs.items():
+        if name not in OUTPUT_PARAMETERS:
+            for p in _paths_in(value):
+                register_input(p)
+    for name in OUTPUT_PARAMETERS:
+        for p in _paths_in(kwargs.get(name)):
+            if p.is_file():
+                check_not_input(p)
+
+
+def _fail(message: str, code: int):
+    console_err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    return typer.Exit(code)
+
+
 def handle_errors(fn):
-    """Turn InputError (and unreadable-file errors) into one line on stderr and exit 2."""
+    """Known failures become one line on stderr: InputError → exit 2, a full disk (OutputError) → exit 1,
+    Ctrl-C → 130, SIGTERM/SIGHUP → 128 + signal; temporary outputs are removed on every path."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from ptyfast.errors import InputError
+        from ptyfast.errors import InputError, Terminated
+        from ptyfast.io.atomic import remove_temporaries
 
         try:
+            guard_outputs(kwargs)
             return fn(*args, **kwargs)
         except InputError as exc:
             if os.environ.get("PTYFAST_DEBUG"):
                 raise
-            console_err.print(f"[bold red]error:[/] {exc}", highlight=False)
-            raise typer.Exit(2) from None
+            raise _fail(str(exc), getattr(exc, "exit_code", 2)) from None
         except KeyboardInterrupt:
-            console_err.print("interrupted")
+            remove_temporaries()
+            console_err.print("interrupted; partial outputs removed")
             raise typer.Exit(130) from None
+        except Terminated as exc:
+            remove_temporaries()
+            console_err.print(f"terminated by {exc}; partial outputs removed")
+            raise typer.Exit(128 + exc.signum) from None
+        finally:
+            remove_temporaries()
 
     return wrapper
 

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from ptyfast.cli.app import OutPath, command, console
-from ptyfast.errors import InputError
 
 
 @command("convert")
@@ -19,9 +18,7 @@ def convert(
     """Convert a scan to CXI."""
     from ptyfast.io import check_writable, load_any, write_cxi
 
-    check_writable(output)
-    if output.exists() and source.exists() and output.resolve() == source.resolve():
-        raise InputError(f"the output {output} is the input file; choose another -o path.")
+    check_writable(output)  # refuses an output that is the source (or a link to it)
     scan = load_any(source)
     write_cxi(output, scan)
     field = "near-field" if scan.near_field else "far-field"

@@ -22,9 +22,11 @@ def export(
 ) -> None:
     """Export a model to ONNX or a TensorRT engine and validate it against PyTorch."""
     from ptyfast.export.report import run_export, status_notes, status_table
+    from ptyfast.io.atomic import output_folder
 
-    rows = run_export(model, fmt=fmt, precision=precision.lower(), batch=batch, out_dir=output,
-                      log=lambda msg: console.print(f"[dim]{msg}[/]", highlight=False))
+    with output_folder(output):  # a folder created here is removed again if the export fails
+        rows = run_export(model, fmt=fmt, precision=precision.lower(), batch=batch, out_dir=output,
+                          log=lambda msg: console.print(f"[dim]{msg}[/]", highlight=False))
     console.print(status_table(rows))
     for line in status_notes(rows):
         console.print(f"  {line}", highlight=False)

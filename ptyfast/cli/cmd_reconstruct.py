@@ -54,7 +54,7 @@ def reconstruct_cmd(
 ) -> None:
     """Reconstruct scans with a trained network: stream, infer, stitch, check consistency, write results."""
     from ptyfast.errors import InputError
-    from ptyfast.io.atomic import check_writable
+    from ptyfast.io.atomic import check_writable, output_transaction
     from ptyfast.io.convert import load_any
     from ptyfast.runtime.backends import open_backend
     from ptyfast.runtime.output import save_previews, write_reconstruction
@@ -67,10 +67,7 @@ def reconstruct_cmd(
         raise InputError(f"with several scans, -o must be an existing folder; {output} is not one.")
     outs = [output_for(s, output, many) for s in scans]
     for o in outs:
-        check_writable(o)
-    for s, o in zip(scans, outs):
-        if s.resolve() == o.resolve():
-            raise InputError(f"the output {o} would overwrite the input scan; choose another -o.")
+        check_writable(o)  # also refuses an output that is one of the scans (or a link to one)
     job = ReconstructJob(model=model, backend=backend, device=device, precision=precision, batch=batch,
                          chunk=chunk, fit=fit, weighting=weighting, align_phase=align_phase,
                          consistency=consistency, allow_probe_mismatch=allow_probe_mismatch, threads=threads)
@@ -87,8 +84,10 @@ def reconstruct_cmd(
 
                 rec, prov = run_reconstruct(scan, job, backend=be, reason=reason, progress=on_progress)
             if refine:
-                rec, prov = _refine(scan, rec, prov, refine, iterations)
-            write_reconstruction(out, rec, prov)
+                rec, prov = _refine(scan, rec, prov, refine, iterations, consistency=consistency)
+            with output_transaction():  # the HDF5 and its previews appear together or not at all
+                write_reconstruction(out, rec, prov)
+                previews = save_previews(rec, out.with_suffix("")) if png else []
             t = rec.timings
             console.print(
                 f"{scan_path.name}: {rec.n_frames} frames → {out}  object {rec.object.shape[0]}×{rec.object.shape[1]}  "
@@ -99,16 +98,16 @@ def reconstruct_cmd(
                 console.print(f"  data consistency ε = {rec.consistency.error:.4f} (amplitude scale "
                               f"{rec.consistency.scale:.3f}); worst frame {rec.consistency.per_frame.max():.4f}")
             console.print(f"  probe: {prov['probe_source']}")
-            if png:
-                for p in save_previews(rec, out.with_suffix("")):
-                    console.print(f"  wrote {p}")
+            for p in previews:
+                console.print(f"  wrote {p}")
     finally:
         be.close()
 
 
-def _refine(scan, rec, prov, algorithm, iterations):
+def _refine(scan, rec, prov, algorithm, iterations, *, consistency: bool):
+    """rPIE/ePIE from the network's object; the result's consistency figure is the refined object's own."""
     from ptyfast.refine import refine_reconstruction
-    from ptyfast.runtime.pipeline import Reconstruction
+    from ptyfast.runtime.pipeline import Reconstruction, data_consistency
 
     with progress_bar() as bar:
         task = bar.add_task(f"{algorithm}", total=iterations, rate="")
@@ -122,8 +121,12 @@ def _refine(scan, rec, prov, algorithm, iterations):
                   + (f" ({res.message})" if res.message else ""))
     prov = {**prov, "refine": {"algorithm": algorithm, "iterations": len(res.errors),
                                "errors": [float(e) for e in res.errors], **res.options}}
-    out = Reconstruction(object=np.asarray(res.object), weight=rec.weight, positions=rec.positions,
-                         origin=rec.origin, probe=np.asarray(res.probe), consistency=rec.consistency,
+    obj, probe = np.asarray(res.object), np.asarray(res.probe)
+    checked = data_consistency(scan, obj, probe, rec.positions) if consistency else None
+    if rec.consistency is not None:
+        prov["refine"]["network_consistency"] = rec.consistency.error
+    out = Reconstruction(object=obj, weight=rec.weight, positions=rec.positions,
+                         origin=rec.origin, probe=probe, consistency=checked,
                          timings={**rec.timings, "refine": float(np.sum(res.timings))}, n_frames=rec.n_frames,
                          provenance=prov)
     return out, prov

@@ -44,6 +44,7 @@ def refine_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from ptyfast.io import check_writable, load_any
+    from ptyfast.io.atomic import output_transaction
     from ptyfast.refine import refine
     from ptyfast.refine.output import save_pngs, write_refine_h5
 
@@ -63,10 +64,9 @@ def refine_cmd(
             progress=lambda i, n, e: bar.update(task, completed=i, err=f"{e:.4g}"),
         )
     provenance = {"source": str(scan_path), "init": init}
-    write_refine_h5(output, result, provenance=provenance)
-    files = [output]
-    if png:
-        files += save_pngs(result, output.with_suffix(""))
+    with output_transaction():  # the HDF5 and its PNGs appear together or not at all
+        write_refine_h5(output, result, provenance=provenance)
+        files = [output] + (save_pngs(result, output.with_suffix("")) if png else [])
     if result.iterations:
         console.print(f"{result.algorithm}: {result.iterations} iterations, error {result.errors[0]:.4g} → "
                       f"{result.errors[-1]:.4g}, {result.seconds_per_iteration:.3g} s/iteration")

@@ -636,10 +636,9 @@ def _plt():
 
 
 def _savefig(fig, path: Path) -> Path:
-    from ptyfast.io.atomic import atomic_path
+    from ptyfast.io.atomic import save_figure
 
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", bbox_inches="tight", dpi=90)
+    save_figure(fig, path, bbox_inches="tight", dpi=90)
     _plt().close(fig)
     return path
 
@@ -875,11 +874,9 @@ def render_report(r: dict) -> str:
 
 
 def _write_text(path: Path, text: str) -> Path:
-    from ptyfast.io.atomic import atomic_path
+    from ptyfast.io.atomic import write_text
 
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-    return path
+    return write_text(path, text)
 
 
 

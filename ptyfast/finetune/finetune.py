@@ -70,8 +70,6 @@ from __future__ import annotations
 import math
 import os
 import platform
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -80,6 +78,7 @@ from typing import Callable
 import numpy as np
 
 from ptyfast.errors import InputError
+from ptyfast.io.atomic import atomic_path, save_figure
 
 __all__ = [
     "FinetuneOptions", "FinetuneResult", "select_frames", "resolve_probe", "finetune", "save_finetuned",
@@ -714,7 +713,7 @@ def _save_png(path: Path, panels: list[tuple], title: str = "") -> None:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -722,7 +721,7 @@ def save_probe(directory: Path, probe: np.ndarray, *, stem: str = "probe") -> li
     """Write ``probe.npy`` (complex64) and ``probe.png`` (amplitude and phase) into ``directory``."""
     directory = Path(directory)
     npy = directory / f"{stem}.npy"
-    with open(npy, "wb") as fh:
+    with atomic_path(npy) as tmp, open(tmp, "wb") as fh:  # np.save(name) would append ".npy" to the name
         np.save(fh, np.asarray(probe, np.complex64))
     png = directory / f"{stem}.png"
     _save_png(png, [("|P|", np.abs(probe), "gray"), ("arg P (rad)", np.angle(probe), "twilight")],
@@ -755,8 +754,8 @@ def save_finetuned(out_dir: str | os.PathLike, result: FinetuneResult, *, name: 
     """Write a fine-tuned model atomically: ``<name>.pt`` + ``<name>.json`` (manifest), and with a learned
     probe ``probe.npy`` + ``probe.png``; ``preview.png`` when the result carries stitched objects.
 
-    Everything is written to a temporary folder beside ``out_dir`` first; a new ``out_dir`` appears only
-    complete (one rename), an existing one gets each file replaced atomically.
+    All files appear together or none does (:func:`~ptyfast.io.atomic.output_transaction`); a folder this call
+    created is removed again on failure.
 
     Returns
     -------
@@ -765,21 +764,16 @@ def save_finetuned(out_dir: str | os.PathLike, result: FinetuneResult, *, name: 
     """
     import torch
 
+    from ptyfast.io.atomic import output_folder, output_transaction
     from ptyfast.models.checkpoint import save_checkpoint
 
     out = Path(out_dir)
-    parent = out.parent if str(out.parent) else Path(".")
     if out.exists() and not out.is_dir():
         raise InputError(f"cannot write the model to {out}: it is a file; give a folder with -o.")
+    parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(f"cannot write {out}: directory {parent} does not exist; create it first.")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"cannot write {out}: directory {parent} is not writable; choose another -o.")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private (0700); the model folder is an ordinary one
-    try:
+    with output_folder(out), output_transaction():
         o = result.options or FinetuneOptions()
         extra = {
             "probe": torch.from_numpy(np.ascontiguousarray(result.probe.astype(np.complex64))),
@@ -788,23 +782,14 @@ def save_finetuned(out_dir: str | os.PathLike, result: FinetuneResult, *, name: 
             "finetune_options": {k: (v if isinstance(v, (int, float, str, bool)) else str(v))
                                  for k, v in asdict(o).items()},
         }
-        save_checkpoint(tmp / f"{name}.pt", result.model, result.manifest, **extra)
+        save_checkpoint(out / f"{name}.pt", result.model, result.manifest, **extra)
         names = {"checkpoint": f"{name}.pt", "manifest": f"{name}.json"}
         if o.learn_probe:
-            save_probe(tmp, result.probe)
+            save_probe(out, result.probe)
             names.update(probe="probe.npy", probe_png="probe.png")
         if preview and result.before is not None and result.after is not None:
-            save_preview(tmp / "preview.png", result.before, result.after)
+            save_preview(out / "preview.png", result.before, result.after)
             names["preview"] = "preview.png"
-        if not out.exists():
-            os.replace(tmp, out)
-        else:
-            for f in names.values():
-                os.replace(tmp / f, out / f)
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {k: out / v for k, v in names.items()}
 
 

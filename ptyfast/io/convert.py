@@ -100,13 +100,13 @@ def read_tike(path: str | Path) -> Scan:
         p = np.asarray(z["probe"])
         while p.ndim > 2:
             p = p[0]
-        if p.shape == data.shape[1:]:
-            # Tike propagates with an unnormalised FFT (sum I = H*W*sum|P*O|^2); ptyfast's forward model is
-            # "ortho", so the same physics needs the probe scaled by sqrt(H*W).
-            probe = (p * np.sqrt(p.shape[0] * p.shape[1])).astype(np.complex64)
-            meta["probe_rescaled"] = "multiplied by sqrt(H*W): Tike FFT (unnormalised) -> ptyfast ortho"
-        else:
-            meta["probe_ignored"] = f"stored probe {p.shape} does not match the frames"
+        if p.shape != data.shape[1:]:
+            raise InputError(f"{path}: the stored probe is {p.shape[0]}×{p.shape[1]} but the frames are "
+                             f"{data.shape[1]}×{data.shape[2]}; store the probe at the frame size or remove it.")
+        # Tike propagates with an unnormalised FFT (sum I = H*W*sum|P*O|^2); ptyfast's forward model is
+        # "ortho", so the same physics needs the probe scaled by sqrt(H*W).
+        probe = (p * np.sqrt(p.shape[0] * p.shape[1])).astype(np.complex64)
+        meta["probe_rescaled"] = "multiplied by sqrt(H*W): Tike FFT (unnormalised) -> ptyfast ortho"
     meta.update(source=str(path), format="tike-npz", geometry_defaulted=True,
                 fftshifted_on_import=True)
     return _finish(Scan(diffraction=data, positions=positions, geometry=Geometry(), probe=probe, meta=meta))

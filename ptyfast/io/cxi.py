@@ -318,16 +318,18 @@ def write_cxi(path: str | Path, scan: Scan, *, chunk: int = 64, compression: str
         f["number_of_entries"] = 1
         e = f.create_group("entry_1")
         src_g = e.create_group("instrument_1/source_1")
-        src_g["energy"] = geo.energy
-        src_g["energy"].attrs["units"] = "J"
-        src_g["wavelength"] = geo.wavelength
-        src_g["wavelength"].attrs["units"] = "m"
         det = e.create_group("instrument_1/detector_1")
-        det["distance"] = geo.distance
-        det["x_pixel_size"] = geo.pixel_size
-        det["y_pixel_size"] = geo.pixel_size
-        for k in ("distance", "x_pixel_size", "y_pixel_size"):
-            det[k].attrs["units"] = "m"
+        known = not scan.meta.get("geometry_defaulted")
+        if known:  # a source without geometry (Tike npz, PtyNet) gets none written: unknown is not measured
+            src_g["energy"] = geo.energy
+            src_g["energy"].attrs["units"] = "J"
+            src_g["wavelength"] = geo.wavelength
+            src_g["wavelength"].attrs["units"] = "m"
+            det["distance"] = geo.distance
+            det["x_pixel_size"] = geo.pixel_size
+            det["y_pixel_size"] = geo.pixel_size
+            for k in ("distance", "x_pixel_size", "y_pixel_size"):
+                det[k].attrs["units"] = "m"
         data = det.create_dataset(
             "data", shape=(n, h, w), dtype=np.float32, chunks=(1, h, w), compression=compression
         )
@@ -347,6 +349,9 @@ def write_cxi(path: str | Path, scan: Scan, *, chunk: int = 64, compression: str
         geo_g = e.create_group("sample_1/geometry_1")
         geo_g["translation"] = trans
         geo_g["translation"].attrs["units"] = "m"
+        if not known:
+            geo_g["translation"].attrs["note"] = (
+                f"geometry unknown: metres assume an object pixel of {dx:.4g} m; positions_px are exact")
         d1 = e.create_group("data_1")
         d1["data"] = h5py.SoftLink("/entry_1/instrument_1/detector_1/data")
         d1["translation"] = h5py.SoftLink("/entry_1/sample_1/geometry_1/translation")
@@ -357,6 +362,7 @@ def write_cxi(path: str | Path, scan: Scan, *, chunk: int = 64, compression: str
             "translation = -(x,y)*object_pixel_size; Psi = fftshift(fft2(P*O, norm='ortho')), I = |Psi|^2"
         )
         pf.attrs["object_pixel_size"] = dx
+        pf.attrs["geometry"] = "measured" if known else "unknown"
         pf.attrs["near_field"] = bool(scan.near_field)
         pf.attrs["meta_json"] = json.dumps(_jsonable({k: v for k, v in scan.meta.items() if k != "h5file"}))
         pf["positions_px"] = pos
@@ -507,8 +513,48 @@ def read_cxi(
     return scan
 
 
+def check_storage(ds: h5py.Dataset, path: Path) -> None:
+    """Refuse a dataset whose bytes live elsewhere and are missing: HDF5 would return fill values (zeros)
+    for a virtual dataset whose source file or dataset is gone, or for external raw files shorter than
+    declared, without any error."""
+    here = Path(path).resolve().parent
+    if ds.is_virtual:
+        for vs in ds.virtual_sources():
+            if vs.file_name == ".":
+                src_file, src = None, ds.file
+            else:
+                src_file = Path(vs.file_name) if Path(vs.file_name).is_absolute() else here / vs.file_name
+                if not src_file.is_file():
+                    raise InputError(f"{path}: {ds.name} is a virtual dataset whose source file {src_file} is "
+                                     "missing; HDF5 would read zeros in its place; copy the source files beside it.")
+                try:
+                    src = h5py.File(src_file, "r")
+                except OSError:
+                    raise InputError(f"{path}: {ds.name} maps data from {src_file}, which cannot be read as "
+                                     "HDF5.") from None
+            try:
+                if not isinstance(src.get(vs.dset_name), h5py.Dataset):
+                    raise InputError(f"{path}: {ds.name} maps dataset {vs.dset_name} of {src_file or path}, "
+                                     "which does not exist; HDF5 would read zeros in its place.")
+            finally:
+                if src_file is not None:
+                    src.close()
+    for name, offset, size in ds.external or ():
+        name = name.decode() if isinstance(name, bytes) else name
+        candidates = [Path(name)] if Path(name).is_absolute() else [here / name, Path.cwd() / name]
+        found = [c for c in candidates if c.is_file()]
+        if not found:
+            raise InputError(f"{path}: {ds.name} is stored in external file {name}, which is missing; "
+                             "HDF5 would read zeros in its place.")
+        have = max(c.stat().st_size for c in found)
+        if size != h5py.h5f.UNLIMITED and have < offset + size:
+            raise InputError(f"{path}: external file {name} of {ds.name} holds {have} bytes but {offset + size} "
+                             "are declared; it is truncated and HDF5 would read zeros for the rest.")
+
+
 def _read_open(f: h5py.File, path: Path, *, lazy, validate, near_field, margin) -> Scan:
     data = _find(f, DATA_PATHS, "diffraction data", path)
+    check_storage(data, path)
     shape = data.shape
     if len(shape) == 4 and shape[0] == 1:
         frames: Any = LazyFrames(data, lead=(0,))
@@ -525,10 +571,11 @@ def _read_open(f: h5py.File, path: Path, *, lazy, validate, near_field, margin) 
                          f"{min(h, w)}×{min(h, w)} around the zero frequency first.")
     if data.dtype.kind not in "iuf":
         raise InputError(f"{path}: {data.name} must hold real numbers; found dtype {data.dtype}.")
-    geo = read_geometry(f, path)
+    pf = f.get(PTYFAST_GROUP)
+    unknown = isinstance(pf, h5py.Group) and pf.attrs.get("geometry") == "unknown"
+    geo = Geometry() if unknown else read_geometry(f, path)
     trans, tlayout = _read_translation(f, n, path)
     mask = _read_mask(f, (h, w), path)
-    pf = f.get(PTYFAST_GROUP)
     meta: dict = {"source": str(path), "format": "cxi", "data_layout": layout, "translation_layout": tlayout}
     if isinstance(pf, h5py.Group) and isinstance(pf.get("positions_px"), h5py.Dataset):
         positions = np.asarray(pf["positions_px"][()], np.float64)
@@ -540,6 +587,8 @@ def _read_open(f: h5py.File, path: Path, *, lazy, validate, near_field, margin) 
         dx = geo.object_pixel_size(h)
         positions = -trans[:, [1, 0]] / dx
         positions -= positions.min(axis=0) - margin
+    if unknown:
+        meta["geometry_defaulted"] = True
     truth = None
     if isinstance(pf, h5py.Group) and isinstance(pf.get("truth_object"), h5py.Dataset):
         truth = np.asarray(pf["truth_object"][()], np.complex64)
@@ -549,10 +598,10 @@ def _read_open(f: h5py.File, path: Path, *, lazy, validate, near_field, margin) 
         p = np.asarray(pds[()])
         while p.ndim > 2:
             p = p[0]
-        if p.shape == (h, w):
-            probe = p.astype(np.complex64)
-        else:
-            meta["probe_ignored"] = f"stored probe {p.shape} does not match the {h}×{w} frames"
+        if p.shape != (h, w):
+            raise InputError(f"{path}: the stored probe {pds.name} is {p.shape[0]}×{p.shape[1]} but the frames "
+                             f"are {h}×{w}; store the probe at the frame size or remove it.")
+        probe = p.astype(np.complex64)
     if validate:
         validate_scan_frames(frames, mask=mask, source=str(path))
     if not lazy:

@@ -3,10 +3,10 @@ with the manifest also written as JSON beside it (``<name>.json``). Needs torch.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from ptyfast.errors import InputError
+from ptyfast.io.atomic import atomic_path, write_text
 from ptyfast.models import build_model
 from ptyfast.models.manifest import Manifest
 
@@ -22,12 +22,9 @@ def save_checkpoint(path: str | Path, model, manifest: Manifest, **extra) -> Pat
     module = getattr(model, "module", model)  # unwrap DDP
     state = {k: v.detach().float().cpu() if v.is_floating_point() else v.cpu() for k, v in module.state_dict().items()}
     payload = {"format": FORMAT, "state_dict": state, "manifest": manifest.to_json(), **extra}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    mtmp = path.with_suffix(".json.tmp")
-    mtmp.write_text(manifest.to_json())
-    os.replace(mtmp, path.with_suffix(".json"))
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    write_text(path.with_suffix(".json"), manifest.to_json())
     return path
 
 

@@ -78,7 +78,9 @@ class Manifest:
             raise InputError(f"the model manifest is not valid JSON ({exc}).") from None
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_json())
+        from ptyfast.io.atomic import write_text
+
+        write_text(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | Path) -> "Manifest":

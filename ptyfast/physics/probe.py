@@ -135,6 +135,7 @@ def load_probe(path: str | Path) -> np.ndarray:
     p = np.squeeze(np.asarray(p))
     if p.ndim != 2 or not np.iscomplexobj(p) and not np.isrealobj(p):
         raise InputError(f"probe in {path} must be a 2-D complex array; found shape {p.shape}.")
-    if not np.all(np.isfinite(p)):
-        raise InputError(f"probe in {path} contains NaN or Inf.")
+    from ptyfast.scan import check_probe
+
+    check_probe(p, str(path))
     return p.astype(np.complex64)

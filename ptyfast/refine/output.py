@@ -28,6 +28,7 @@ import h5py
 import numpy as np
 
 from ptyfast.errors import InputError
+from ptyfast.io.atomic import save_figure
 
 
 def _np(a) -> np.ndarray:
@@ -103,7 +104,7 @@ def save_pngs(result, stem: str | Path, *, crop: bool = True) -> list[Path]:
     def _save(fig, name):
         p = stem.with_name(f"{stem.name}_{name}.png")
         FigureCanvasAgg(fig)
-        fig.savefig(p, dpi=110)
+        save_figure(fig, p, dpi=110)
         out.append(p)
 
     amp = np.abs(obj)

@@ -19,7 +19,7 @@ import numpy as np
 
 from ptyfast import __version__
 from ptyfast.errors import InputError
-from ptyfast.io.atomic import atomic_path, json_default
+from ptyfast.io.atomic import atomic_path, json_default, save_figure
 
 
 def write_reconstruction(path: str | Path, rec, provenance: dict) -> Path:
@@ -107,6 +107,4 @@ def save_previews(rec, stem: str | Path, *, title: str = "") -> list[Path]:
 
 
 def _savefig(fig, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", bbox_inches="tight")
-    return path
+    return save_figure(fig, path, bbox_inches="tight")
