@@ -17,13 +17,3 @@ class OutputError(InputError):
 
     exit_code = 1
 
-
-class Terminated(BaseException):
-    """Raised in the main thread when the process receives SIGTERM or SIGHUP (batch schedulers, a closed
-    terminal), so that every ``finally``/cleanup runs as for Ctrl-C; the CLI exits with 128 + the signal."""
-
-    def __init__(self, signum: int):
-        import signal
-
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum

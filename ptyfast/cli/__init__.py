@@ -31,19 +31,30 @@ def _load_commands() -> None:
                 raise
 
 
-def _raise_terminated(signum, frame):
-    from ptyfast.errors import Terminated
+def _terminate(signum, frame):
+    """SIGINT/SIGTERM/SIGHUP: remove every temporary output and leave with 128 + signal, at once.
 
-    raise Terminated(signum)
+    Raising an exception instead is not enough: Python may run the handler inside a garbage-collector or
+    weakref callback, where an exception is printed and ignored and the command would run on to exit 0.
+    """
+    import signal
+
+    from ptyfast.io.atomic import remove_temporaries
+
+    remove_temporaries()
+    what = "interrupted" if signum == signal.SIGINT else f"terminated by {signal.Signals(signum).name}"
+    os.write(2, f"{what}; partial outputs removed\n".encode())
+    os._exit(128 + signum)
 
 
 def install_signal_handlers() -> None:
-    """SIGTERM/SIGHUP raise :class:`~ptyfast.errors.Terminated` (cleanup runs as for Ctrl-C); SIGXFSZ is
-    ignored so that a file-size limit surfaces as EFBIG, reported as one sentence, instead of killing us."""
+    """SIGINT (Ctrl-C), SIGTERM and SIGHUP end the command at once with its temporary outputs removed
+    (:func:`_terminate`); SIGXFSZ is ignored so that a file-size limit surfaces as EFBIG, reported as one
+    sentence, instead of killing us."""
     import signal
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _raise_terminated)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _terminate)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 

@@ -72,11 +72,12 @@ def _fail(message: str, code: int):
 
 def handle_errors(fn):
     """Known failures become one line on stderr: InputError → exit 2, a full disk (OutputError) → exit 1,
-    Ctrl-C → 130, SIGTERM/SIGHUP → 128 + signal; temporary outputs are removed on every path."""
+    Ctrl-C → 130 (SIGTERM/SIGHUP: :func:`ptyfast.cli.install_signal_handlers`); temporary outputs are removed
+    on every path."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from ptyfast.errors import InputError, Terminated
+        from ptyfast.errors import InputError
         from ptyfast.io.atomic import remove_temporaries
 
         try:
@@ -90,10 +91,6 @@ def handle_errors(fn):
             remove_temporaries()
             console_err.print("interrupted; partial outputs removed")
             raise typer.Exit(130) from None
-        except Terminated as exc:
-            remove_temporaries()
-            console_err.print(f"terminated by {exc}; partial outputs removed")
-            raise typer.Exit(128 + exc.signum) from None
         finally:
             remove_temporaries()
 

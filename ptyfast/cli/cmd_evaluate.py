@@ -74,6 +74,10 @@ def evaluate_cmd(
     from ptyfast.runtime.output import read_reconstruction
 
     rec = read_reconstruction(reconstruction)
+    missing = [k for k in ("weight", "origin") if k not in rec]
+    if missing:
+        raise InputError(f"{reconstruction} has no {' or '.join(missing)} dataset (written by an older ptyfast); "
+                         "rerun reconstruct or refine to get a file evaluate can align with the truth.")
     scan = load_any(truth)
     if scan.truth is None:
         raise InputError(f"{truth} holds no ground-truth object; evaluate needs a simulated scan.")

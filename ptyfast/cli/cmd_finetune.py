@@ -44,6 +44,8 @@ def finetune_cmd(
     amp: Annotated[str, typer.Option("--amp", help="bf16 autocast for the network (FFT stays fp32) or "
                                      "none.")] = "bf16",
     threads: Annotated[int, typer.Option("--threads", min=0, help="torch CPU threads (0 = default).")] = 0,
+    fit: Annotated[str, typer.Option("--fit", help="Adapt frames to the model input: none, crop, bin, pad "
+                                     "(as reconstruct --fit).")] = "none",
     seed: Annotated[int, typer.Option("--seed", help="Shuffling seed.")] = 0,
     output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the fine-tuned model "
                                          "(<model>-ft.pt + .json).")] = Path("finetuned"),
@@ -63,7 +65,7 @@ def finetune_cmd(
     opts = FinetuneOptions(epochs=epochs, lr=lr, batch=batch, subset=subset, freeze=freeze, loss=loss,
                            objective=objective, guide_weight=guide_weight, learn_probe=learn_probe, probe_step=probe_step, probe_iterations=probe_iterations,
                            scale=scale, phase_anchor=phase_anchor,
-                           amp=amp, seed=seed, threads=threads).validate()
+                           amp=amp, seed=seed, threads=threads, fit=fit).validate()
     columns = (TextColumn("[bold]finetune"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]:.4f}  R {task.fields[r]:.4f}  scale {task.fields[s]:.3g}"),
                TimeRemainingColumn())

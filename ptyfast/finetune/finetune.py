@@ -145,6 +145,8 @@ class FinetuneOptions:
         """Check every field; raise :class:`InputError` naming the first bad one."""
         if self.epochs < 1:
             raise InputError(f"--epochs must be at least 1; found {self.epochs}.")
+        if self.fit not in ("none", "crop", "bin", "pad"):
+            raise InputError(f"--fit must be none, crop, bin or pad; found '{self.fit}'.")
         if self.batch < 1:
             raise InputError(f"--batch must be at least 1; found {self.batch}.")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -409,7 +411,7 @@ def finetune(
     from ptyfast import __version__
     from ptyfast.finetune import torch_forward as tf
     from ptyfast.models.manifest import probe_hash
-    from ptyfast.runtime.preprocess import preprocess
+    from ptyfast.runtime.preprocess import fit_positions, preprocess
 
     o = (options or FinetuneOptions()).validate()
     if getattr(scan, "near_field", False):
@@ -428,8 +430,10 @@ def finetune(
     x_np = preprocess(frames, manifest, probe_power=float(np.sum(np.abs(probe) ** 2)), mask=mask)
     meas_np = np.sqrt(np.maximum(frames, 0.0)).astype(np.float32)
     n = len(idx)
-    pos = scan.positions[idx] - np.floor(scan.positions.min(axis=0))
-    obj_shape = scan.object_shape
+    positions = fit_positions(scan.positions, scan.frame_shape[0], size, o.fit)
+    corner = np.floor(positions.min(axis=0))
+    pos = positions[idx] - corner
+    obj_shape = tuple(int(v) for v in np.ceil(positions.max(axis=0)) - corner + size + 1)
 
     x_all = torch.from_numpy(x_np)
     meas_all = torch.from_numpy(meas_np)
@@ -692,7 +696,7 @@ def finetune(
                           frames=idx, history=history, r_factor_before=float(r_before),
                           r_factor_after=float(r_after), time_s=elapsed, before=before, after=after,
                           weight_before=weight_before, weight_after=weight_after,
-                          origin=tuple(float(v) for v in np.floor(scan.positions.min(axis=0))), options=o)
+                          origin=tuple(float(v) for v in corner), options=o)
 
 
 # ------------------------------------------------------------------------------------------------ output
@@ -840,13 +844,17 @@ def finetune_file(
             f"model '{source.name}' has no torch checkpoint (.pt); fine-tuning needs the weights, not an "
             "ONNX/TensorRT export."
         )
+    from ptyfast.runtime.preprocess import fit_probe
+
     p = resolve_probe(scan, probe, source=src)
     net, manifest = load_checkpoint(source.checkpoint)
-    if tuple(manifest.input_size) != tuple(scan.frame_shape) and o.fit == "none":
+    size = tuple(manifest.input_size)
+    if size != tuple(scan.frame_shape) and o.fit == "none":
         raise InputError(
             f"the frames of {src} are {scan.frame_shape[0]}×{scan.frame_shape[1]} but model '{source.name}' "
-            f"expects {manifest.input_size[0]}×{manifest.input_size[1]}; fine-tune a model of that size."
+            f"expects {size[0]}×{size[1]}; pass --fit crop (or bin/pad), or fine-tune a model of that size."
         )
+    p = fit_probe(p, size, o.fit)  # the probe goes where the frames go
     if on_start is not None:
         on_start({"frames": len(select_frames(scan.n_frames, o.subset)), "frames_total": scan.n_frames,
                   "probe": "given" if probe is None else str(probe), "model": str(source.checkpoint)})

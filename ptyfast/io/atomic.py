@@ -33,24 +33,20 @@ _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _inputs: dict[tuple[int, int], Path] = {}  # (st_dev, st_ino) → the path it was read as
 _live: set[Path] = set()  # temporary files not yet renamed or removed
 _failed: list[BaseException] = []  # writer errors kept alive: h5py may crash freeing a file it failed to close
-_umask: int | None = None
 _pending: list[list[tuple[Path, Path]]] = []  # open output transactions: (temporary, final) awaiting commit
 
 
 def umask() -> int:
-    """The process umask (read once, without changing it for longer than two system calls)."""
-    global _umask
-    if _umask is None:
-        try:
-            for line in Path("/proc/self/status").read_text().splitlines():
-                if line.startswith("Umask:"):
-                    _umask = int(line.split()[1], 8)
-        except OSError:
-            pass
-        if _umask is None:
-            _umask = os.umask(0o022)
-            os.umask(_umask)
-    return _umask
+    """The process umask now (from /proc, which does not change it; elsewhere set-and-restore)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def register_input(path: str | Path) -> None:
@@ -228,9 +224,13 @@ def output_transaction() -> Iterator[None]:
             _discard(tmp)
         raise
     _pending.remove(batch)
-    for tmp, final in batch:
-        os.replace(tmp, final)
-        _live.discard(tmp)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)  # all renames happen, or none
+    try:
+        for tmp, final in batch:
+            os.replace(tmp, final)
+            _live.discard(tmp)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 @contextmanager

@@ -38,6 +38,9 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
+        if "weights only" in str(exc).lower():  # torch's safe loader met a Python object outside its allow-list
+            raise InputError(f"checkpoint {path} was refused as unsafe: it holds Python objects that would run "
+                             "code when unpickled; ptyfast loads only plain tensors and values.") from None
         raise InputError(f"checkpoint {path} is corrupt or not a torch file ({type(exc).__name__}).") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise InputError(f"{path} is not a ptyfast checkpoint (no '{FORMAT}' marker).")

@@ -10,6 +10,8 @@ dataset             shape, dtype            meaning
 ``phase``           (rows, cols) float32    angle(object), radians
 ``probe``           (H, W) complex64        refined probe (photons: Σ|P|² per frame, ortho FFT)
 ``positions``       (N, 2) float64          (y, x) window corners in object pixels
+``weight``          (rows, cols) float32    illumination Σ_n |P|² at each pixel (``evaluate``'s coverage)
+``origin``          (2,) float64            scan coordinates of object pixel (0, 0)
 ``errors``          (iterations,) float64   normalised amplitude error per iteration
 ``timings``         (iterations,) float64   seconds per iteration
 ==================  ======================  ===============================================================
@@ -35,19 +37,28 @@ def _np(a) -> np.ndarray:
     return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
 
 
-def write_refine_h5(path: str | Path, result, *, provenance: dict | None = None) -> Path:
+def write_refine_h5(path: str | Path, result, *, provenance: dict | None = None, origin=(0.0, 0.0)) -> Path:
     """Write a :class:`~ptyfast.refine.RefineResult` to ``path`` atomically (see the module table)."""
     from ptyfast import __version__
     from ptyfast.io.atomic import atomic_path
 
+    from ptyfast.kernels.numpy_twins import overlap_add
+
     obj = _np(result.object).astype(np.complex64)
+    probe = _np(result.probe).astype(np.complex64)
+    positions = np.asarray(result.positions, dtype=np.float64)
+    # the illumination Σ|P|² at each pixel, as `reconstruct` writes it: `evaluate` compares where it is high
+    weight = overlap_add(np.zeros(obj.shape, np.float32),
+                         np.broadcast_to(np.abs(probe) ** 2, (len(positions),) + probe.shape), positions)
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f["object"] = obj
             f["amplitude"] = np.abs(obj).astype(np.float32)
             f["phase"] = np.angle(obj).astype(np.float32)
-            f["probe"] = _np(result.probe).astype(np.complex64)
-            f["positions"] = np.asarray(result.positions, dtype=np.float64)
+            f["probe"] = probe
+            f["positions"] = positions
+            f["weight"] = weight
+            f["origin"] = np.asarray(origin, dtype=np.float64)
             f["errors"] = np.asarray(result.errors, dtype=np.float64)
             f["timings"] = np.asarray(result.timings, dtype=np.float64)
             attrs = {**{k: v for k, v in result.options.items()}, **(provenance or {})}

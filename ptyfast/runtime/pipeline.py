@@ -27,7 +27,7 @@ import numpy as np
 from ptyfast.errors import InputError
 from ptyfast.kernels import exit_waves, far_field, normalise, overlap_add
 from ptyfast.runtime.phase_align import solve_phase_offsets, support_box
-from ptyfast.runtime.preprocess import fit_frames, fit_mask, fit_probe, preprocess
+from ptyfast.runtime.preprocess import fit_frames, fit_mask, fit_positions, fit_probe, preprocess
 from ptyfast.scan import Scan
 
 WEIGHTINGS = ("probe", "uniform")
@@ -131,6 +131,16 @@ def object_grid(positions: np.ndarray, window: tuple[int, int]) -> tuple[np.ndar
     return origin, (int(span[0]) + window[0] + 1, int(span[1]) + window[1] + 1)
 
 
+def check_far_field(scan: Scan) -> None:
+    """Refuse near-field data (checked before anything about frame sizes: no --fit makes it usable)."""
+    if scan.near_field:
+        reason = scan.meta.get("near_field_reason", "")
+        raise InputError(
+            f"{scan.meta.get('source', 'the scan')} holds near-field (holographic) data{f' ({reason})' if reason else ''}; "
+            "ptyfast's networks reconstruct far-field ptychography only."
+        )
+
+
 def reconstruct_scan(
     scan: Scan,
     backend,
@@ -169,23 +179,12 @@ def reconstruct_scan(
     """
     if weighting not in WEIGHTINGS:
         raise InputError(f"unknown stitching weighting '{weighting}'; choose {' or '.join(WEIGHTINGS)}.")
-    if scan.near_field:
-        reason = scan.meta.get("near_field_reason", "")
-        raise InputError(
-            f"{scan.meta.get('source', 'the scan')} holds near-field (holographic) data{f' ({reason})' if reason else ''}; "
-            "ptyfast's networks reconstruct far-field ptychography only."
-        )
+    check_far_field(scan)
     size = tuple(backend.manifest.input_size)
     probe = scan.probe if probe is None else probe
     if probe is not None:
         probe = fit_probe(probe, size, fit)
-    # Object pixel λz/(N·p): crop/pad change N at the same p, so positions (in object pixels) scale by
-    # size/H; binning changes N and p together and keeps the object pixel.
-    scale = 1.0
-    h0 = scan.frame_shape[0]
-    if fit in ("crop", "pad") and h0 != size[0]:
-        scale = size[0] / h0
-    positions = scan.positions * scale
+    positions = fit_positions(scan.positions, scan.frame_shape[0], size, fit)
     origin, shape = object_grid(positions, size)
     grid_pos = positions - origin
     if weighting == "uniform":

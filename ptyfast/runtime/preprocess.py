@@ -46,6 +46,15 @@ def fit_frames(frames: np.ndarray, size: tuple[int, int], mode: str = "none") ->
     )
 
 
+def fit_positions(positions: np.ndarray, frame_size: int, size: tuple[int, int], mode: str = "none") -> np.ndarray:
+    """Positions (object pixels) after :func:`fit_frames`: the object pixel is λz/(N·p), so crop/pad (N
+    changes, p does not) scale positions by size/N; binning changes N and p together and keeps them."""
+    positions = np.asarray(positions, np.float64)
+    if mode in ("crop", "pad") and frame_size != size[0]:
+        return positions * (size[0] / frame_size)
+    return positions
+
+
 def fit_probe(probe: np.ndarray, size: tuple[int, int], mode: str = "none") -> np.ndarray:
     """Bring a real-space probe (H, W) to the model's ``size`` consistently with :func:`fit_frames`.
 

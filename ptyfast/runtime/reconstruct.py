@@ -12,7 +12,7 @@ from ptyfast import __version__
 from ptyfast.errors import InputError
 from ptyfast.models.manifest import file_hash, probe_hash
 from ptyfast.physics.probe import default_probe, paper_probe
-from ptyfast.runtime.pipeline import Reconstruction, probe_similarity, reconstruct_scan
+from ptyfast.runtime.pipeline import Reconstruction, check_far_field, probe_similarity, reconstruct_scan
 from ptyfast.runtime.preprocess import fit_probe
 from ptyfast.scan import Scan
 
@@ -92,6 +92,7 @@ def run_reconstruct(scan: Scan, job: ReconstructJob, *, backend=None, reason: st
     t_load = time.perf_counter() - t0
     try:
         manifest = backend.manifest
+        check_far_field(scan)
         check_frame_size(scan, manifest, job.fit)
         probe, probe_note = choose_probe(scan, manifest, fit=job.fit, allow_mismatch=job.allow_probe_mismatch)
         align = job.align_phase if job.align_phase is not None else manifest.phase_offsets == "free"
