@@ -243,8 +243,9 @@ def test_outputs_get_umask_permissions(tmp_path, scan128, mask):
         out = tmp_path / f"r{mask:o}.h5"
         assert run("reconstruct", scan128, "-o", out).exit_code == 0
         assert run("evaluate", out, "--truth", scan128, "--json", tmp_path / f"q{mask:o}.json").exit_code == 0
-        made = [out, tmp_path / f"q{mask:o}.json", *tmp_path.glob(f"r{mask:o}_*.png")]
-        assert len(made) >= 4
+        assert run("convert", scan128, "-o", tmp_path / f"c{mask:o}.cxi").exit_code == 0
+        made = [out, tmp_path / f"q{mask:o}.json", tmp_path / f"c{mask:o}.cxi", *tmp_path.glob(f"r{mask:o}_*.png")]
+        assert len(made) >= 5
         for p in made:
             assert p.stat().st_mode & 0o777 == 0o666 & ~mask, (p, oct(p.stat().st_mode))
     finally:
