@@ -169,6 +169,17 @@ class Scan:
     def with_(self, **changes: Any) -> "Scan":
         return replace(self, **changes)
 
+    def select(self, indices: np.ndarray) -> "Scan":
+        """The scan restricted to frames ``indices`` (increasing); positions keep their coordinates, so
+        reconstructions of different selections share one object frame. Lazy frames stay on disk."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if len(indices) == self.n_frames and np.array_equal(indices, np.arange(self.n_frames)):
+            return self
+        frames = SelectedFrames(self.diffraction, indices)
+        meta = {**self.meta, "frame_indices": [int(i) for i in indices], "frames_in_file": self.n_frames}
+        return replace(self, diffraction=frames, positions=self.positions[indices], meta=meta)
+
+
     def overlap_estimate(self) -> float:
         """Linear overlap fraction 1 - step/width from the median nearest-neighbour distance."""
         from scipy.spatial import cKDTree
@@ -178,3 +189,57 @@ class Scan:
         d, _ = cKDTree(self.positions).query(self.positions, k=2)
         step = float(np.median(d[:, 1]))
         return max(0.0, 1.0 - step / self.frame_shape[0])
+
+
+class SelectedFrames:
+    """(n, H, W) read-only view of frames ``indices`` of a larger (N, H, W) array or HDF5 dataset; indexing
+    along the first axis reads only those frames (h5py: one increasing index list per read)."""
+
+    def __init__(self, base, indices: np.ndarray):
+        self.base, self.indices = base, np.asarray(indices, dtype=np.int64)
+        self.shape = (len(self.indices),) + tuple(base.shape[1:])
+        self.dtype = base.dtype
+        self.ndim = 3
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        idx = self.indices[key[0]]
+        if np.ndim(idx) == 0:
+            return np.asarray(self.base[(int(idx),) + key[1:]])
+        if len(idx) and np.all(np.diff(idx) == 1):  # a contiguous run: one slice read
+            return np.asarray(self.base[(slice(int(idx[0]), int(idx[-1]) + 1),) + key[1:]])
+        return np.asarray(self.base[(idx,) + key[1:]])
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[:]
+        return out.astype(dtype) if dtype is not None else out
+
+
+def parse_frames(spec: str | None, n: int, *, option: str = "--frames") -> np.ndarray:
+    """Frame indices of ``START:STOP[:STEP]`` (Python slice rules, negative values count from the end; a
+    single index ``K`` is frame K alone) over a scan of ``n`` frames; ``None`` or ``""`` is every frame.
+
+    Raises InputError for text that is not a slice, a zero or negative step, or an empty selection."""
+    if spec is None or str(spec).strip() in ("", ":"):
+        return np.arange(n)
+    text = str(spec).strip()
+    parts = text.split(":")
+    try:
+        values = [int(p) if p.strip() else None for p in parts]
+    except ValueError:
+        raise InputError(f"{option} must be START:STOP[:STEP] frame indices (e.g. 0:258); found '{text}'.") from None
+    if len(values) == 1:
+        if values[0] is None or not -n <= values[0] < n:
+            raise InputError(f"{option} {text}: the scan has frames 0 to {n - 1}.")
+        return np.array([values[0] % n])
+    if len(values) > 3:
+        raise InputError(f"{option} must be START:STOP[:STEP] frame indices (e.g. 0:258); found '{text}'.")
+    if len(values) == 3 and values[2] is not None and values[2] <= 0:
+        raise InputError(f"{option} {text}: the step must be a positive number of frames.")
+    indices = np.arange(n)[slice(*values)]
+    if len(indices) == 0:
+        raise InputError(f"{option} {text} selects no frames of the {n} in the scan.")
+    return indices

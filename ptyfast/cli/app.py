@@ -106,5 +106,7 @@ def command(name: str | None = None, **kw):
     return deco
 
 
+Frames = Annotated[Optional[str], typer.Option(
+    "--frames", help="Use frames START:STOP[:STEP] only (Python slice rules over frame indices, e.g. 0:258).")]
 OutPath = Annotated[Path, typer.Option("-o", "--output", help="Output file (written atomically).")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]

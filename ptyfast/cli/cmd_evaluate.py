@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Optional
 
+import numpy as np
 import typer
 
 from ptyfast.cli.app import command, console
@@ -23,10 +24,26 @@ def quality_table(rows: dict, title: str):
     return table
 
 
+def _aligned(path: Path) -> dict:
+    """A reconstruct/refine output with the datasets evaluate needs to place it in scan coordinates."""
+    from ptyfast.errors import InputError
+    from ptyfast.runtime.output import read_reconstruction
+
+    rec = read_reconstruction(path)
+    missing = [k for k in ("weight", "origin") if k not in rec]
+    if missing:
+        raise InputError(f"{path} has no {' or '.join(missing)} dataset (written by an older ptyfast); "
+                         "rerun reconstruct or refine to get a file evaluate can align.")
+    return rec
+
+
 @command("evaluate")
 def evaluate_cmd(
     reconstruction: Annotated[Optional[Path], typer.Argument(help="A reconstruct/refine output .h5.")] = None,
     truth: Annotated[Optional[Path], typer.Option(help="The simulated scan holding the ground truth.")] = None,
+    reference: Annotated[Optional[Path], typer.Option(
+        help="Instead of --truth: another reconstruction of the same scan (e.g. rPIE of all frames) to compare "
+             "with, on the pixels both cover well (real data have no ground truth).")] = None,
     coverage: Annotated[float, typer.Option(min=0, max=1, help="Compare where weight ≥ this × max.")] = 0.1,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON.")] = None,
     protocol: Annotated[Optional[str], typer.Option(help="'paper': reproduce the seed paper's tables.")] = None,
@@ -66,25 +83,27 @@ def evaluate_cmd(
             experiments=parse_list(experiments, what="experiment"))
         run_paper_protocol(images, output, console=console, config=config)
         return
-    if reconstruction is None or truth is None:
-        raise InputError("give a reconstruction file and --truth SCAN (or --protocol paper --images DIR).")
+    if reconstruction is None or (truth is None) == (reference is None):
+        raise InputError("give a reconstruction file and either --truth SCAN or --reference REC.h5 (or --protocol "
+                         "paper --images DIR).")
     from ptyfast.io.atomic import atomic_path
     from ptyfast.io.convert import load_any
     from ptyfast.metrics import evaluate_against_truth
-    from ptyfast.runtime.output import read_reconstruction
 
-    rec = read_reconstruction(reconstruction)
-    missing = [k for k in ("weight", "origin") if k not in rec]
-    if missing:
-        raise InputError(f"{reconstruction} has no {' or '.join(missing)} dataset (written by an older ptyfast); "
-                         "rerun reconstruct or refine to get a file evaluate can align with the truth.")
-    scan = load_any(truth)
-    if scan.truth is None:
-        raise InputError(f"{truth} holds no ground-truth object; evaluate needs a simulated scan.")
-    q, base, region = evaluate_against_truth(rec["object"], rec["weight"], rec["origin"], scan.truth,
-                                             coverage=coverage)
+    rec = _aligned(reconstruction)
+    if reference is not None:
+        ref = _aligned(reference)
+        w = ref["weight"]
+        target = np.where(w >= coverage * float(w.max()), ref["object"], 0).astype(np.complex64)
+        origin, name = np.asarray(rec["origin"]) - np.asarray(ref["origin"]), reference.name
+    else:
+        scan = load_any(truth)
+        if scan.truth is None:
+            raise InputError(f"{truth} holds no ground-truth object; evaluate needs a simulated scan.")
+        target, origin, name = scan.truth, rec["origin"], "truth"
+    q, base, region = evaluate_against_truth(rec["object"], rec["weight"], origin, target, coverage=coverage)
     console.print(quality_table({"reconstruction": q, **base},
-                                f"{reconstruction.name} vs truth ({int(region.sum())} px, weight ≥ {coverage:g}·max)"))
+                                f"{reconstruction.name} vs {name} ({int(region.sum())} px, weight ≥ {coverage:g}·max)"))
     if json_out is not None:
         with atomic_path(json_out) as tmp:
             tmp.write_text(json.dumps({"reconstruction": q.as_dict(),

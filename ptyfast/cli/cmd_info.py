@@ -8,14 +8,14 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from ptyfast.cli.app import command, console
+from ptyfast.cli.app import Frames, command, console
 
 
-def scan_summary(path: Path) -> list[tuple[str, str]]:
+def scan_summary(path: Path, frames: str | None = None) -> list[tuple[str, str]]:
     """(field, value) rows describing the scan in ``path`` (any layout :func:`ptyfast.io.load_any` reads)."""
     from ptyfast.io import load_any
 
-    scan = load_any(path)
+    scan = load_any(path, frames=frames)
     n, (h, w) = scan.n_frames, scan.frame_shape
     g = scan.geometry
     first = scan.frames(0, min(n, 64))
@@ -50,13 +50,14 @@ def _probe_line(probe) -> str:
 
 
 @command("info")
-def info(file: Annotated[Path, typer.Argument(help="Scan file (CXI/HDF5, Tike npz, PtyNet npz/dir).")]) -> None:
+def info(file: Annotated[Path, typer.Argument(help="Scan file (CXI/HDF5, Tike npz, PtyNet npz/dir).")],
+         frames: Frames = None) -> None:
     """Describe a scan file."""
     from rich.table import Table
 
     table = Table(title=str(file.name), show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
-    for k, v in scan_summary(file):
+    for k, v in scan_summary(file, frames):
         table.add_row(k, v)
     console.print(table)

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 
-from ptyfast.cli.app import command, console, console_err
+from ptyfast.cli.app import Frames, command, console, console_err
 
 
 def progress_bar():
@@ -51,6 +51,7 @@ def reconstruct_cmd(
     iterations: Annotated[int, typer.Option(min=1, help="Refinement iterations.")] = 50,
     png: Annotated[bool, typer.Option("--png/--no-png", help="Write PNG previews.")] = True,
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads (default: all cores).")] = None,
+    frames: Frames = None,
 ) -> None:
     """Reconstruct scans with a trained network: stream, infer, stitch, check consistency, write results."""
     from ptyfast.errors import InputError
@@ -75,7 +76,7 @@ def reconstruct_cmd(
     console.print(f"backend: [bold]{reason}[/] ({be.manifest.architecture}, {be.precision})")
     try:
         for scan_path, out in zip(scans, outs):
-            scan = load_any(scan_path, validate=False)  # frames are checked chunk by chunk while streaming
+            scan = load_any(scan_path, validate=False, frames=frames)  # frames checked chunk by chunk later
             with progress_bar() as bar:
                 task = bar.add_task(scan_path.name, total=scan.n_frames, rate="")
 
@@ -83,6 +84,7 @@ def reconstruct_cmd(
                     bar.update(task, completed=done, description=f"{scan_path.name}: {stage}", rate="")
 
                 rec, prov = run_reconstruct(scan, job, backend=be, reason=reason, progress=on_progress)
+            prov["frame_selection"] = frames or "all"
             if refine:
                 rec, prov = _refine(scan, rec, prov, refine, iterations, consistency=consistency)
             with output_transaction():  # the HDF5 and its previews appear together or not at all

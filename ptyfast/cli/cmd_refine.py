@@ -5,16 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Optional
 
+import numpy as np
 import typer
 
-from ptyfast.cli.app import OutPath, Seed, command, console, console_err
+from ptyfast.cli.app import Frames, OutPath, Seed, command, console, console_err
 
 
-def _init_arg(init: str):
-    """'flat' / 'random' or the complex object of an HDF5 output file."""
-    from ptyfast.refine.output import read_init_object
+def _init_arg(init: str) -> dict:
+    """'flat' / 'random', or the object (with its grid origin and probe, when stored) of an HDF5 output."""
+    from ptyfast.refine.output import read_init
 
-    return init if init in ("flat", "random") else read_init_object(Path(init))
+    return {"object": init, "origin": (0.0, 0.0), "probe": None} if init in ("flat", "random") else read_init(Path(init))
 
 
 @command("refine")
@@ -35,6 +36,7 @@ def refine_cmd(
     output: OutPath = Path("refined.h5"),
     png: Annotated[bool, typer.Option("--png/--no-png", help="Also write amplitude/phase/probe/error PNGs.")] = True,
     seed: Seed = 0,
+    frames: Frames = None,
 ) -> None:
     """Refine a scan with ePIE or rPIE; writes the object, probe and error curve (HDF5 + PNG).
 
@@ -50,7 +52,7 @@ def refine_cmd(
 
     check_writable(output)
     start = _init_arg(init)
-    scan = load_any(scan_path)
+    scan = load_any(scan_path, frames=frames)
     if scan.near_field:
         from ptyfast.errors import InputError
 
@@ -59,13 +61,14 @@ def refine_cmd(
                   TextColumn("error {task.fields[err]}"), TimeRemainingColumn(), console=console) as bar:
         task = bar.add_task(algorithm, total=iterations, err="–")
         result = refine(
-            scan, init=start, algorithm=algorithm, iterations=iterations, alpha=alpha, beta=beta,
+            scan, init=start["object"], algorithm=algorithm,
+            positions=scan.positions - np.asarray(start["origin"]), probe=start["probe"], iterations=iterations, alpha=alpha, beta=beta,
             batch=batch, update_probe=probe_update, probe_start=probe_start, seed=seed,
             progress=lambda i, n, e: bar.update(task, completed=i, err=f"{e:.4g}"),
         )
-    provenance = {"source": str(scan_path), "init": init}
+    provenance = {"source": str(scan_path), "init": init, "frame_selection": frames or "all"}
     with output_transaction():  # the HDF5 and its PNGs appear together or not at all
-        write_refine_h5(output, result, provenance=provenance)
+        write_refine_h5(output, result, provenance=provenance, origin=start["origin"])
         files = [output] + (save_pngs(result, output.with_suffix("")) if png else [])
     if result.iterations:
         console.print(f"{result.algorithm}: {result.iterations} iterations, error {result.errors[0]:.4g} → "

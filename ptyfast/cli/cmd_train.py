@@ -1,4 +1,5 @@
-"""``ptyfast train``: supervised pre-training on simulated data."""
+"""``ptyfast train``: supervised training on simulated data, or on measured scans labelled by a reference
+reconstruction (``--labels``)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from ptyfast.cli.app import command, console
+from ptyfast.cli.app import Frames, command, console
 
 
 @command("train")
 def train_cmd(
-    images: Annotated[Optional[list[Path]], typer.Argument(help="Image files or folders (amplitude/phase sources). "
-                                                          "None: procedural objects only.")] = None,
+    images: Annotated[Optional[list[Path]], typer.Argument(help="Image files or folders (amplitude/phase sources; "
+                                                          "none: procedural objects only); with --labels, the scans.")] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="Run directory (last.pt, best.pt).")] = Path("runs/train"),
     model: Annotated[str, typer.Option(help="Architecture: ptynet-s, ptynet-s-paper, ptynet-b, ptychonn.")] = "ptynet-s",
     steps: Annotated[int, typer.Option(min=1, help="Optimiser steps in total.")] = 2000,
@@ -49,8 +50,19 @@ def train_cmd(
     init_from: Annotated[Optional[Path], typer.Option(help="Start from these weights (same architecture) with a "
                                                            "fresh optimiser and schedule.")] = None,
     warmup: Annotated[float, typer.Option(min=0, max=0.5, help="Warm-up fraction of the steps (onecycle).")] = 0.02,
+    labels: Annotated[Optional[list[Path]], typer.Option(
+        "--labels", help="Reference reconstruction (refine/reconstruct output) of each scan given as argument, in "
+                         "order: train on the measured patterns with its windows as labels.")] = None,
+    frames: Frames = None,
+    val_frames: Annotated[Optional[str], typer.Option(
+        "--val-frames", help="--labels: validation frames START:STOP[:STEP] (default: the last 10 %% of "
+                             "--frames, a separate region of a row-ordered scan).")] = None,
+    mix_simulated: Annotated[float, typer.Option(
+        "--mix-simulated", min=0, max=0.95, help="--labels: fraction of each batch simulated from the reference "
+                                                  "objects with the scan's probe.")] = 0.0,
 ) -> None:
-    """Train a model on simulated diffraction (objects from images + procedural objects)."""
+    """Train a model on simulated diffraction (objects from images + procedural objects), or on measured
+    scans with labels from a reference reconstruction (--labels)."""
     from ptyfast.errors import InputError
 
     try:
@@ -94,7 +106,20 @@ def train_cmd(
     from ptyfast.io.atomic import ensure_dir
 
     ensure_dir(output)
-    p = load_probe(probe) if probe else default_probe()
+    labelled = None
+    if labels:
+        from ptyfast.training.labels import build_labelled
+
+        if probe:
+            raise InputError("--probe does not apply with --labels: the scan's own probe is used.")
+        labelled = build_labelled(list(images or []), list(labels), frames=frames, val_frames=val_frames,
+                                  preprocessing={"transform": transform, "normalise": normalise})
+        labelled["sources"] = [f"{s.name}:{r.name}" for s, r in zip(images or [], labels)]
+        console.print(f"labelled frames: {len(labelled['train'].x)} training, {len(labelled['val'].x)} validation")
+        images = []
+    elif frames or val_frames or mix_simulated:
+        raise InputError("--frames, --val-frames and --mix-simulated apply to training with --labels only.")
+    p = labelled["probe"] if labelled else (load_probe(probe) if probe else default_probe())
     from ptyfast.physics.probe import oversampling_problem
 
     problem = oversampling_problem(p)
@@ -118,6 +143,7 @@ def train_cmd(
                 fields["pps"] = info["patterns_per_s"]
             bar.update(task, completed=step, **fields)
 
-        result = train(list(images or []), output, opts, probe=p, resume=resume, progress=on_step)
+        result = train(list(images or []), output, opts, probe=p, resume=resume, progress=on_step,
+                       labelled=labelled, mix_simulated=mix_simulated)
     console.print(f"best validation loss {result['best_val_loss']:.5f} after {result['steps']} steps "
                   f"({result['time_s']:.0f} s); best checkpoint: {result['best']}")

@@ -150,7 +150,7 @@ def read_ptynet(path: str | Path) -> Scan:
                         meta=meta))
 
 
-def load_any(path: str | Path, *, lazy: bool = True, validate: bool = True) -> Scan:
+def load_any(path: str | Path, *, lazy: bool = True, validate: bool = True, frames: str | None = None) -> Scan:
     """Read a scan in any supported layout (see the module docstring), dispatching on content and suffix.
 
     Parameters
@@ -162,13 +162,23 @@ def load_any(path: str | Path, *, lazy: bool = True, validate: bool = True) -> S
     validate : bool
         Check every CXI frame for NaN/Inf/negative counts while opening (one full read). Streaming callers
         that check each chunk themselves (``ptyfast reconstruct``) pass False.
+    frames : str, optional
+        ``START:STOP[:STEP]`` frame selection (:func:`ptyfast.scan.parse_frames`, the CLI's ``--frames``).
 
     Raises
     ------
     InputError
         Missing file or an unrecognised layout, naming what is accepted.
     """
-    path = Path(path)
+    from ptyfast.io.atomic import register_input
+    from ptyfast.scan import parse_frames
+
+    register_input(path)
+    scan = _load_layout(Path(path), lazy=lazy, validate=validate)
+    return scan.select(parse_frames(frames, scan.n_frames)) if frames else scan
+
+
+def _load_layout(path: Path, *, lazy: bool, validate: bool) -> Scan:
     if path.is_dir():
         return read_ptynet(path)
     if not path.is_file():

@@ -70,6 +70,7 @@ ALGORITHMS = ("epie", "rpie")
 #: regularisation weights of Maiden et al. 2017, Table 1 (0.05–0.25 recommended; Pty-Chi's default 0.1).
 DEFAULT_PARAMETERS = {"epie": (1.0, 1.0), "rpie": (0.1, 0.1)}
 INIT_CHOICES = ("flat", "random")
+DIVERGENCE_FACTOR = 10.0  # an error this many times its best so far ends the run as diverged (best iterate kept)
 
 ProgressFn = Callable[[int, int, float], Any]
 
@@ -450,9 +451,10 @@ def refine(
     errors: list[float] = []
     timings: list[float] = []
     diverged, message = False, ""
+    best: tuple = (math.inf, -1, None, None)  # lowest error so far: (error, iteration, object, probe)
     for it in range(iterations):
         t0 = time.perf_counter()
-        good_obj, good_probe = engine.obj.copy(), engine.probe.copy()
+        good_obj, good_probe = (best[2], best[3]) if best[2] is not None else (engine.obj.copy(), engine.probe.copy())
         order = rng.permutation(n)
         do_probe = update_probe and it >= probe_start
         err = 0.0
@@ -475,6 +477,15 @@ def refine(
         errors.append(e)
         if progress is not None:
             progress(it + 1, iterations, e)
+        if e < best[0]:
+            best = (e, it, engine.obj.copy(), engine.probe.copy())
+        elif e > DIVERGENCE_FACTOR * best[0]:  # finite but runaway (seen with probe updates on real data)
+            engine.obj[...], engine.probe[...] = best[2], best[3]
+            diverged = True
+            message = (f"{algorithm} diverged: the error grew from {best[0]:.4g} (iteration {best[1] + 1}) to "
+                       f"{e:.4g} (iteration {it + 1}); kept the iterate of iteration {best[1] + 1} — lower "
+                       "alpha/beta, start probe updates later or use fewer iterations.")
+            break
         if target_error is not None and e <= target_error:
             message = f"reached the target error {target_error:.4g} at iteration {it + 1}."
             break

@@ -89,6 +89,16 @@ def read_init_object(path: str | Path) -> np.ndarray:
     return obj.astype(np.complex64)
 
 
+def read_init(path: str | Path) -> dict:
+    """``--init FILE``: its ``object``, the scan coordinates of the object's pixel (0, 0) (``origin``, zero
+    when absent) and its ``probe`` (None when absent), so refinement starts exactly where the file left off."""
+    obj = read_init_object(path)
+    with h5py.File(path, "r") as f:
+        origin = tuple(float(v) for v in f["origin"][()]) if "origin" in f else (0.0, 0.0)
+        probe = np.asarray(f["probe"][()], np.complex64) if "probe" in f else None
+    return {"object": obj, "origin": origin, "probe": probe}
+
+
 def save_pngs(result, stem: str | Path, *, crop: bool = True) -> list[Path]:
     """Amplitude, phase, probe (amplitude | phase) and error-curve PNGs beside ``stem`` (Agg, no display).
 

@@ -35,7 +35,7 @@ from ptyfast.io.images import read_image
 from ptyfast.models import build_model, count_parameters, get_entry
 from ptyfast.models.checkpoint import read_checkpoint, save_checkpoint
 from ptyfast.models.manifest import Manifest, probe_hash
-from ptyfast.training.data import DataOptions, PatternSampler, build_pool, fixed_set, list_images
+from ptyfast.training.data import DataOptions, PatternSampler, build_pool, fixed_set, list_images, lit_mask
 from ptyfast.training.loss import LOSSES, learning_figures, loss_function
 
 
@@ -224,8 +224,14 @@ def train(
     probe: np.ndarray,
     resume: bool = False,
     progress: Callable[[int, dict], None] | None = None,
+    labelled: dict | None = None,
+    mix_simulated: float = 0.0,
 ) -> dict:
     """Train ``options.model``; write ``last.pt`` (resumable) and ``best.pt`` (lowest validation loss).
+
+    ``labelled`` (from :func:`ptyfast.training.labels.build_labelled`) trains on measured patterns and
+    reference-reconstruction labels instead of simulated objects; ``mix_simulated`` is then the fraction of
+    each batch simulated from the references' objects (and ``images``, when given) with the scan's probe.
 
     Returns a summary dict (also stored in the manifest's ``training`` field).
     """
@@ -250,20 +256,36 @@ def train(
     # Data: images split by sorted order; the validation set uses held-out images only.
     files = list_images(images) if images else []
     arrays = [read_image(f) for f in files]
-    n_val = int(round(len(arrays) * options.val_fraction)) if len(arrays) >= 4 else 0
+    n_val = int(round(len(arrays) * options.val_fraction)) if len(arrays) >= 4 and labelled is None else 0
     train_imgs, val_imgs = arrays[: len(arrays) - n_val], arrays[len(arrays) - n_val :]
     pool_rng = np.random.default_rng(options.seed)
-    pool = build_pool(train_imgs, options.data, pool_rng)
-    val_opts = DataOptions(**{**asdict(options.data), "pool_size": max(8, options.data.pool_size // 8)})
     val_seed = options.seed if options.val_seed is None else options.val_seed
-    val_pool = build_pool(val_imgs, val_opts, np.random.default_rng(val_seed + 10_000))
-    val = fixed_set(PatternSampler(val_pool, probe, options.data, val_seed + 20_000), options.val_size)
-    sampler = PatternSampler(pool, probe, options.data, np.random.default_rng([options.seed, rank]))
+    if labelled is None:
+        pool = build_pool(train_imgs, options.data, pool_rng)
+        val_opts = DataOptions(**{**asdict(options.data), "pool_size": max(8, options.data.pool_size // 8)})
+        val_pool = build_pool(val_imgs, val_opts, np.random.default_rng(val_seed + 10_000))
+        val = fixed_set(PatternSampler(val_pool, probe, options.data, val_seed + 20_000), options.val_size)
+        sampler = PatternSampler(pool, probe, options.data, np.random.default_rng([options.seed, rank]))
+        obj_mean, std = object_statistics(pool)
+    else:
+        from ptyfast.training.labels import LabelledSampler
+
+        lit = lit_mask(probe)
+        tr, va = labelled["train"], labelled["val"]
+        val = (va.x, va.amplitude, va.phase, np.broadcast_to(lit, va.amplitude.shape).astype(np.float32))
+        simulated = None
+        if mix_simulated > 0:
+            sim_pool = labelled["pool"] + (build_pool(train_imgs, options.data, pool_rng) if train_imgs else [])
+            simulated = PatternSampler(sim_pool, probe, options.data, np.random.default_rng([options.seed, rank]))
+        sampler = LabelledSampler(tr, lit, np.random.default_rng([options.seed, rank]), simulated=simulated,
+                                  mix=mix_simulated)
+        amp, pha = tr.amplitude[:, lit], tr.phase[:, lit]
+        obj_mean = (float(amp.mean()), float(pha.mean()))
+        std = (max(float(amp.std()), 1e-3), max(float(pha.std()), 1e-3))
 
     torch.manual_seed(options.seed)
     model = build_model(options.model)
     init_weights(model)
-    obj_mean, std = object_statistics(pool)
     heads = prepare_heads(model, obj_mean, std, options)
     if options.init_from:
         ck = read_checkpoint(options.init_from)
@@ -307,6 +329,8 @@ def train(
                 f", {torch.cuda.get_device_name()}" if device.type == "cuda" else ""),
             "processes": world, "amp": options.amp, "schedule": options.schedule, "lr": options.lr,
             "lr_min": options.lr_min, "images_train": len(train_imgs), "images_val": len(val_imgs),
+            **({"labelled_frames_train": len(labelled["train"].x), "labelled_frames_val": len(labelled["val"].x),
+                "labels": labelled.get("sources", []), "mix_simulated": mix_simulated} if labelled else {}),
             "procedural_fraction": options.data.procedural_fraction, "noise_fraction": options.data.noise_fraction,
             "random_probes": options.data.random_probes, "seed": options.seed, "val_seed": val_seed,
             "transform": options.data.transform, "photons": list(options.data.photons),

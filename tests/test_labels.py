@@ -1,0 +1,110 @@
+"""Training on measured patterns labelled by a reference reconstruction (train --labels), --frames, and
+refinement started from a network's result. Real HDF5 files, real training, the real CLI."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cli_helpers import assert_one_line_error
+from ptyfast.cli import _load_commands, app
+
+_load_commands()
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def labelled_case(tmp_path_factory):
+    """A 64² scan of a known object (169 frames in 13 rows) and a reference file holding that object."""
+    from ptyfast.io import write_cxi
+    from ptyfast.kernels.numpy_twins import overlap_add
+    from ptyfast.physics import fresnel_probe, random_object, raster_positions
+    from ptyfast.physics.simulate import simulate_scan
+
+    d = tmp_path_factory.mktemp("labels")
+    rng = np.random.default_rng(5)
+    probe = fresnel_probe((64, 64), pixel_size=1e-6 / 64, photons=1e6)
+    obj = random_object((256, 256), rng)
+    pos = raster_positions(obj.shape, probe.shape, overlap=0.75)
+    scan = simulate_scan(obj, probe, pos, rng=rng)
+    path = write_cxi(d / "scan.cxi", scan)
+    weight = overlap_add(np.zeros(obj.shape, np.float32),
+                         np.broadcast_to(np.abs(probe) ** 2, (len(pos),) + probe.shape), pos)
+    ref = d / "truth_ref.h5"
+    with h5py.File(ref, "w") as f:
+        f["object"], f["weight"], f["origin"] = obj.astype(np.complex64), weight, np.zeros(2)
+        f["probe"], f["positions"] = probe.astype(np.complex64), pos
+    return d, path, ref, len(pos)
+
+
+def test_train_on_labels_then_reconstruct_the_other_half(labelled_case):
+    d, scan, ref, n = labelled_case
+    half = (n // 2 // 13) * 13  # whole rows: the upper rows train, the lower rows are never seen
+    run_dir = d / "run"
+    r = run("train", scan, "--labels", ref, "--frames", f"0:{half}", "-o", run_dir, "--steps", "300",
+            "--batch", "32", "--val-every", "100", "--threads", "2", "--mix-simulated", "0.5")
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((run_dir / "best.json").read_text())
+    assert manifest["input_size"] == [64, 64] and manifest["training"]["labelled_frames_train"] > 0
+    out = d / "nn_lower.h5"
+    r = run("reconstruct", scan, "--frames", f"{half}:{n}", "--model", run_dir / "best.pt", "-o", out, "--no-png")
+    assert r.exit_code == 0, r.output
+    r = run("evaluate", out, "--truth", scan, "--json", d / "q.json")
+    assert r.exit_code == 0, r.output
+    q = json.loads((d / "q.json").read_text())
+    assert q["reconstruction"]["phase_psnr"] > q["flat"]["phase_psnr"] + 3, q
+    assert q["reconstruction"]["amplitude_psnr"] > q["flat"]["amplitude_psnr"] + 3, q
+    # refinement from the network's object (its grid origin and probe) beats the same iterations from flat
+    r1 = run("refine", scan, "--frames", f"{half}:{n}", "--init", out, "-n", "3", "-o", d / "from_nn.h5", "--no-png")
+    r2 = run("refine", scan, "--frames", f"{half}:{n}", "-n", "3", "-o", d / "from_flat.h5", "--no-png")
+    assert r1.exit_code == 0 and r2.exit_code == 0, r1.output + r2.output
+    with h5py.File(d / "from_nn.h5") as a, h5py.File(d / "from_flat.h5") as b:
+        assert a["errors"][0] < b["errors"][0] and a["errors"][-1] < b["errors"][-1]
+
+
+def test_frames_option_selects_and_refuses(labelled_case, tmp_path):
+    _, scan, _, n = labelled_case
+    r = run("info", scan, "--frames", "10:20")
+    assert r.exit_code == 0 and "10 × 64×64" in r.stdout
+    for bad, msg in (("5:2", "selects no frames"), ("a:b", "START:STOP"), ("0:10:0", "step"), (f"{n}", "frames 0 to"),
+                     ("1:2:3:4", "START:STOP")):
+        assert_one_line_error(run("info", scan, "--frames", bad), msg)
+        assert_one_line_error(run("reconstruct", scan, "--frames", bad, "-o", tmp_path / "r.h5"), msg)
+
+
+def test_label_errors(labelled_case, tmp_path):
+    d, scan, ref, n = labelled_case
+    out = tmp_path / "run"
+    # a reference that covers only part of the object: frames outside it have no label
+    part = tmp_path / "part.h5"
+    with h5py.File(ref) as src, h5py.File(part, "w") as f:
+        for k in src:
+            f[k] = src[k][()]
+        w = f["weight"][()]
+        w[128:] = 0
+        f["weight"][...] = w
+    assert_one_line_error(run("train", scan, "--labels", part, "-o", out, "--steps", "1"), "does not cover")
+    # a reference of another pattern size
+    other = tmp_path / "other.h5"
+    with h5py.File(ref) as src, h5py.File(other, "w") as f:
+        for k in src:
+            f[k] = src[k][()]
+        del f["probe"]
+        f["probe"] = np.ones((32, 32), np.complex64)
+    assert_one_line_error(run("train", scan, "--labels", other, "-o", out, "--steps", "1"), "32×32 probe")
+    # overlapping training and validation frames, an empty selection, unpaired scans and references
+    assert_one_line_error(run("train", scan, "--labels", ref, "--frames", "0:50", "--val-frames", "40:60", "-o", out,
+                              "--steps", "1"), "share 10 frames")
+    assert_one_line_error(run("train", scan, "--labels", ref, "--frames", "9:9", "-o", out, "--steps", "1"),
+                          "selects no frames")
+    assert_one_line_error(run("train", scan, scan, "--labels", ref, "-o", out, "--steps", "1"), "one --labels")
+    assert_one_line_error(run("train", "--frames", "0:5", "-o", out, "--steps", "1"), "with --labels only")
+    assert not out.exists() or not any(out.glob("*.pt"))
