@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ptyfast.cli.app import command, console
+from ptyfast.cli.app import Frames, command, console
 
 
 @command("finetune")
@@ -44,6 +44,7 @@ def finetune_cmd(
     amp: Annotated[str, typer.Option("--amp", help="bf16 autocast for the network (FFT stays fp32) or "
                                      "none.")] = "bf16",
     threads: Annotated[int, typer.Option("--threads", min=0, help="torch CPU threads (0 = default).")] = 0,
+    frames: Frames = None,
     fit: Annotated[str, typer.Option("--fit", help="Adapt frames to the model input: none, crop, bin, pad "
                                      "(as reconstruct --fit).")] = "none",
     seed: Annotated[int, typer.Option("--seed", help="Shuffling seed.")] = 0,
@@ -83,7 +84,7 @@ def finetune_cmd(
         bar.update(task, completed=epoch, loss=info["loss"], r=info["r_factor"], s=info["scale"])
 
     try:
-        result, written = finetune_file(scan, model=model, probe=probe, output=output, options=opts,
+        result, written = finetune_file(scan, model=model, probe=probe, output=output, options=opts, frames=frames,
                                         progress=on_epoch, on_start=on_start)
     finally:
         bar.stop()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Optional
 
+import numpy as np
 import typer
 
 from ptyfast.cli.app import Frames, command, console
@@ -143,6 +144,12 @@ def train_cmd(
                 fields["pps"] = info["patterns_per_s"]
             bar.update(task, completed=step, **fields)
 
+        if labelled:  # reconstruct checks later scans against the probe the model learned (PROBE_FILE)
+            from ptyfast.io.atomic import atomic_path
+            from ptyfast.runtime.reconstruct import PROBE_FILE
+
+            with atomic_path(output / PROBE_FILE) as tmp, open(tmp, "wb") as fh:
+                np.save(fh, p)
         result = train(list(images or []), output, opts, probe=p, resume=resume, progress=on_step,
                        labelled=labelled, mix_simulated=mix_simulated)
     console.print(f"best validation loss {result['best_val_loss']:.5f} after {result['steps']} steps "

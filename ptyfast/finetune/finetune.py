@@ -808,6 +808,7 @@ def finetune_file(
     device="cpu",
     progress: Callable[[int, dict], None] | None = None,
     on_start: Callable[[dict], None] | None = None,
+    frames: str | None = None,
 ) -> tuple[FinetuneResult, dict[str, Path]]:
     """Load a scan and a model, fine-tune, and write the new model (the ``ptyfast finetune`` command).
 
@@ -834,7 +835,7 @@ def finetune_file(
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(f"cannot write {out}: directory {parent} does not exist; create it first.")
-    scan = load_any(scan_path)
+    scan = load_any(scan_path, frames=frames)
     src = str(scan_path)
     if scan.near_field:
         raise InputError(f"{src} is near-field data; fine-tuning uses the far-field model and cannot use it.")

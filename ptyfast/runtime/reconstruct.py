@@ -19,21 +19,29 @@ from ptyfast.scan import Scan
 PROBE_SIMILARITY_MIN = 0.9
 
 
-def model_probe(manifest) -> np.ndarray | None:
-    """The probe a model was trained for, when ptyfast knows it (a bundled probe: default or paper)."""
-    for p in (default_probe(), paper_probe()):
+PROBE_FILE = "probe.npy"  # the probe a model trained on measured data was trained for, beside its weights
+
+
+def model_probe(manifest, model_path=None) -> np.ndarray | None:
+    """The probe a model was trained for, when ptyfast knows it: a bundled probe (default or paper), or the
+    ``probe.npy`` that ``train --labels`` writes beside the weights (used only if its hash is the manifest's)."""
+    candidates = [default_probe(), paper_probe()]
+    if model_path is not None and (Path(model_path).parent / PROBE_FILE).is_file():
+        candidates.append(np.load(Path(model_path).parent / PROBE_FILE))
+    for p in candidates:
         if manifest.probe_sha256 and manifest.probe_sha256 == probe_hash(p):
-            return p
+            return np.asarray(p, np.complex64)
     return None
 
 
-def choose_probe(scan: Scan, manifest, *, fit: str, allow_mismatch: bool) -> tuple[np.ndarray | None, str]:
+def choose_probe(scan: Scan, manifest, *, fit: str, allow_mismatch: bool, model_path=None
+                 ) -> tuple[np.ndarray | None, str]:
     """The probe used for stitching weights and the consistency pass, and a note on where it came from.
 
     Refuses a scan whose probe differs from the model's training probe (|⟨P_scan, P_model⟩| normalised
     below 0.9), because the network's mapping is probe-specific.
     """
-    known = model_probe(manifest)
+    known = model_probe(manifest, model_path)
     size = tuple(manifest.input_size)
     if scan.probe is None:
         if known is not None:
@@ -50,6 +58,12 @@ def choose_probe(scan: Scan, manifest, *, fit: str, allow_mismatch: bool) -> tup
             )
         return probe, f"the scan's probe (similarity to the model's probe {sim:.3f})"
     return probe, "the scan's probe"
+
+
+def _given_model_file(spec) -> Path | None:
+    """The model file the user named (its folder may hold the training probe); a backend may run a cached
+    ONNX conversion of it from elsewhere."""
+    return Path(spec) if spec and Path(spec).is_file() else None
 
 
 @dataclass
@@ -94,7 +108,8 @@ def run_reconstruct(scan: Scan, job: ReconstructJob, *, backend=None, reason: st
         manifest = backend.manifest
         check_far_field(scan)
         check_frame_size(scan, manifest, job.fit)
-        probe, probe_note = choose_probe(scan, manifest, fit=job.fit, allow_mismatch=job.allow_probe_mismatch)
+        probe, probe_note = choose_probe(scan, manifest, fit=job.fit, allow_mismatch=job.allow_probe_mismatch,
+                                         model_path=_given_model_file(job.model) or backend.model_path)
         align = job.align_phase if job.align_phase is not None else manifest.phase_offsets == "free"
         rec = reconstruct_scan(scan, backend, batch=job.batch, chunk=job.chunk, fit=job.fit,
                                weighting=job.weighting, align_phase=align,

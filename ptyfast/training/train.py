@@ -216,6 +216,17 @@ def prepare_heads(model, mean: tuple[float, float], std: tuple[float, float], op
     return "bounded heads"
 
 
+def align_label_phase(labelled: dict, sampler, delta: float) -> str:
+    """Add ``delta`` rad to every label phase (and the simulated pool objects): a reference reconstruction's
+    global phase is arbitrary, so choose it where the continued model's outputs already are, instead of
+    spending the first steps (and the learnt structure) on moving its mean."""
+    for part in (labelled["train"], labelled["val"]):
+        part.phase[...] = np.angle(np.exp(1j * (part.phase + delta)))
+    for obj in labelled["pool"]:
+        obj *= np.complex64(np.exp(1j * delta))
+    return f"label phases shifted by {delta:+.3f} rad to the model's mean phase"
+
+
 def train(
     images: list[Path],
     out_dir: Path,
@@ -295,6 +306,8 @@ def train(
             raise InputError(f"{options.init_from} does not hold '{options.model}' weights.") from None
         if hasattr(getattr(model, "heads", None), "std"):
             std = tuple(float(v) for v in model.heads.std)
+            if labelled is not None:
+                heads += "; " + align_label_phase(labelled, sampler, float(model.heads.mean[1]) - obj_mean[1])
         heads += f"; initialised from {Path(options.init_from).name}"
     model = model.to(device)
     if options.channels_last:
