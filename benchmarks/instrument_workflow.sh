@@ -3,12 +3,12 @@
 # windows → reconstruct the held-out lower half at network speed → compare with rPIE of the whole scan →
 # refine the lower half from the network's result. Usage:
 #   bash benchmarks/instrument_workflow.sh [OUT_DIR] [STEPS]
-# Needs ../shared/data (or $PTYFAST_SHARED_DATA); about 30 minutes on 2 cores with the default 7000 steps.
+# Needs ../shared/data (or $PTYFAST_SHARED_DATA); about 10 minutes on 2 cores with the default 1500 steps.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 data="${PTYFAST_SHARED_DATA:-$here/../shared/data}"
 out="${1:-runs/instrument}"
-steps="${2:-7000}"
+steps="${2:-1500}"
 mkdir -p "$out"
 cd "$out"
 t() { /usr/bin/time -f "%e" -o .t "$@"; cat .t; }

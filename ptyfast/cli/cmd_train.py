@@ -60,7 +60,7 @@ def train_cmd(
                              "--frames, a separate region of a row-ordered scan).")] = None,
     mix_simulated: Annotated[float, typer.Option(
         "--mix-simulated", min=0, max=0.95, help="--labels: fraction of each batch simulated from the reference "
-                                                  "objects with the scan's probe.")] = 0.0,
+                                                  "objects with its refined probe.")] = 0.0,
 ) -> None:
     """Train a model on simulated diffraction (objects from images + procedural objects), or on measured
     scans with labels from a reference reconstruction (--labels)."""

@@ -9,8 +9,10 @@ network must predict for that pattern.
 Augmentation is limited to what the physics allows. Flips and rotations of a pattern correspond to a flipped
 *probe* as well, so they would teach the network another instrument: not used. What is used (``--mix
 -simulated``): extra patterns simulated with the forward model from the reference object itself at random
-sub-pixel positions inside its well-covered region, with the scan's probe and photon count (Poisson noise) —
-new positions of the same sample under the same probe, as the iterative solver itself models them.
+sub-pixel positions inside its well-covered region, with the reference's own refined probe (the one its
+object is consistent with; the probe stored in a scan can be far from it: similarity 0.60 on the Siemens
+star) at the scan's photon count — new positions of the same sample under the same probe, as the iterative
+solver itself models them.
 """
 
 from __future__ import annotations
@@ -162,7 +164,7 @@ def build_labelled(scans: list[Path], references: list[Path], *, frames: str | N
     if len(scans) != len(references):
         raise InputError(f"give one --labels reference per scan: {len(scans)} scan(s), {len(references)} "
                          "reference(s), paired in order.")
-    train_parts, val_parts, pool, probe = [], [], [], None
+    train_parts, val_parts, pool, probe, sim_probe = [], [], [], None, None
     for scan_path, ref_path in zip(scans, references):
         whole = load_any(scan_path)
         if whole.near_field:
@@ -172,7 +174,7 @@ def build_labelled(scans: list[Path], references: list[Path], *, frames: str | N
         ref = read_reference(ref_path)
         p = scan_probe(whole, ref, ref_path)
         if probe is None:
-            probe = p
+            probe, sim_probe = p, np.asarray(ref["probe"], np.complex64)
         elif p.shape != probe.shape:
             raise InputError(f"{scan_path} has {p.shape[0]}×{p.shape[1]} patterns but the first scan "
                              f"{probe.shape[0]}×{probe.shape[1]}; one model learns one pattern size.")
@@ -186,7 +188,7 @@ def build_labelled(scans: list[Path], references: list[Path], *, frames: str | N
             val_parts.append(data.take(va))
         pool.append(covered_object(ref))
     return {"train": LabelledSet.join(train_parts), "val": LabelledSet.join(val_parts), "probe": probe,
-            "pool": pool}
+            "pool": pool, "sim_probe": sim_probe}
 
 
 def remove_global_phase(ref: dict) -> np.ndarray:

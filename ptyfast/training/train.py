@@ -287,7 +287,8 @@ def train(
         simulated = None
         if mix_simulated > 0:
             sim_pool = labelled["pool"] + (build_pool(train_imgs, options.data, pool_rng) if train_imgs else [])
-            simulated = PatternSampler(sim_pool, probe, options.data, np.random.default_rng([options.seed, rank]))
+            simulated = PatternSampler(sim_pool, labelled["sim_probe"], options.data,
+                                       np.random.default_rng([options.seed, rank]))
         sampler = LabelledSampler(tr, lit, np.random.default_rng([options.seed, rank]), simulated=simulated,
                                   mix=mix_simulated)
         amp, pha = tr.amplitude[:, lit], tr.phase[:, lit]
