@@ -21,6 +21,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft
 
+from ptyfast import threads
+
 #: Relative floor of :func:`stitch`: pixels whose summed weight is below ``floor * max(weight_map)``
 #: are divided by that floor instead (so unvisited pixels come out 0, not NaN).
 STITCH_FLOOR = 1e-6
@@ -233,12 +235,12 @@ def normalise(num, weight_map, *, floor=STITCH_FLOOR):
 # ------------------------------------------------------------------------------- propagation, projection
 def far_field(exit_wave):
     """``fftshift(fft2(ψ, norm="ortho"))`` over the last two axes (scipy.fft, all threads)."""
-    return np.fft.fftshift(scipy.fft.fft2(exit_wave, axes=(-2, -1), norm="ortho", workers=-1), axes=(-2, -1))
+    return np.fft.fftshift(scipy.fft.fft2(exit_wave, axes=(-2, -1), norm="ortho", workers=threads.get()), axes=(-2, -1))
 
 
 def back_propagate(wave):
     """``ifft2(ifftshift(Ψ), norm="ortho")``, the inverse of :func:`far_field`."""
-    return scipy.fft.ifft2(np.fft.ifftshift(wave, axes=(-2, -1)), axes=(-2, -1), norm="ortho", workers=-1)
+    return scipy.fft.ifft2(np.fft.ifftshift(wave, axes=(-2, -1)), axes=(-2, -1), norm="ortho", workers=threads.get())
 
 
 def _mask_array(mask, shape):
@@ -324,7 +326,7 @@ def project_exit_waves(psi, intensity, mask=None):
     m = _mask_array(mask, psi.shape)
     iu = np.fft.ifftshift(intensity, axes=(-2, -1))
     mu = None if m is None else np.fft.ifftshift(m, axes=(-2, -1))
-    big = scipy.fft.fft2(psi, axes=(-2, -1), norm="ortho", workers=-1)
+    big = scipy.fft.fft2(psi, axes=(-2, -1), norm="ortho", workers=threads.get())
     err = _project(big, iu, mu, big)
-    out = scipy.fft.ifft2(big, axes=(-2, -1), norm="ortho", workers=-1, overwrite_x=True)
+    out = scipy.fft.ifft2(big, axes=(-2, -1), norm="ortho", workers=threads.get(), overwrite_x=True)
     return out, err.astype(psi.real.dtype)

@@ -50,7 +50,8 @@ def reconstruct_cmd(
     refine: Annotated[Optional[str], typer.Option(help="Refine the network's result: rpie or epie.")] = None,
     iterations: Annotated[int, typer.Option(min=1, help="Refinement iterations.")] = 50,
     png: Annotated[bool, typer.Option("--png/--no-png", help="Write PNG previews.")] = True,
-    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads (default: all cores).")] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for every library: torch, ONNX Runtime, "
+                                                                      "scipy.fft, BLAS (default: the usable cores).")] = None,
     frames: Frames = None,
 ) -> None:
     """Reconstruct scans with a trained network: stream, infer, stitch, check consistency, write results."""
@@ -61,6 +62,9 @@ def reconstruct_cmd(
     from ptyfast.runtime.output import save_previews, write_reconstruction
     from ptyfast.runtime.reconstruct import ReconstructJob, run_reconstruct
 
+    from ptyfast import threads as thread_setting
+
+    thread_setting.set_threads(threads)  # torch, ONNX Runtime, scipy.fft and BLAS alike
     if refine not in (None, "rpie", "epie"):
         raise InputError(f"--refine must be rpie or epie; found '{refine}'.")
     many = len(scans) > 1

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import signal
 import tempfile
 from contextlib import contextmanager
@@ -105,9 +106,18 @@ def check_writable(final: str | Path) -> Path:
     return final
 
 
+def _errno(exc: BaseException) -> int | None:
+    """The errno of an OSError, or the one HDF5 writes into its message ("errno = 28") when h5py raises
+    another type (a failed metadata flush surfaces as RuntimeError)."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return exc.errno
+    found = re.search(r"errno = (\d+)", str(exc)) if isinstance(exc, Exception) else None
+    return int(found.group(1)) if found else None
+
+
 def is_disk_full(exc: BaseException) -> bool:
-    """True for the errors a full file system, a quota or a file-size limit raise (h5py keeps the errno)."""
-    return isinstance(exc, OSError) and exc.errno in _DISK_FULL
+    """True for the errors a full file system, a quota or a file-size limit raise."""
+    return _errno(exc) in _DISK_FULL
 
 
 def _mount_point(path: Path) -> Path:
@@ -117,16 +127,17 @@ def _mount_point(path: Path) -> Path:
     return path
 
 
-def disk_full_error(final: Path, exc: OSError) -> OutputError:
+def disk_full_error(final: Path, exc: BaseException) -> OutputError:
     """One sentence for a write that ran out of space (or hit a quota / RLIMIT_FSIZE)."""
-    if exc.errno == errno.EFBIG:
+    code = _errno(exc)
+    if code == errno.EFBIG:
         return OutputError(f"the file-size limit (ulimit -f) was reached while writing {final}; nothing was "
                            "written; raise the limit or choose another -o.")
     import shutil
 
     mount = _mount_point(final.parent)
     free = shutil.disk_usage(mount).free
-    what = "quota exceeded" if exc.errno == errno.EDQUOT else "no space left"
+    what = "quota exceeded" if code == errno.EDQUOT else "no space left"
     return OutputError(f"{what} on {mount} ({free / 2**20:.1f} MiB free) while writing {final}; nothing was "
                        "written; free some space or choose another -o.")
 
@@ -184,7 +195,9 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     ------
     Path
         An (empty, already created) temporary file in the same directory, mode ``0o666 & ~umask``; write to it
-        by name (``h5py.File(tmp, "w")``, ``torch.save(obj, tmp)``, ...).
+        by name (``h5py.File(tmp, "w", rdcc_nbytes=0)``, ``torch.save(obj, tmp)``, ...). HDF5 writers pass
+        ``rdcc_nbytes=0``: with no chunk cache a full disk fails the write call itself, not a dataset's
+        deallocation, where h5py can only print the error and HDF5 later crashes.
 
     Notes
     -----

@@ -313,7 +313,7 @@ def write_cxi(path: str | Path, scan: Scan, *, chunk: int = 64, compression: str
     geo = scan.geometry
     dx = geo.object_pixel_size(h)
     src = str(scan.meta.get("source", "the scan"))
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w", rdcc_nbytes=0) as f:
         f["cxi_version"] = CXI_VERSION
         f["number_of_entries"] = 1
         e = f.create_group("entry_1")

@@ -25,4 +25,7 @@ def fft_module(xp):
 
 
 def fft_workers(xp) -> dict:
-    return {"workers": -1} if xp is np else {}
+    """``scipy.fft`` workers: the process's thread setting (:mod:`ptyfast.threads`); CuPy takes none."""
+    from ptyfast import threads
+
+    return {"workers": threads.get()} if xp is np else {}

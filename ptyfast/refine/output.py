@@ -51,7 +51,7 @@ def write_refine_h5(path: str | Path, result, *, provenance: dict | None = None,
     weight = overlap_add(np.zeros(obj.shape, np.float32),
                          np.broadcast_to(np.abs(probe) ** 2, (len(positions),) + probe.shape), positions)
     with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
+        with h5py.File(tmp, "w", rdcc_nbytes=0) as f:
             f["object"] = obj
             f["amplitude"] = np.abs(obj).astype(np.float32)
             f["phase"] = np.angle(obj).astype(np.float32)

@@ -15,7 +15,6 @@ ONNX Runtime CUDA, then ONNX Runtime CPU, then torch, returning a sentence that 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -34,11 +33,10 @@ TORCH_PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def cpu_threads() -> int:
-    """Cores this process may use (affinity-aware)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
+    """Threads ptyfast computes with (:func:`ptyfast.threads.get`: ``--threads``, else the usable cores)."""
+    from ptyfast import threads
+
+    return threads.get()
 
 
 class Backend:
@@ -182,7 +180,7 @@ class TorchBackend(Backend):
     precision : {"fp32", "bf16", "fp16"}
         fp16 needs CUDA.
     threads : int, optional
-        ``torch.set_num_threads`` on CPU (default: leave torch's setting).
+        ``torch.set_num_threads`` on CPU (default: the process's setting, :mod:`ptyfast.threads`).
     """
 
     name = "torch"
@@ -203,8 +201,8 @@ class TorchBackend(Backend):
             raise InputError("PyTorch sees no CUDA device; use --device cpu.")
         if precision == "fp16" and device != "cuda":
             raise InputError("fp16 on the torch backend needs CUDA; use --precision bf16 on the CPU.")
-        if threads and device == "cpu":
-            torch.set_num_threads(threads)
+        if device == "cpu":
+            torch.set_num_threads(threads or cpu_threads())
         model, manifest = load_checkpoint(checkpoint)
         self._torch = torch
         self._channels_last = precision != "fp32" or device == "cuda"

@@ -1,0 +1,43 @@
+"""One CPU-thread setting for everything ptyfast computes with: torch, ONNX Runtime, ``scipy.fft`` and
+numpy's BLAS (through threadpoolctl). ``reconstruct --threads N`` sets it; the default is the cores this
+process may use (``os.sched_getaffinity``), so a job pinned by a batch scheduler stays on its cores."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+_threads: int | None = None
+_blas_limit = None  # the threadpoolctl controller, kept alive so its limit holds
+
+
+def available() -> int:
+    """Cores this process may use (affinity-aware)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+def get() -> int:
+    """The thread count in force: the one set with :func:`set_threads`, else :func:`available`."""
+    return _threads or available()
+
+
+def set_threads(n: int | None) -> int:
+    """Use ``n`` threads (None: all available) in every library; returns the count in force.
+
+    torch is only configured when it is already imported (importing it costs a second); the backends pass the
+    same count to torch and ONNX Runtime when they load."""
+    global _threads, _blas_limit
+    _threads = int(n) if n else None
+    count = get()
+    try:
+        from threadpoolctl import threadpool_limits
+
+        _blas_limit = threadpool_limits(limits=count)
+    except ModuleNotFoundError:  # pragma: no cover - a dependency; absent only in odd installs
+        pass
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(count)
+    return count

@@ -1,0 +1,48 @@
+"""``--threads`` governs every library: one thread means one core's worth of CPU time."""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def test_set_threads_reaches_blas_and_fft():
+    from threadpoolctl import threadpool_info
+
+    from ptyfast import threads
+    from ptyfast.physics.xp import fft_workers
+
+    try:
+        assert threads.set_threads(1) == 1
+        assert fft_workers(np) == {"workers": 1}
+        assert all(pool["num_threads"] == 1 for pool in threadpool_info())
+        assert threads.set_threads(None) == threads.available()
+    finally:
+        threads.set_threads(None)
+
+
+def test_reconstruct_threads_one_uses_one_core(tmp_path):
+    """CPU time over wall time of the whole process stays near 1 (it would approach the core count when a
+    library ignored the setting and the machine had idle cores)."""
+    from ptyfast.io import write_cxi
+    from ptyfast.physics.probe import default_probe
+    from ptyfast.physics.scanpath import raster_positions
+    from ptyfast.scan import Scan
+
+    probe = default_probe()
+    pos = raster_positions((32 * 24 + 128, 32 * 24 + 128), probe.shape, overlap=0.75)
+    frames = np.random.default_rng(0).poisson(5.0, (len(pos), 128, 128)).astype(np.float32)
+    scan = write_cxi(tmp_path / "s.cxi", Scan(diffraction=frames, positions=pos, probe=probe))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "ptyfast", "reconstruct", str(scan), "-o", str(tmp_path / "r.h5"),
+                           "--threads", "1", "--no-png"], capture_output=True, text=True, timeout=600)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert proc.returncode == 0, proc.stderr
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert cpu / wall < 1.25, (cpu, wall)
