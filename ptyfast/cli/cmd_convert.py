@@ -14,12 +14,17 @@ from ptyfast.cli.app import OutPath, command, console
 def convert(
     source: Annotated[Path, typer.Argument(help="Input: CXI/HDF5, Tike .npz(.bz2), PtyNet .npz or directory.")],
     output: OutPath = Path("scan.cxi"),
+    compression: Annotated[str, typer.Option(help="Frame compression: none, gzip, lz4, bitshuffle-lz4 (Eiger), "
+                                                  "zstd or blosc-zstd.")] = "none",
 ) -> None:
     """Convert a scan to CXI."""
     from ptyfast.io import check_writable, load_any, write_cxi
 
+    from ptyfast.io.cxi import compression_filter
+
     check_writable(output)  # refuses an output that is the source (or a link to it)
+    compression_filter(compression)  # a bad name fails before any work
     scan = load_any(source)
-    write_cxi(output, scan)
+    write_cxi(output, scan, compression=compression)
     field = "near-field" if scan.near_field else "far-field"
     console.print(f"wrote {output}: {scan.n_frames} frames {scan.frame_shape[0]}×{scan.frame_shape[1]}, {field}")

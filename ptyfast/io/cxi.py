@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import h5py
+import hdf5plugin  # noqa: F401 - registers the detector filters (bitshuffle/LZ4, LZ4, Blosc, Blosc2, Zstd, ...)
 import numpy as np
 
 from ptyfast.errors import InputError
@@ -302,7 +303,8 @@ def write_cxi(path: str | Path, scan: Scan, *, chunk: int = 64, compression: str
     chunk : int
         Frames per read/validate/write step.
     compression : str, optional
-        h5py compression filter for the frames (e.g. ``"gzip"``); none by default (fastest).
+        Frame compression, one of :data:`COMPRESSIONS` (``bitshuffle-lz4`` is what Eiger detectors write);
+        none by default (fastest to read).
 
     Returns
     -------
@@ -331,7 +333,7 @@ def write_cxi(path: str | Path, scan: Scan, *, chunk: int = 64, compression: str
             for k in ("distance", "x_pixel_size", "y_pixel_size"):
                 det[k].attrs["units"] = "m"
         data = det.create_dataset(
-            "data", shape=(n, h, w), dtype=np.float32, chunks=(1, h, w), compression=compression
+            "data", shape=(n, h, w), dtype=np.float32, chunks=(1, h, w), **compression_filter(compression)
         )
         data.attrs["axes"] = "translation:y:x"
         data.attrs["units"] = "photons"
@@ -513,6 +515,33 @@ def read_cxi(
     return scan
 
 
+COMPRESSIONS = ("none", "gzip", "lz4", "bitshuffle-lz4", "zstd", "blosc-zstd")
+
+
+def compression_filter(name: str | None) -> dict:
+    """h5py ``create_dataset`` keywords for a frame compression named on the command line."""
+    name = (name or "none").lower()
+    if name not in COMPRESSIONS:
+        raise InputError(f"unknown compression '{name}'; choose one of {', '.join(COMPRESSIONS)}.")
+    return {"none": {}, "gzip": {"compression": "gzip", "compression_opts": 4},
+            "lz4": dict(hdf5plugin.LZ4()), "bitshuffle-lz4": dict(hdf5plugin.Bitshuffle(cname="lz4")),
+            "zstd": dict(hdf5plugin.Zstd()),
+            "blosc-zstd": dict(hdf5plugin.Blosc(cname="zstd", shuffle=hdf5plugin.Blosc.SHUFFLE))}[name]
+
+
+def check_filters(ds: h5py.Dataset, path: Path) -> None:
+    """Refuse a dataset compressed with an HDF5 filter this installation cannot decode (one sentence, naming
+    the filter), instead of a traceback at the first read."""
+    plist = ds.id.get_create_plist()
+    for i in range(plist.get_nfilters()):
+        code, _, _, name = plist.get_filter(i)
+        if not h5py.h5z.filter_avail(code):
+            label = name.decode(errors="replace") if isinstance(name, bytes) else str(name)
+            raise InputError(f"{path}: {ds.name} is compressed with HDF5 filter {code} ({label or 'unnamed'}), "
+                             "which this installation cannot decode; install its plugin (hdf5plugin covers the "
+                             "common detector filters) or set HDF5_PLUGIN_PATH.")
+
+
 def check_storage(ds: h5py.Dataset, path: Path) -> None:
     """Refuse a dataset whose bytes live elsewhere and are missing: HDF5 would return fill values (zeros)
     for a virtual dataset whose source file or dataset is gone, or for external raw files shorter than
@@ -555,6 +584,7 @@ def check_storage(ds: h5py.Dataset, path: Path) -> None:
 def _read_open(f: h5py.File, path: Path, *, lazy, validate, near_field, margin) -> Scan:
     data = _find(f, DATA_PATHS, "diffraction data", path)
     check_storage(data, path)
+    check_filters(data, path)
     shape = data.shape
     if len(shape) == 4 and shape[0] == 1:
         frames: Any = LazyFrames(data, lead=(0,))
