@@ -49,8 +49,8 @@ def require_tensorrt() -> str:
     version = tensorrt_version()
     if version is None:
         raise InputError(
-            "TensorRT is not installed (its wheels come from NVIDIA's package index: pip install tensorrt, on a "
-            "machine with an NVIDIA GPU); use --format onnx or --backend onnxruntime instead."
+            "TensorRT is not installed (pip install 'ptyfast[tensorrt]' --extra-index-url https://pypi.nvidia.com, "
+            "on a machine with an NVIDIA GPU and CUDA 12); use --format onnx or --backend onnxruntime instead."
         )
     return version
 

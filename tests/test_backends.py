@@ -126,3 +126,12 @@ def test_onnxruntime_backend_does_not_import_torch(ckpt, cache):
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_both_onnxruntime_packages_is_one_sentence():
+    from ptyfast.runtime.backends import onnxruntime_conflict
+
+    assert onnxruntime_conflict([("onnxruntime", "1.20.0")]) is None
+    msg = onnxruntime_conflict([("onnxruntime", "1.20.0"), ("onnxruntime-gpu", "1.20.0")])
+    assert "pip uninstall" in msg and msg.count(".") >= 1 and "\n" not in msg
+    assert onnxruntime_conflict() is None  # this environment has one of them

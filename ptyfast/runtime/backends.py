@@ -250,7 +250,33 @@ class TensorRTBackend(Backend):
 # -- making the files a backend needs ------------------------------------------------------------------------
 
 
+ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu")
+
+
+def onnxruntime_conflict(installed=None) -> str | None:
+    """One sentence when both the CPU and the GPU onnxruntime packages are installed: they share the
+    ``onnxruntime`` module, so whichever was installed last silently wins (and may lack the CUDA provider)."""
+    from importlib import metadata
+
+    if installed is None:
+        installed = []
+        for name in ORT_DISTRIBUTIONS:
+            try:
+                installed.append((name, metadata.version(name)))
+            except metadata.PackageNotFoundError:
+                pass
+    if len(installed) < 2:
+        return None
+    versions = ", ".join(f"{n} {v}" for n, v in installed)
+    return (f"both ONNX Runtime packages are installed ({versions}) and overwrite each other's module; keep "
+            "one: pip uninstall -y onnxruntime onnxruntime-gpu, then pip install onnxruntime (CPU) or "
+            "onnxruntime-gpu (CUDA).")
+
+
 def _import_onnxruntime():
+    conflict = onnxruntime_conflict()
+    if conflict:
+        raise InputError(conflict)
     try:
         import onnxruntime as ort
     except ModuleNotFoundError:
