@@ -25,13 +25,20 @@ def test_ptychonn_is_within_two_percent_of_1_25_million():
     assert abs(n - 1.25e6) / 1.25e6 < 0.02
 
 
+def test_ptychonet_has_dcgan_widths_and_the_papers_count():
+    # DCGAN widths 64-512 give 5,510,850: the 5,512 k the seed paper's Table 1 prints (in PtychoNN's row).
+    net = build_model("ptychonet")
+    assert count_parameters(net) == 5_510_850
+    assert net.ADAM_BETAS == (0.5, 0.999)
+
+
 def test_ptynet_b_size_is_reported_close_to_reference():
     # The reference code's PtyNet-B has ≈20.66 M parameters; ours follows its block description.
     n = count_parameters(build_model("ptynet-b"))
     assert 19.5e6 < n < 21.5e6
 
 
-@pytest.mark.parametrize("name", ["ptynet-s", "ptynet-s-paper", "ptychonn", "ptynet-b"])
+@pytest.mark.parametrize("name", ["ptynet-s", "ptynet-s-paper", "ptychonn", "ptychonet", "ptynet-b"])
 def test_heads_are_bounded(name):
     torch.manual_seed(0)
     model = build_model(name).eval()

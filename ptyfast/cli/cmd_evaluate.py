@@ -52,7 +52,7 @@ def evaluate_cmd(
     budget_minutes: Annotated[float, typer.Option(help="--protocol paper: training budget per trained model "
                                                        "(minutes of this machine).")] = 5.0,
     models: Annotated[str, typer.Option(help="--protocol paper: comma-separated models to evaluate.")]
-    = "ptynet-s,ptychonn,ptynet-b",
+    = "ptynet-s,ptychonn,ptychonet,ptynet-b",
     model: Annotated[Optional[str], typer.Option(help="--protocol paper: PtyNet-S weights (default: shipped).")] = None,
     test_objects: Annotated[int, typer.Option(help="--protocol paper: held-out test objects.")] = 5,
     object_size: Annotated[int, typer.Option(help="--protocol paper: test object side in px (paper 608–640).")] = 608,

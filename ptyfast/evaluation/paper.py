@@ -47,15 +47,17 @@ from ptyfast.errors import InputError
 from ptyfast.io.atomic import write_json
 
 OVERLAPS = (0.75, 0.5, 0.25, 0.0)
-TRAINABLE = ("ptychonn", "ptynet-b")
+TRAINABLE = ("ptychonn", "ptychonet", "ptynet-b")
 ARCHITECTURES = ("ptynet-s",) + TRAINABLE
-LABELS = {"ptynet-s": "PtyNet-S", "ptynet-s-paper": "PtyNet-S", "ptychonn": "PtychoNN", "ptynet-b": "PtyNet-B"}
+LABELS = {"ptynet-s": "PtyNet-S", "ptynet-s-paper": "PtyNet-S", "ptychonn": "PtychoNN", "ptychonet": "PtychoNet",
+          "ptynet-b": "PtyNet-B"}
 VALIDATIONS = 4  # validation passes of a budgeted training run (each picks the best checkpoint)
 TEST_PATTERN = re.compile(r"cat_face_angle9\d\.", re.IGNORECASE)
 
 # -- the paper's numbers (Pan et al., iScience 2023) ----------------------------------------------------------
 #: Table 1 as printed (parameters in thousands; phase MSE on PtychoNN's tungsten data; A100 utilisation; GB).
-#: The text says PtychoNN has 1.2 M parameters, so the printed 5512 k / 1247 k of PtychoNN / PtychoNet look swapped.
+#: The printed 5512 k / 1247 k of PtychoNN / PtychoNet are swapped: ptyfast's PtychoNN has exactly 1,247,074 parameters
+#: and PtychoNet with DCGAN widths 5,510,850 (its text also gives PtychoNN 1.2 M).
 PAPER_TABLE1 = {
     "ptychonn": {"parameters_k": 5512, "phase_mse": 0.0885, "gpu_share": "86 %", "gpu_memory_gb": 2.7},
     "ptychonet": {"parameters_k": 1247, "phase_mse": 0.1633, "gpu_share": "80 %", "gpu_memory_gb": 2.3},

@@ -50,6 +50,9 @@ register_model("ptynet-b", "ptyfast.models.ptynet_b:PtyNetB",
                "4+4 residual stages, grouped decoder (≈20.6 M parameters)", "Pan et al., iScience 2023 (Fig. S6)")
 register_model("ptychonn", "ptyfast.models.ptychonn:PtychoNN",
                "shared encoder, two bilinear decoders (≈1.25 M parameters)", "Cherukara et al., APL 2020")
+register_model("ptychonet", "ptyfast.models.ptychonet:PtychoNet",
+               "DCGAN-style 4×4 stride-2 encoder/decoder, DCGAN widths 64–512 (5,510,850 parameters)",
+               "Guan & Tsai, BMVC 2019")
 
 
 def get_entry(name: str) -> ModelEntry:

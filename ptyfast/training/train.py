@@ -313,7 +313,8 @@ def train(
     model = model.to(device)
     if options.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=options.lr)
+    opt = torch.optim.Adam(model.parameters(), lr=options.lr,
+                           betas=getattr(getattr(model, "module", model), "ADAM_BETAS", (0.9, 0.999)))
     sched = _make_scheduler(opt, options)
     step, best, history, elapsed = 0, float("inf"), [], 0.0
     if resume and last_path.exists():
