@@ -180,6 +180,15 @@ class Scan:
         return replace(self, diffraction=frames, positions=self.positions[indices], meta=meta)
 
 
+    def object_pixel_size(self, size: int | None = None, fit: str = "none") -> float:
+        """Object pixel in metres, λz/(N·p), for frames brought to ``size`` with ``fit`` (crop/pad change N at
+        the same p; binning changes both); NaN when the file gives no geometry."""
+        if self.meta.get("geometry_defaulted"):
+            return float("nan")
+        n = self.frame_shape[0]
+        pixel = self.geometry.object_pixel_size(n)
+        return pixel * n / size if size and fit in ("crop", "pad") else pixel
+
     def overlap_estimate(self) -> float:
         """Linear overlap fraction 1 - step/width from the median nearest-neighbour distance."""
         from scipy.spatial import cKDTree

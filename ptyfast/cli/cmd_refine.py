@@ -66,7 +66,8 @@ def refine_cmd(
             batch=batch, update_probe=probe_update, probe_start=probe_start, seed=seed,
             progress=lambda i, n, e: bar.update(task, completed=i, err=f"{e:.4g}"),
         )
-    provenance = {"source": str(scan_path), "init": init, "frame_selection": frames or "all"}
+    provenance = {"source": str(scan_path), "init": init, "frame_selection": frames or "all",
+                  "object_pixel_size_m": scan.object_pixel_size()}
     with output_transaction():  # the HDF5 and its PNGs appear together or not at all
         write_refine_h5(output, result, provenance=provenance, origin=start["origin"])
         files = [output] + (save_pngs(result, output.with_suffix("")) if png else [])

@@ -17,6 +17,7 @@ dataset             shape, dtype            meaning
 ==================  ======================  ===============================================================
 
 Root attributes: ``algorithm``, every refine option, ``diverged``, ``message``, ``source`` (the scan),
+``object_pixel_size_m`` (λz/(N·p); NaN when the scan gives no geometry),
 ``init``, ``ptyfast_version``, ``created`` (UTC ISO time).
 """
 
@@ -42,14 +43,11 @@ def write_refine_h5(path: str | Path, result, *, provenance: dict | None = None,
     from ptyfast import __version__
     from ptyfast.io.atomic import atomic_path
 
-    from ptyfast.kernels.numpy_twins import overlap_add
-
     obj = _np(result.object).astype(np.complex64)
     probe = _np(result.probe).astype(np.complex64)
     positions = np.asarray(result.positions, dtype=np.float64)
     # the illumination Σ|P|² at each pixel, as `reconstruct` writes it: `evaluate` compares where it is high
-    weight = overlap_add(np.zeros(obj.shape, np.float32),
-                         np.broadcast_to(np.abs(probe) ** 2, (len(positions),) + probe.shape), positions)
+    weight = illumination(probe, positions, obj.shape)
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w", rdcc_nbytes=0) as f:
             f["object"] = obj
@@ -99,47 +97,49 @@ def read_init(path: str | Path) -> dict:
     return {"object": obj, "origin": origin, "probe": probe}
 
 
-def save_pngs(result, stem: str | Path, *, crop: bool = True) -> list[Path]:
-    """Amplitude, phase, probe (amplitude | phase) and error-curve PNGs beside ``stem`` (Agg, no display).
+def illumination(probe: np.ndarray, positions: np.ndarray, shape) -> np.ndarray:
+    """Σ_n |P|² at each object pixel (bilinear windows, as stitching): the coverage map of a refinement."""
+    from ptyfast.kernels.numpy_twins import overlap_add
 
-    ``crop`` limits the object images to the scanned area (the probe windows' bounding box). Returns the
+    p2 = np.abs(probe) ** 2
+    return overlap_add(np.zeros(shape, np.float32), np.broadcast_to(p2, (len(positions),) + p2.shape), positions)
+
+
+def save_pngs(result, stem: str | Path, *, crop: bool = True) -> list[Path]:
+    """Amplitude and phase previews in ``reconstruct``'s style (:func:`ptyfast.runtime.output.write_preview`:
+    covered pixels, percentile limits printed under a colour bar), plus probe (amplitude | phase) and
+    error-curve figures, beside ``stem``.
+
+    ``crop`` limits the object images to the covered area (illumination ≥ 5 % of its maximum). Returns the
     written paths: ``<stem>_amplitude.png``, ``_phase.png``, ``_probe.png``, ``_errors.png``.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from ptyfast.runtime.output import write_preview
+
     stem = Path(stem)
     obj = _np(result.object)
     probe = _np(result.probe)
-    if crop and len(result.positions):
-        h, w = probe.shape
-        lo = np.floor(result.positions.min(axis=0)).astype(int)
-        hi = np.ceil(result.positions.max(axis=0)).astype(int) + (h, w)
-        # the well-lit interior: half a window in from the outermost window edges
-        y0, x0 = lo + (h // 4, w // 4)
-        y1, x1 = hi - (h // 4, w // 4)
-        if y1 - y0 > 8 and x1 - x0 > 8:
-            obj = obj[y0:y1, x0:x1]
+    weight = illumination(probe, np.asarray(result.positions, np.float64), obj.shape)
+    shown = weight >= 0.05 * float(weight.max()) if weight.max() > 0 else np.ones(obj.shape, bool)
+    if crop and shown.any():
+        ys, xs = np.nonzero(shown)
+        box = slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1)
+        obj, shown = obj[box], shown[box]
     out = []
+    title = f"{result.algorithm}, {result.iterations} iterations"
+    for name, data, cmap, label in (("amplitude", np.abs(obj), "gray", "amplitude"),
+                                    ("phase", np.angle(obj), "viridis", "phase (rad)")):
+        lo, hi = (float(v) for v in np.percentile(data[shown], [0.5, 99.5]))
+        out.append(write_preview(stem.with_name(f"{stem.name}_{name}.png"), data, shown, cmap, (lo, hi),
+                                 f"{title}: {label}"))
 
     def _save(fig, name):
         p = stem.with_name(f"{stem.name}_{name}.png")
         FigureCanvasAgg(fig)
         save_figure(fig, p, dpi=110)
         out.append(p)
-
-    amp = np.abs(obj)
-    lo, hi = np.percentile(amp, [0.5, 99.5])
-    for name, img, cmap, kw in (
-        ("amplitude", amp, "gray", dict(vmin=lo, vmax=hi)),
-        ("phase", np.angle(obj), "gray", {}),
-    ):
-        fig = Figure(figsize=(6, 5.4))
-        ax = fig.add_subplot()
-        im = ax.imshow(img, cmap=cmap, **kw)
-        fig.colorbar(im, ax=ax, label="radians" if name == "phase" else "|O|")
-        ax.set_title(f"{result.algorithm} {name}, {result.iterations} iterations")
-        _save(fig, name)
 
     fig = Figure(figsize=(9, 4.2))
     a1, a2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)

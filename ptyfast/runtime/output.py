@@ -5,8 +5,8 @@ HDF5 layout (root):
     positions (N, 2) (y, x) on the object grid, origin (2,) scan coordinates of grid pixel (0, 0),
     probe (complex64, H×W) when known,
     consistency/per_frame (N,) normalised error per frame, attrs error, scale,
-    attrs: ptyfast_version, provenance (JSON: model manifest + sha256, backend, precision, device,
-    input file, timings per stage, command options).
+    attrs: ptyfast_version, object_pixel_size_m (λz/(N·p); NaN when the scan gives no geometry), provenance
+    (JSON: model manifest + sha256, backend, precision, device, input file, timings per stage, command options).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ def write_reconstruction(path: str | Path, rec, provenance: dict) -> Path:
             f.attrs["ptyfast_version"] = __version__
             f.attrs["n_frames"] = rec.n_frames
             f.attrs["provenance"] = json.dumps(provenance, default=json_default)
+            f.attrs["object_pixel_size_m"] = float(provenance.get("object_pixel_size_m", float("nan")))
     return path
 
 

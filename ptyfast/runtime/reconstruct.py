@@ -129,6 +129,7 @@ def run_reconstruct(scan: Scan, job: ReconstructJob, *, backend=None, reason: st
         "model_manifest": manifest.to_json(),
         "model_sha256": file_hash(model_file) if model_file and Path(model_file).is_file() else "",
         "probe_source": probe_note,
+        "object_pixel_size_m": scan.object_pixel_size(int(manifest.input_size[0]), job.fit),
         "options": {**job.__dict__, "align_phase": align},
         "timings_s": {k: round(v, 4) for k, v in rec.timings.items()},
         "patterns_per_s": scan.n_frames / max(rec.timings["wall"], 1e-9),
