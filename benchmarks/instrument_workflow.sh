@@ -11,18 +11,21 @@ out="${1:-runs/instrument}"
 steps="${2:-1500}"
 mkdir -p "$out"
 cd "$out"
-t() { /usr/bin/time -f "%e" -o .t "$@"; cat .t; }
+# t CMD...: run CMD (its output appended to workflow.log), print its wall seconds; fail when CMD fails.
+t() { if /usr/bin/time -f "%e" -o .t "$@" >> workflow.log 2>&1; then tail -n 1 .t; else echo "failed: $*" >&2; return 1; fi; }
+# t_any: the same, but a refinement that stops as diverged (exit 1) still reports its time
+t_any() { /usr/bin/time -f "%e" -o .t "$@" >> workflow.log 2>&1 || true; tail -n 1 .t; }
 
 ptyfast convert "$data/tike-siemens-star/siemens-star-small.npz.bz2" -o star.cxi
 # references: rPIE (60 iterations: the error plateaus by ~20; with probe updates it runs away after ~90)
 ptyfast refine star.cxi -n 60 -o full_rpie.h5 --no-png
 ptyfast refine star.cxi --frames 0:258 -n 60 -o ref_top.h5
 s_train=$(t ptyfast train star.cxi --labels ref_top.h5 --frames 0:258 -o run --steps "$steps" --val-every 500 \
-          --mix-simulated 0.5 --threads 2 --init-from "$here/ptyfast/data/ptynet-s.pt")
-s_nn=$(t ptyfast reconstruct star.cxi --frames 258:516 --model run/best.pt -o nn_bottom.h5)
+          --mix-simulated 0.5 --threads 2 --init-from "$here/ptyfast/data/ptynet-s.pt") || exit 1
+s_nn=$(t ptyfast reconstruct star.cxi --frames 258:516 --model run/best.pt -o nn_bottom.h5) || exit 1
 ptyfast evaluate nn_bottom.h5 --reference full_rpie.h5 --json nn_vs_full.json
-s_r20=$(t ptyfast refine star.cxi --frames 258:516 --init nn_bottom.h5 -n 20 -o nn_rpie20.h5 --no-png || true)
-s_f100=$(t ptyfast refine star.cxi --frames 258:516 -n 100 -o flat_rpie100.h5 --no-png || true)
+s_r20=$(t_any ptyfast refine star.cxi --frames 258:516 --init nn_bottom.h5 -n 20 -o nn_rpie20.h5 --no-png)
+s_f100=$(t_any ptyfast refine star.cxi --frames 258:516 -n 100 -o flat_rpie100.h5 --no-png)
 python - "$s_train" "$s_nn" "$s_r20" "$s_f100" <<'EOF'
 import json, sys
 import h5py

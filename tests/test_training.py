@@ -197,3 +197,22 @@ def test_cli_rejects_unknown_normalisation_before_any_work(tmp_path):
                          capture_output=True, text=True)
     assert res.returncode == 2 and "--normalise must be one of photons" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 5, 50])
+def test_onecycle_schedule_accepts_short_runs(steps):
+    """Short runs (a smoke test, a few fine-tuning steps) got a ZeroDivisionError from OneCycleLR when the
+    warm-up rounded to one step; every length now trains at rates within (0, lr]."""
+    import torch
+
+    from ptyfast.training.train import TrainOptions, _make_scheduler
+
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    sched = _make_scheduler(opt, TrainOptions(steps=steps, warmup=0.02))
+    rates = []
+    for _ in range(steps):
+        opt.step()
+        sched.step()
+        rates.append(sched.get_last_lr()[0])
+    assert all(0 < r <= 1e-3 * (1 + 1e-9) for r in rates)

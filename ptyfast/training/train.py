@@ -98,7 +98,11 @@ def _make_scheduler(opt, o: TrainOptions):
         return torch.optim.lr_scheduler.CyclicLR(opt, base_lr=o.lr_min, max_lr=o.lr, step_size_up=o.cycle_steps,
                                                  mode="triangular2", cycle_momentum=False)
     if o.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=o.lr, total_steps=o.steps, pct_start=o.warmup,
+        if o.steps < 4:  # too short for a warm-up and a decay: the peak rate throughout
+            return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+        # each phase needs ≥ 2 steps (torch divides by the phase length minus one)
+        pct = min(max(o.warmup, 2.5 / o.steps), 1.0 - 2.5 / o.steps)
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=o.lr, total_steps=o.steps, pct_start=pct,
                                                    div_factor=max(o.lr / o.lr_min, 1.0), final_div_factor=10.0)
     raise InputError(f"unknown schedule '{o.schedule}'; choose cyclic or onecycle.")
 
