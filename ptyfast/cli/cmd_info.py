@@ -28,7 +28,8 @@ def scan_summary(path: Path, frames: str | None = None) -> list[tuple[str, str]]
                            f"(first {len(first)} frames)"),
         ("wavelength", f"{g.wavelength:.4g} m ({g.energy / 1.602176634e-16:.4g} keV){defaulted}"),
         ("detector", f"distance {g.distance:.4g} m, pixel {g.pixel_size:.4g} m"),
-        ("object pixel", f"{g.object_pixel_size(h):.4g} m (λz/(Np), far-field)"),
+        ("object pixel", "unknown (the file gives no geometry)" if defaulted else
+         f"{g.object_pixel_size(h):.4g} m (λz/(Np), far-field)"),
         ("probe", _probe_line(scan.probe) if scan.probe is not None else "absent"),
         ("mask", f"{int((~scan.mask).sum())} bad of {h * w} pixels" if scan.mask is not None else "absent"),
         ("positions", f"y {lo[0]:.1f}…{hi[0]:.1f}, x {lo[1]:.1f}…{hi[1]:.1f} px; object {scan.object_shape}"),

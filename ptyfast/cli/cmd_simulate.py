@@ -92,6 +92,7 @@ def simulate(
     from ptyfast.io.atomic import check_writable
     from ptyfast.io.cxi import write_cxi
     from ptyfast.physics import default_probe, fermat_positions, load_probe, raster_positions
+    from ptyfast.physics.probe import default_geometry
     from ptyfast.physics.simulate import simulate_scan
 
     t0 = time.perf_counter()
@@ -105,9 +106,11 @@ def simulate(
     obj, how = build_object(list(images or []), size=size, random_object=random_object, rng=rng)
     make = raster_positions if path == PathKind.raster else fermat_positions
     positions = make(obj.shape, p.shape, overlap=overlap, jitter=jitter, rng=rng)
-    scan = simulate_scan(obj, p, positions, photons=photons, noise=noise, rng=rng, meta=dict(
+    # the default probe's geometry is known; a probe file carries no pixel size, so none is claimed
+    geometry = None if probe is not None else default_geometry()
+    scan = simulate_scan(obj, p, positions, photons=photons, noise=noise, rng=rng, geometry=geometry, meta=dict(
         object=how, path=path.value, overlap=overlap, jitter=jitter, seed=seed,
-        probe=str(probe) if probe else "bundled pxy_probe1000"))
+        probe=str(probe) if probe else "bundled confined default probe", geometry_defaulted=probe is not None))
     write_cxi(output, scan)
     dt = time.perf_counter() - t0
     console.print(f"wrote {output}: {scan.n_frames} frames {scan.frame_shape[0]}×{scan.frame_shape[1]}, "

@@ -35,6 +35,16 @@ def _bundled(name: str) -> np.ndarray:
         return np.load(fh).astype(np.complex64)
 
 
+def default_geometry(detector_pixel: float = 75e-6):
+    """The far-field geometry the default probe was made for: its wavelength, and the detector distance at
+    which a 128-pixel detector of ``detector_pixel`` gives its object pixel, z = dx·N·p/λ (0.75 m)."""
+    from ptyfast.scan import Geometry
+
+    par = DEFAULT_PROBE_PARAMETERS
+    return Geometry(wavelength=par["wavelength"], pixel_size=detector_pixel,
+                    distance=par["pixel_size"] * 128 * detector_pixel / par["wavelength"])
+
+
 def default_probe() -> np.ndarray:
     """ptyfast's default probe: complex64 (128, 128), confined (see :data:`DEFAULT_PROBE_PARAMETERS`).
 
