@@ -167,6 +167,7 @@ class Scan:
             yield s, self.frames(s, min(s + chunk, self.n_frames))
 
     def with_(self, **changes: Any) -> "Scan":
+        """A copy with ``changes`` applied (dataclass ``replace``; the contract is checked again)."""
         return replace(self, **changes)
 
     def select(self, indices: np.ndarray) -> "Scan":

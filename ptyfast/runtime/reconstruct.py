@@ -85,6 +85,7 @@ class ReconstructJob:
 
 
 def check_frame_size(scan: Scan, manifest, fit: str) -> None:
+    """Refuse frames of another size than the model's input unless ``fit`` says how to adapt them."""
     if scan.frame_shape != tuple(manifest.input_size) and fit == "none":
         h, w = scan.frame_shape
         th, tw = manifest.input_size
