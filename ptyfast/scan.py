@@ -201,7 +201,25 @@ class Scan:
         return max(0.0, 1.0 - step / self.frame_shape[0])
 
 
-class SelectedFrames:
+class FrameView:
+    """Base of the read-only (N, H, W) frame views (:class:`SelectedFrames`, ``io.cxi.LazyFrames``): they
+    set ``shape`` and ``dtype`` and index along the first axis; reading happens only on indexing."""
+
+    ndim = 3
+    shape: tuple[int, int, int]
+    dtype: Any
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key):  # pragma: no cover - every view defines it
+        raise NotImplementedError
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self[:], dtype=dtype)
+
+
+class SelectedFrames(FrameView):
     """(n, H, W) read-only view of frames ``indices`` of a larger (N, H, W) array or HDF5 dataset; indexing
     along the first axis reads only those frames (h5py: one increasing index list per read)."""
 
@@ -209,10 +227,6 @@ class SelectedFrames:
         self.base, self.indices = base, np.asarray(indices, dtype=np.int64)
         self.shape = (len(self.indices),) + tuple(base.shape[1:])
         self.dtype = base.dtype
-        self.ndim = 3
-
-    def __len__(self) -> int:
-        return self.shape[0]
 
     def __getitem__(self, key):
         key = key if isinstance(key, tuple) else (key,)
@@ -222,10 +236,6 @@ class SelectedFrames:
         if len(idx) and np.all(np.diff(idx) == 1):  # a contiguous run: one slice read
             return np.asarray(self.base[(slice(int(idx[0]), int(idx[-1]) + 1),) + key[1:]])
         return np.asarray(self.base[(idx,) + key[1:]])
-
-    def __array__(self, dtype=None, copy=None):
-        out = self[:]
-        return out.astype(dtype) if dtype is not None else out
 
 
 def parse_frames(spec: str | None, n: int, *, option: str = "--frames") -> np.ndarray:

@@ -4,6 +4,7 @@ process may use (``os.sched_getaffinity``), so a job pinned by a batch scheduler
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -11,8 +12,9 @@ _threads: int | None = None
 _blas_limit = None  # the threadpoolctl controller, kept alive so its limit holds
 
 
+@functools.cache
 def available() -> int:
-    """Cores this process may use (affinity-aware)."""
+    """Cores this process may use (affinity-aware; read once: every FFT asks)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - non-Linux

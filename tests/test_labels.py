@@ -119,3 +119,4 @@ def test_label_errors(labelled_case, tmp_path):
     assert_one_line_error(run("train", scan, scan, "--labels", ref, "-o", out, "--steps", "1"), "one --labels")
     assert_one_line_error(run("train", "--frames", "0:5", "-o", out, "--steps", "1"), "with --labels only")
     assert not out.exists() or not any(out.glob("*.pt"))
+    assert not out.exists()  # refused before the run folder is made

@@ -441,3 +441,36 @@ def test_unsafe_checkpoint_is_called_unsafe(tmp_path, scan128):
                           "refused as unsafe")
     assert_one_line_error(run("export", tmp_path / "evil.pt", "-o", tmp_path / "exported"), "refused as unsafe")
     assert not (tmp_path / "pwned").exists() and not (tmp_path / "exported").exists()
+
+
+def _edited_model(tmp_path, name, edit) -> Path:
+    """The shipped PtyNet-S with ``edit(model)`` applied, saved as a checkpoint with the shipped manifest."""
+    import torch
+
+    from ptyfast.models.checkpoint import load_checkpoint, save_checkpoint
+
+    model, manifest = load_checkpoint(ROOT / "ptyfast" / "data" / "ptynet-s.pt")
+    with torch.no_grad():
+        edit(model)
+    return save_checkpoint(tmp_path / f"{name}.pt", model, manifest)
+
+
+def _last_conv(model):
+    import torch
+
+    return [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))][-1]
+
+
+def test_collapsed_model_gives_a_loud_warning(tmp_path, scan128):
+    flat = _edited_model(tmp_path, "flat", lambda m: (_last_conv(m).weight.zero_(), _last_conv(m).bias.zero_()))
+    r = run("reconstruct", scan128, "--model", flat, "-o", tmp_path / "r.h5", "--no-png")
+    assert r.exit_code == 0, r.output
+    assert "warning:" in r.stderr and "the object is flat" in r.stderr
+    ok = run("reconstruct", scan128, "-o", tmp_path / "ok.h5", "--no-png")  # the shipped model: no warning
+    assert ok.exit_code == 0 and "warning:" not in ok.stderr
+
+
+def test_nan_network_output_is_refused_and_writes_nothing(tmp_path, scan128):
+    broken = _edited_model(tmp_path, "nan", lambda m: _last_conv(m).bias.fill_(float("nan")))
+    assert_one_line_error(run("reconstruct", scan128, "--model", broken, "-o", tmp_path / "r.h5"), "NaN or Inf")
+    assert not list(tmp_path.glob("r*"))

@@ -87,8 +87,7 @@ def handle_errors(fn):
             if os.environ.get("PTYFAST_DEBUG"):
                 raise
             raise _fail(str(exc), getattr(exc, "exit_code", 2)) from None
-        except KeyboardInterrupt:
-            remove_temporaries()
+        except KeyboardInterrupt:  # in-process callers; the CLI's own SIGINT handler exits before this
             console_err.print("interrupted; partial outputs removed")
             raise typer.Exit(130) from None
         finally:

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import numpy as np
 import typer
+from rich.markup import escape
 
 from ptyfast.cli.app import Frames, command, console, console_err
 
@@ -104,6 +105,8 @@ def reconstruct_cmd(
                 console.print(f"  data consistency ε = {rec.consistency.error:.4f} (amplitude scale "
                               f"{rec.consistency.scale:.3f}); worst frame {rec.consistency.per_frame.max():.4f}")
             console.print(f"  probe: {prov['probe_source']}")
+            for warning in prov.get("warnings", []):
+                console_err.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
             for p in previews:
                 console.print(f"  wrote {p}")
     finally:

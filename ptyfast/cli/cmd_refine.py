@@ -48,7 +48,7 @@ def refine_cmd(
     from ptyfast.io import check_writable, load_any
     from ptyfast.io.atomic import output_transaction
     from ptyfast.refine import refine
-    from ptyfast.refine.output import save_pngs, write_refine_h5
+    from ptyfast.refine.output import result_weight, save_pngs, write_refine_h5
 
     check_writable(output)
     start = _init_arg(init)
@@ -68,9 +68,10 @@ def refine_cmd(
         )
     provenance = {"source": str(scan_path), "init": init, "frame_selection": frames or "all",
                   "object_pixel_size_m": scan.object_pixel_size()}
+    weight = result_weight(result)  # computed once for the HDF5 and the PNGs
     with output_transaction():  # the HDF5 and its PNGs appear together or not at all
-        write_refine_h5(output, result, provenance=provenance, origin=start["origin"])
-        files = [output] + (save_pngs(result, output.with_suffix("")) if png else [])
+        write_refine_h5(output, result, provenance=provenance, origin=start["origin"], weight=weight)
+        files = [output] + (save_pngs(result, output.with_suffix(""), weight=weight) if png else [])
     if result.iterations:
         console.print(f"{result.algorithm}: {result.iterations} iterations, error {result.errors[0]:.4g} → "
                       f"{result.errors[-1]:.4g}, {result.seconds_per_iteration:.3g} s/iteration")

@@ -104,9 +104,6 @@ def train_cmd(
                          noise_fraction=noise, photons=(lo, hi), random_probes=random_probes,
                          transform=transform, normalise=normalise, clean_photons=clean),
     )
-    from ptyfast.io.atomic import ensure_dir
-
-    ensure_dir(output)
     labelled = None
     if labels:
         from ptyfast.training.labels import build_labelled
@@ -121,6 +118,9 @@ def train_cmd(
     elif frames or val_frames or mix_simulated:
         raise InputError("--frames, --val-frames and --mix-simulated apply to training with --labels only.")
     p = labelled["probe"] if labelled else (load_probe(probe) if probe else default_probe())
+    from ptyfast.io.atomic import ensure_dir
+
+    ensure_dir(output)  # only once the inputs are known to be good: a refused run leaves no folder
     from ptyfast.physics.probe import oversampling_problem
 
     problem = oversampling_problem(p)

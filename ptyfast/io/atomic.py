@@ -6,9 +6,9 @@ What the one helper guarantees, so that no command can forget it:
   records each file named on its command line, the readers record what they open) and a target that is the
   same file (same device and inode: symlinks and hard links included) is refused with one sentence;
 * **atomic** — data go to ``<dir>/.<name>.tmp-XXXX`` and are renamed onto the target only on success;
-* **nothing left behind** — the temporary file is removed on any error, on SIGINT/SIGTERM/SIGHUP (the CLI
-  turns those into exceptions, :mod:`ptyfast.cli`), and at exit; it is registered while signals are blocked,
-  so there is no window in which it exists unrecorded;
+* **nothing left behind** — the temporary file is removed on any error, and on SIGINT/SIGTERM/SIGHUP (the
+  CLI's handler removes every registered temporary and exits, :func:`ptyfast.cli.install_signal_handlers`); it
+  is registered while signals are blocked, so there is no window in which it exists unrecorded;
 * **umask permissions** — the output gets ``0o666 & ~umask``, as a plain ``open()`` would give it
   (``mkstemp`` alone would leave 0600);
 * **full disks** — ENOSPC / EDQUOT / EFBIG become :class:`OutputError`: "no space left on ... while writing

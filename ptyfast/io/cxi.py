@@ -58,7 +58,7 @@ import numpy as np
 
 from ptyfast.errors import InputError
 from ptyfast.io.atomic import atomic_path
-from ptyfast.scan import PLANCK_TIMES_C, Geometry, Scan
+from ptyfast.scan import PLANCK_TIMES_C, FrameView, Geometry, Scan
 
 CXI_VERSION = 150
 MASK_INVALID = 0x1  #: CXI bit 0: invalid pixel
@@ -69,7 +69,7 @@ PROBE_PATHS = ("entry_1/instrument_1/source_1/illumination", "entry_1/probe")
 PTYFAST_GROUP = "entry_1/ptyfast"
 
 
-class LazyFrames:
+class LazyFrames(FrameView):
     """Read-only (N, H, W) view of a larger HDF5 dataset, e.g. frames ``ds[0]`` of a (1, N, H, W) stack.
 
     Indexing along the first axis reads only the requested frames from disk (int, slice or index array).
@@ -87,10 +87,6 @@ class LazyFrames:
         self.lead = tuple(lead)
         self.shape = tuple(dataset.shape[len(self.lead):])
         self.dtype = dataset.dtype
-        self.ndim = 3
-
-    def __len__(self) -> int:
-        return self.shape[0]
 
     def __getitem__(self, key):
         key = key if isinstance(key, tuple) else (key,)
@@ -107,9 +103,6 @@ class LazyFrames:
         if not rest:
             return out
         return out[rest] if out.ndim == 2 else out[(slice(None),) + rest]
-
-    def __array__(self, dtype=None, copy=None):
-        return np.asarray(self[:], dtype=dtype)
 
 
 # --------------------------------------------------------------------------------------------------- checks

@@ -38,7 +38,8 @@ def _np(a) -> np.ndarray:
     return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
 
 
-def write_refine_h5(path: str | Path, result, *, provenance: dict | None = None, origin=(0.0, 0.0)) -> Path:
+def write_refine_h5(path: str | Path, result, *, provenance: dict | None = None, origin=(0.0, 0.0),
+                    weight: np.ndarray | None = None) -> Path:
     """Write a :class:`~ptyfast.refine.RefineResult` to ``path`` atomically (see the module table)."""
     from ptyfast import __version__
     from ptyfast.io.atomic import atomic_path
@@ -47,7 +48,7 @@ def write_refine_h5(path: str | Path, result, *, provenance: dict | None = None,
     probe = _np(result.probe).astype(np.complex64)
     positions = np.asarray(result.positions, dtype=np.float64)
     # the illumination Σ|P|² at each pixel, as `reconstruct` writes it: `evaluate` compares where it is high
-    weight = illumination(probe, positions, obj.shape)
+    weight = result_weight(result) if weight is None else weight
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w", rdcc_nbytes=0) as f:
             f["object"] = obj
@@ -70,8 +71,10 @@ def write_refine_h5(path: str | Path, result, *, provenance: dict | None = None,
     return Path(path)
 
 
-def read_init_object(path: str | Path) -> np.ndarray:
-    """The complex ``object`` dataset at the root of a reconstruct/refine HDF5 output (the ``--init`` file)."""
+def read_init(path: str | Path) -> dict:
+    """``--init FILE`` (a reconstruct/refine output): its ``object``, the scan coordinates of the object's pixel
+    (0, 0) (``origin``, zero when absent) and its ``probe`` (None when absent), so refinement starts exactly
+    where the file left off."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"--init {path} does not exist; give an output file of `ptyfast reconstruct`, 'flat' or 'random'.")
@@ -80,21 +83,12 @@ def read_init_object(path: str | Path) -> np.ndarray:
     with h5py.File(path, "r") as f:
         if "object" not in f:
             raise InputError(f"--init {path} has no 'object' dataset at its root (found {sorted(f)}).")
-        obj = np.asarray(f["object"])
-    obj = np.squeeze(obj)
-    if obj.ndim != 2:
-        raise InputError(f"--init {path}: 'object' must be 2-D; found shape {obj.shape}.")
-    return obj.astype(np.complex64)
-
-
-def read_init(path: str | Path) -> dict:
-    """``--init FILE``: its ``object``, the scan coordinates of the object's pixel (0, 0) (``origin``, zero
-    when absent) and its ``probe`` (None when absent), so refinement starts exactly where the file left off."""
-    obj = read_init_object(path)
-    with h5py.File(path, "r") as f:
+        obj = np.squeeze(np.asarray(f["object"]))
         origin = tuple(float(v) for v in f["origin"][()]) if "origin" in f else (0.0, 0.0)
         probe = np.asarray(f["probe"][()], np.complex64) if "probe" in f else None
-    return {"object": obj, "origin": origin, "probe": probe}
+    if obj.ndim != 2:
+        raise InputError(f"--init {path}: 'object' must be 2-D; found shape {obj.shape}.")
+    return {"object": obj.astype(np.complex64), "origin": origin, "probe": probe}
 
 
 def illumination(probe: np.ndarray, positions: np.ndarray, shape) -> np.ndarray:
@@ -105,7 +99,12 @@ def illumination(probe: np.ndarray, positions: np.ndarray, shape) -> np.ndarray:
     return overlap_add(np.zeros(shape, np.float32), np.broadcast_to(p2, (len(positions),) + p2.shape), positions)
 
 
-def save_pngs(result, stem: str | Path, *, crop: bool = True) -> list[Path]:
+def result_weight(result) -> np.ndarray:
+    """The illumination map of a :class:`~ptyfast.refine.RefineResult` (numpy, from CuPy too)."""
+    return illumination(_np(result.probe), np.asarray(result.positions, np.float64), _np(result.object).shape)
+
+
+def save_pngs(result, stem: str | Path, *, crop: bool = True, weight: np.ndarray | None = None) -> list[Path]:
     """Amplitude and phase previews in ``reconstruct``'s style (:func:`ptyfast.runtime.output.write_preview`:
     covered pixels, percentile limits printed under a colour bar), plus probe (amplitude | phase) and
     error-curve figures, beside ``stem``.
@@ -121,7 +120,8 @@ def save_pngs(result, stem: str | Path, *, crop: bool = True) -> list[Path]:
     stem = Path(stem)
     obj = _np(result.object)
     probe = _np(result.probe)
-    weight = illumination(probe, np.asarray(result.positions, np.float64), obj.shape)
+    if weight is None:
+        weight = result_weight(result)
     shown = weight >= 0.05 * float(weight.max()) if weight.max() > 0 else np.ones(obj.shape, bool)
     if crop and shown.any():
         ys, xs = np.nonzero(shown)

@@ -135,5 +135,25 @@ def run_reconstruct(scan: Scan, job: ReconstructJob, *, backend=None, reason: st
         "timings_s": {k: round(v, 4) for k, v in rec.timings.items()},
         "patterns_per_s": scan.n_frames / max(rec.timings["wall"], 1e-9),
     }
+    provenance["warnings"] = result_warnings(rec, manifest.architecture)
     rec.provenance = provenance
     return rec, provenance
+
+
+def result_warnings(rec: Reconstruction, model: str) -> list[str]:
+    """Refuse an object that cannot be right, and name one that is suspicious.
+
+    Non-finite values on the covered pixels raise :class:`InputError` (nothing is written). An object whose
+    amplitude and phase are constant there (relative amplitude spread and phase spread both below 10⁻³) is
+    what a collapsed network produces: returned as a warning for the CLI to print."""
+    covered = rec.covered(0.1)
+    values = rec.object[covered] if covered.any() else rec.object.ravel()
+    if not np.all(np.isfinite(values)):
+        raise InputError(f"'{model}' produced NaN or Inf for this scan ({int(np.sum(~np.isfinite(values)))} "
+                         "covered pixels); nothing was written; check the model file and the scan's counts.")
+    amp, pha = np.abs(values), np.angle(values)
+    if np.std(amp) < 1e-3 * max(float(np.mean(amp)), 1e-12) and np.std(pha) < 1e-3:
+        return [f"the object is flat: '{model}' predicted the same patch for every pattern (amplitude spread "
+                f"{np.std(amp):.2g}, phase spread {np.std(pha):.2g} rad); the model has collapsed or does not fit "
+                "these data, so this reconstruction carries no information about the sample."]
+    return []

@@ -33,20 +33,18 @@ WINDOW_COVERAGE = 0.5  # a window is labelled if, on its lit pixels, the referen
 
 @dataclass
 class LabelledSet:
-    """Network inputs (N, 1, H, W), amplitude and phase labels (N, H, W), frame indices in their scan."""
+    """Network inputs (N, 1, H, W) with their amplitude and phase labels (N, H, W)."""
 
     x: np.ndarray
     amplitude: np.ndarray
     phase: np.ndarray
-    frames: np.ndarray
 
     def take(self, idx) -> "LabelledSet":
-        return LabelledSet(self.x[idx], self.amplitude[idx], self.phase[idx], self.frames[idx])
+        return LabelledSet(self.x[idx], self.amplitude[idx], self.phase[idx])
 
     @staticmethod
     def join(parts: list["LabelledSet"]) -> "LabelledSet":
-        return LabelledSet(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("x", "amplitude", "phase",
-                                                                                       "frames")))
+        return LabelledSet(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("x", "amplitude", "phase")))
 
 
 def read_reference(path: str | Path) -> dict:
@@ -102,8 +100,7 @@ def labelled_set(scan: Scan, ref: dict, path, preprocessing: dict) -> LabelledSe
     frames = scan.frames(0, scan.n_frames)
     x = preprocess(frames, preprocessing=preprocessing, probe_power=float(np.sum(np.abs(probe) ** 2)),
                    mask=scan.mask)
-    idx = np.asarray(scan.meta.get("frame_indices", np.arange(scan.n_frames)))
-    return LabelledSet(x, np.abs(patches).astype(np.float32), np.angle(patches).astype(np.float32), idx)
+    return LabelledSet(x, np.abs(patches).astype(np.float32), np.angle(patches).astype(np.float32))
 
 
 def covered_object(ref: dict, margin: int = 0) -> np.ndarray:
