@@ -17,3 +17,10 @@ class OutputError(InputError):
 
     exit_code = 1
 
+
+
+class ClusterError(InputError):
+    """The Dask cluster failed the job (workers died on a task more often than the scheduler allows, or the
+    scheduler went away); one sentence, exit status 1, nothing written for the scans not yet finished."""
+
+    exit_code = 1

@@ -54,14 +54,15 @@ def reconstruct_cmd(
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for every library: torch, ONNX Runtime, "
                                                                       "scipy.fft, BLAS (default: the usable cores).")] = None,
     frames: Frames = None,
+    scheduler: Annotated[Optional[str], typer.Option(
+        help="Run on Dask: local:N starts N worker processes here, or a scheduler address (tcp://host:8786). "
+             "Several scans: one task per scan; one scan: its frames split across the workers.")] = None,
 ) -> None:
     """Reconstruct scans with a trained network: stream, infer, stitch, check consistency, write results."""
     from ptyfast.errors import InputError
-    from ptyfast.io.atomic import check_writable, output_transaction
-    from ptyfast.io.convert import load_any
+    from ptyfast.io.atomic import check_writable
     from ptyfast.runtime.backends import open_backend
-    from ptyfast.runtime.output import save_previews, write_reconstruction
-    from ptyfast.runtime.reconstruct import ReconstructJob, run_reconstruct
+    from ptyfast.runtime.reconstruct import ReconstructJob
 
     from ptyfast import threads as thread_setting
 
@@ -77,40 +78,98 @@ def reconstruct_cmd(
     job = ReconstructJob(model=model, backend=backend, device=device, precision=precision, batch=batch,
                          chunk=chunk, fit=fit, weighting=weighting, align_phase=align_phase,
                          consistency=consistency, allow_probe_mismatch=allow_probe_mismatch, threads=threads)
+    finish = Finisher(frames=frames, refine=refine, iterations=iterations, consistency=consistency, png=png)
     be, reason = open_backend(model, backend, device, precision, threads=threads)
     console.print(f"backend: [bold]{reason}[/] ({be.manifest.architecture}, {be.precision})")
+    client = cluster = None
     try:
-        for scan_path, out in zip(scans, outs):
-            scan = load_any(scan_path, validate=False, frames=frames)  # frames checked chunk by chunk later
-            with progress_bar() as bar:
-                task = bar.add_task(scan_path.name, total=scan.n_frames, rate="")
+        if scheduler is not None:
+            from ptyfast.runtime.distributed import open_client
 
-                def on_progress(done, total, stage):
-                    bar.update(task, completed=done, description=f"{scan_path.name}: {stage}", rate="")
-
-                rec, prov = run_reconstruct(scan, job, backend=be, reason=reason, progress=on_progress)
-            prov["frame_selection"] = frames or "all"
-            if refine:
-                rec, prov = _refine(scan, rec, prov, refine, iterations, consistency=consistency)
-            with output_transaction():  # the HDF5 and its previews appear together or not at all
-                write_reconstruction(out, rec, prov)
-                previews = save_previews(rec, out.with_suffix("")) if png else []
-            t = rec.timings
-            console.print(
-                f"{scan_path.name}: {rec.n_frames} frames → {out}  object {rec.object.shape[0]}×{rec.object.shape[1]}  "
-                f"{prov['patterns_per_s']:.0f} patterns/s end to end (read {t['read']:.2f} s, preprocess "
-                f"{t['preprocess']:.2f} s, infer {t['infer']:.2f} s, stitch {t['stitch']:.2f} s"
-                + (f", consistency {t['consistency']:.2f} s" if "consistency" in t else "") + ")")
-            if rec.consistency is not None:
-                console.print(f"  data consistency ε = {rec.consistency.error:.4f} (amplitude scale "
-                              f"{rec.consistency.scale:.3f}); worst frame {rec.consistency.per_frame.max():.4f}")
-            console.print(f"  probe: {prov['probe_source']}")
-            for warning in prov.get("warnings", []):
-                console_err.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
-            for p in previews:
-                console.print(f"  wrote {p}")
+            client, cluster = open_client(scheduler)
+            console.print(f"Dask: {len(client.scheduler_info()['workers'])} workers at {client.scheduler.address}")
+        if client is not None and many:
+            _many_on_cluster(client, scans, outs, job, finish)
+        else:
+            for scan_path, out in zip(scans, outs):
+                _one(scan_path, out, job, be, reason, finish, client)
     finally:
         be.close()
+        if client is not None:
+            from ptyfast.runtime.distributed import close_client
+
+            close_client(client, cluster)
+
+
+def _one(scan_path: Path, out: Path, job, be, reason: str, finish: "Finisher", client) -> None:
+    """One scan in this process (or, with a Dask client, its frames split across the workers)."""
+    from ptyfast.io.convert import load_any
+    from ptyfast.runtime.reconstruct import run_reconstruct
+
+    scan = load_any(scan_path, validate=False, frames=finish.frames)  # frames checked chunk by chunk later
+    with progress_bar() as bar:
+        task = bar.add_task(scan_path.name, total=scan.n_frames, rate="")
+
+        def on_progress(done, total, stage):
+            bar.update(task, completed=done, description=f"{scan_path.name}: {stage}", rate="")
+
+        rec, prov = run_reconstruct(scan, job, backend=be, reason=reason, progress=on_progress, client=client,
+                                    source=(str(scan_path.resolve()), finish.frames))
+    finish(scan, scan_path, out, rec, prov)
+
+
+def _many_on_cluster(client, scans: list[Path], outs: list[Path], job, finish: "Finisher") -> None:
+    """One Dask task per scan; each output is written (atomically) as its task completes."""
+    from distributed import as_completed
+
+    from ptyfast.io.convert import load_any
+    from ptyfast.runtime.distributed import gather, submit_scans
+
+    futures = submit_scans(client, [(str(p), finish.frames) for p in scans], job)
+    index = {f.key: k for k, f in enumerate(futures)}
+    with progress_bar() as bar:
+        task = bar.add_task(f"{len(scans)} scans on the cluster", total=len(scans), rate="")
+        for fut in as_completed(futures):
+            k = index[fut.key]
+            rec, prov = gather(client, fut, f"reconstructing {scans[k]}")
+            bar.advance(task)
+            scan = load_any(scans[k], validate=False, frames=finish.frames) if finish.refine else None
+            finish(scan, scans[k], outs[k], rec, prov)
+
+
+class Finisher:
+    """What happens to a reconstruction after the network: optional refinement, the atomic write of the
+    HDF5 and its previews, the summary lines."""
+
+    def __init__(self, *, frames, refine, iterations, consistency, png):
+        self.frames, self.refine, self.iterations = frames, refine, iterations
+        self.consistency, self.png = consistency, png
+
+    def __call__(self, scan, scan_path: Path, out: Path, rec, prov) -> None:
+        from ptyfast.io.atomic import output_transaction
+        from ptyfast.runtime.output import save_previews, write_reconstruction
+
+        prov["frame_selection"] = self.frames or "all"
+        if self.refine:
+            rec, prov = _refine(scan, rec, prov, self.refine, self.iterations, consistency=self.consistency)
+        with output_transaction():  # the HDF5 and its previews appear together or not at all
+            write_reconstruction(out, rec, prov)
+            previews = save_previews(rec, out.with_suffix("")) if self.png else []
+        t = rec.timings
+        console.print(
+            f"{scan_path.name}: {rec.n_frames} frames → {out}  object {rec.object.shape[0]}×{rec.object.shape[1]}  "
+            f"{prov['patterns_per_s']:.0f} patterns/s end to end (read {t['read']:.2f} s, preprocess "
+            f"{t['preprocess']:.2f} s, infer {t['infer']:.2f} s, stitch {t['stitch']:.2f} s"
+            + (f", consistency {t['consistency']:.2f} s" if "consistency" in t else "")
+            + (f"; {t['workers']} workers, {t['partitions']} partitions" if "workers" in t else "") + ")")
+        if rec.consistency is not None:
+            console.print(f"  data consistency ε = {rec.consistency.error:.4f} (amplitude scale "
+                          f"{rec.consistency.scale:.3f}); worst frame {rec.consistency.per_frame.max():.4f}")
+        console.print(f"  probe: {prov['probe_source']}")
+        for warning in prov.get("warnings", []):
+            console_err.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
+        for p in previews:
+            console.print(f"  wrote {p}")
 
 
 def _refine(scan, rec, prov, algorithm, iterations, *, consistency: bool):

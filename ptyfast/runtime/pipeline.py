@@ -82,15 +82,16 @@ def probe_similarity(a: np.ndarray, b: np.ndarray) -> float:
     return float(num / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
 
 
-def _reader(scan: Scan, chunk: int, out: queue.Queue, stop: threading.Event, stats: dict) -> None:
+def _reader(scan: Scan, chunk: int, start: int, stop: int, out: queue.Queue, stop_event: threading.Event,
+            stats: dict) -> None:
     from ptyfast.io.cxi import validate_frames
 
     try:
-        for s in range(0, scan.n_frames, chunk):
-            if stop.is_set():
+        for s in range(start, stop, chunk):
+            if stop_event.is_set():
                 return
             t = time.perf_counter()
-            frames = scan.frames(s, min(s + chunk, scan.n_frames))
+            frames = scan.frames(s, min(s + chunk, stop))
             validate_frames(frames, start=s, mask=scan.mask, source=scan.meta.get("source", "the scan"))
             stats["read"] += time.perf_counter() - t
             out.put((s, frames))
@@ -99,13 +100,16 @@ def _reader(scan: Scan, chunk: int, out: queue.Queue, stop: threading.Event, sta
         out.put(exc)
 
 
-def stream_frames(scan: Scan, chunk: int, *, queue_depth: int = 3, stats: dict | None = None):
-    """Yield (start, frames) chunks read and validated by a background thread (bounded queue)."""
+def stream_frames(scan: Scan, chunk: int, *, start: int = 0, stop: int | None = None, queue_depth: int = 3,
+                  stats: dict | None = None):
+    """Yield (start, frames) chunks of frames [start, stop) read and validated by a background thread
+    (bounded queue)."""
     stats = stats if stats is not None else {"read": 0.0}
     stats.setdefault("read", 0.0)
+    stop = scan.n_frames if stop is None else stop
     q: queue.Queue = queue.Queue(maxsize=queue_depth)
-    stop = threading.Event()
-    th = threading.Thread(target=_reader, args=(scan, chunk, q, stop, stats), daemon=True)
+    halt = threading.Event()
+    th = threading.Thread(target=_reader, args=(scan, chunk, start, stop, q, halt, stats), daemon=True)
     th.start()
     try:
         while True:
@@ -116,7 +120,7 @@ def stream_frames(scan: Scan, chunk: int, *, queue_depth: int = 3, stats: dict |
                 raise item
             yield item
     finally:
-        stop.set()
+        halt.set()
         while th.is_alive():  # drain so the reader can finish
             try:
                 q.get_nowait()
@@ -139,6 +143,158 @@ def check_far_field(scan: Scan) -> None:
             f"{scan.meta.get('source', 'the scan')} holds near-field (holographic) data{f' ({reason})' if reason else ''}; "
             "ptyfast's networks reconstruct far-field ptychography only."
         )
+
+
+@dataclass
+class StitchPlan:
+    """What stitching needs besides the patches; fixed by the scan's positions, its probe and the model.
+
+    ``grid_pos`` (N, 2) are the windows' top-left corners on the object grid (``shape``), whose pixel (0, 0)
+    is scan position ``origin``. Patches are kept cropped to ``box`` (where the weight is ≥ 1 % of its
+    maximum) when their phase offsets are solved (``align``); ``weight`` is the full-window weight."""
+
+    size: tuple[int, int]
+    fit: str
+    probe: np.ndarray | None
+    grid_pos: np.ndarray
+    origin: np.ndarray
+    shape: tuple[int, int]
+    weight: np.ndarray
+    align: bool
+    box: tuple[slice, slice]
+    mask: np.ndarray | None
+
+    @property
+    def box_offset(self) -> np.ndarray:
+        return np.array([self.box[0].start or 0, self.box[1].start or 0], float)
+
+    @property
+    def box_weight(self) -> np.ndarray:
+        return np.ascontiguousarray(self.weight[self.box])
+
+    @property
+    def probe_power(self) -> float | None:
+        return float(np.sum(np.abs(self.probe) ** 2)) if self.probe is not None else None
+
+
+def plan_stitch(positions: np.ndarray, frame_size: int, manifest, probe: np.ndarray | None, *, fit: str = "none",
+                weighting: str = "probe", align_phase: bool | None = None, mask: np.ndarray | None = None
+                ) -> StitchPlan:
+    """The :class:`StitchPlan` of a scan (see :func:`reconstruct_scan` for the options)."""
+    if weighting not in WEIGHTINGS:
+        raise InputError(f"unknown stitching weighting '{weighting}'; choose {' or '.join(WEIGHTINGS)}.")
+    size = tuple(manifest.input_size)
+    if probe is not None:
+        probe = fit_probe(probe, size, fit)
+    positions = fit_positions(positions, frame_size, size, fit)
+    origin, shape = object_grid(positions, size)
+    grid_pos = positions - origin
+    if weighting == "uniform":
+        grid_pos = np.round(grid_pos)
+        w = np.ones(size, np.float32)
+    else:
+        w = (np.abs(probe) ** 2).astype(np.float32) if probe is not None else _window(size)
+    if align_phase is None:
+        align_phase = getattr(manifest, "phase_offsets", "absolute") == "free"
+    box = support_box(w) if align_phase else (slice(0, size[0]), slice(0, size[1]))
+    return StitchPlan(size=size, fit=fit, probe=probe, grid_pos=grid_pos, origin=origin, shape=shape, weight=w,
+                      align=bool(align_phase), box=box, mask=None if mask is None else fit_mask(mask, size, fit))
+
+
+@dataclass
+class PartialStitch:
+    """The stitching of frames [start, stop).
+
+    Blending is linear, so partials of disjoint frame ranges add up: ``num`` = Σ w·patch and ``wsum`` = Σ w on
+    the plan's object grid. When the phase offsets are to be solved (or the caller asks to keep them) the
+    patches themselves are kept instead (cropped to the plan's box), since the offsets depend on all of them."""
+
+    start: int
+    stop: int
+    num: np.ndarray | None = None
+    wsum: np.ndarray | None = None
+    patches: np.ndarray | None = None
+    timings: dict = field(default_factory=dict)
+
+
+def stitch_frames(scan: Scan, backend, plan: StitchPlan, start: int = 0, stop: int | None = None, *,
+                  batch: int = 128, chunk: int = 512, keep_patches: bool | None = None, progress=None
+                  ) -> PartialStitch:
+    """Read, preprocess and infer frames [start, stop) of ``scan`` and stitch them (see :class:`PartialStitch`)."""
+    stop = scan.n_frames if stop is None else stop
+    keep = plan.align if keep_patches is None else keep_patches
+    timings = {"read": 0.0, "preprocess": 0.0, "infer": 0.0, "stitch": 0.0}
+    part = PartialStitch(start, stop, timings=timings)
+    if not keep:
+        part.num = np.zeros(plan.shape, np.complex64)
+        part.wsum = np.zeros(plan.shape, np.float32)
+    kept: list[np.ndarray] = []
+    w = plan.weight
+    for s, frames in stream_frames(scan, chunk, start=start, stop=stop, stats=timings):
+        t = time.perf_counter()
+        x = preprocess(fit_frames(frames, plan.size, plan.fit), backend.manifest, probe_power=plan.probe_power,
+                       mask=plan.mask)
+        timings["preprocess"] += time.perf_counter() - t
+        for b in range(0, len(x), batch):
+            t = time.perf_counter()
+            amp, pha = backend(x[b : b + batch])
+            t2 = time.perf_counter()
+            timings["infer"] += t2 - t
+            patches = (amp * np.exp(1j * pha)).astype(np.complex64)
+            if keep:
+                kept.append(np.ascontiguousarray(patches[:, plan.box[0], plan.box[1]]))
+            else:
+                pos = plan.grid_pos[s + b : s + b + len(patches)]
+                overlap_add(part.num, patches, pos, weights=w, weight_accum=part.wsum)
+            timings["stitch"] += time.perf_counter() - t2
+        if progress is not None:
+            progress(s + len(frames) - start, stop - start, "stitch")
+    if keep:
+        h, wd = w[plan.box].shape
+        part.patches = np.concatenate(kept) if kept else np.zeros((0, h, wd), np.complex64)
+    return part
+
+
+def combine_partials(parts: list[PartialStitch]) -> PartialStitch:
+    """One partial from partials of adjacent frame ranges (sums added; kept patches concatenated in frame
+    order; timings added)."""
+    parts = sorted(parts, key=lambda p: p.start)
+    for a, b in zip(parts, parts[1:]):
+        if a.stop != b.start:
+            raise ValueError(f"partials [{a.start}, {a.stop}) and [{b.start}, {b.stop}) are not adjacent")
+    out = PartialStitch(parts[0].start, parts[-1].stop)
+    if all(p.patches is not None for p in parts):
+        out.patches = np.concatenate([p.patches for p in parts])
+    elif all(p.num is not None for p in parts):
+        out.num = np.sum([p.num for p in parts], axis=0) if len(parts) > 1 else parts[0].num
+        out.wsum = np.sum([p.wsum for p in parts], axis=0) if len(parts) > 1 else parts[0].wsum
+    else:
+        raise ValueError("cannot combine partials that keep patches with partials that keep sums")
+    for p in parts:
+        for k, v in p.timings.items():
+            out.timings[k] = out.timings.get(k, 0.0) + v
+    return out
+
+
+def finish_stitch(plan: StitchPlan, part: PartialStitch) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(object, weight map, timings) from the partial of all frames: solve the phase offsets when the plan
+    says so, blend kept patches, normalise."""
+    timings: dict = {}
+    t = time.perf_counter()
+    if part.patches is not None:
+        patches = part.patches
+        pos = plan.grid_pos[part.start : part.stop] + plan.box_offset
+        if plan.align and len(patches):
+            patches = patches * solve_phase_offsets(patches, pos, plan.box_weight)[:, None, None]
+            timings["align"] = time.perf_counter() - t
+        num = np.zeros(plan.shape, np.complex64)
+        wsum = np.zeros(plan.shape, np.float32)
+        overlap_add(num, patches, pos, weights=plan.box_weight, weight_accum=wsum)
+    else:
+        num, wsum = part.num, part.wsum
+    obj = normalise(num, wsum)
+    timings["stitch"] = time.perf_counter() - t
+    return obj, wsum, timings
 
 
 def reconstruct_scan(
@@ -177,70 +333,36 @@ def reconstruct_scan(
         Overrides ``scan.probe`` (e.g. the model's probe when the file has none).
     progress : callable(done_frames, total_frames, stage), optional
     """
-    if weighting not in WEIGHTINGS:
-        raise InputError(f"unknown stitching weighting '{weighting}'; choose {' or '.join(WEIGHTINGS)}.")
     check_far_field(scan)
-    size = tuple(backend.manifest.input_size)
-    probe = scan.probe if probe is None else probe
-    if probe is not None:
-        probe = fit_probe(probe, size, fit)
-    positions = fit_positions(scan.positions, scan.frame_shape[0], size, fit)
-    origin, shape = object_grid(positions, size)
-    grid_pos = positions - origin
-    if weighting == "uniform":
-        grid_pos = np.round(grid_pos)
-        w = np.ones(size, np.float32)
-    else:
-        w = (np.abs(probe) ** 2).astype(np.float32) if probe is not None else _window(size)
-    if align_phase is None:
-        align_phase = getattr(backend.manifest, "phase_offsets", "absolute") == "free"
-    box = support_box(w) if align_phase else (slice(None), slice(None))
-    w_box = np.ascontiguousarray(w[box])
-    box_offset = np.array([box[0].start or 0, box[1].start or 0], float)
-    kept: list[np.ndarray] = []
-    probe_power = float(np.sum(np.abs(probe) ** 2)) if probe is not None else None
-    mask = None if scan.mask is None else fit_mask(scan.mask, size, fit)
-    num = np.zeros(shape, np.complex64)
-    wsum = np.zeros(shape, np.float32)
-    timings = {"read": 0.0, "preprocess": 0.0, "infer": 0.0, "stitch": 0.0}
-    n = scan.n_frames
     t_start = time.perf_counter()
-    done = 0
-    for s, frames in stream_frames(scan, chunk, stats=timings):
-        t = time.perf_counter()
-        x = preprocess(fit_frames(frames, size, fit), backend.manifest, probe_power=probe_power, mask=mask)
-        timings["preprocess"] += time.perf_counter() - t
-        for b in range(0, len(x), batch):
-            t = time.perf_counter()
-            amp, pha = backend(x[b : b + batch])
-            t2 = time.perf_counter()
-            timings["infer"] += t2 - t
-            patches = (amp * np.exp(1j * pha)).astype(np.complex64)
-            pos = grid_pos[s + b : s + b + len(patches)]
-            if align_phase:
-                kept.append(np.ascontiguousarray(patches[:, box[0], box[1]]))
-            else:
-                overlap_add(num, patches, pos, weights=w, weight_accum=wsum)
-            timings["stitch"] += time.perf_counter() - t2
-        done += len(frames)
-        if progress is not None:
-            progress(done, n, "stitch")
-    t = time.perf_counter()
-    if align_phase and kept:
-        patches = np.concatenate(kept)
-        kept.clear()
-        patches *= solve_phase_offsets(patches, grid_pos + box_offset, w_box)[:, None, None]
-        timings["align"] = time.perf_counter() - t
-        overlap_add(num, patches, grid_pos + box_offset, weights=w_box, weight_accum=wsum)
-    obj = normalise(num, wsum)
-    timings["stitch"] += time.perf_counter() - t
+    plan = plan_stitch(scan.positions, scan.frame_shape[0], backend.manifest,
+                       scan.probe if probe is None else probe, fit=fit, weighting=weighting,
+                       align_phase=align_phase, mask=scan.mask)
+    part = stitch_frames(scan, backend, plan, batch=batch, chunk=chunk, progress=progress)
+    return finish_reconstruction(scan, plan, part, consistency=consistency, chunk=chunk, progress=progress,
+                                 t_start=t_start)
+
+
+def finish_reconstruction(scan: Scan, plan: StitchPlan, part: PartialStitch, *, consistency: bool = True,
+                          chunk: int = 512, progress=None, t_start: float | None = None,
+                          consistency_fn=None) -> Reconstruction:
+    """The :class:`Reconstruction` from the partial of all frames: blend, then (with a probe) the consistency
+    pass, computed by ``consistency_fn(obj)`` when given (e.g. spread over a cluster)."""
+    t_start = time.perf_counter() if t_start is None else t_start
+    obj, wsum, extra = finish_stitch(plan, part)
+    timings = dict(part.timings)
+    timings["stitch"] = timings.get("stitch", 0.0) + extra.pop("stitch")
+    timings.update(extra)
     timings["wall_stitched"] = time.perf_counter() - t_start
-    rec = Reconstruction(object=obj, weight=wsum, positions=grid_pos, origin=origin, probe=probe,
-                         n_frames=n, timings=timings)
-    if consistency and probe is not None:
+    rec = Reconstruction(object=obj, weight=wsum, positions=plan.grid_pos, origin=plan.origin, probe=plan.probe,
+                         n_frames=scan.n_frames, timings=timings)
+    if consistency and plan.probe is not None:
         t = time.perf_counter()
-        rec.consistency = data_consistency(scan, obj, probe, grid_pos, fit=fit, size=size, chunk=chunk,
-                                           progress=progress)
+        if consistency_fn is not None:
+            rec.consistency = consistency_fn(obj)
+        else:
+            rec.consistency = data_consistency(scan, obj, plan.probe, plan.grid_pos, fit=plan.fit, size=plan.size,
+                                               chunk=chunk, progress=progress)
         timings["consistency"] = time.perf_counter() - t
     timings["wall"] = time.perf_counter() - t_start
     return rec
@@ -251,29 +373,44 @@ def _window(size: tuple[int, int]) -> np.ndarray:
     return np.outer(np.hanning(size[0] + 2)[1:-1], np.hanning(size[1] + 2)[1:-1]).astype(np.float32)
 
 
-def data_consistency(scan: Scan, obj: np.ndarray, probe: np.ndarray, grid_pos: np.ndarray, *, fit: str = "none",
-                     size=None, chunk: int = 512, progress=None) -> Consistency:
-    """Propagate the stitched object with the probe through the forward model and compare with the data.
-
-    Per frame n the sums S_aa = Σ I_pred, S_ab = Σ √I_pred·√I, S_bb = Σ I (valid pixels) are kept (O(N) memory),
-    so the global scale s = ΣS_ab/ΣS_aa and the per-frame errors (s²S_aa − 2sS_ab + S_bb)/S_bb follow exactly.
-    """
+def consistency_sums(scan: Scan, obj: np.ndarray, probe: np.ndarray, grid_pos: np.ndarray, *, fit: str = "none",
+                     size=None, chunk: int = 512, start: int = 0, stop: int | None = None, progress=None
+                     ) -> np.ndarray:
+    """Per-frame sums (3, n) S_aa = Σ I_pred, S_ab = Σ √I_pred·√I, S_bb = Σ I over valid pixels, frames
+    [start, stop): what :func:`consistency_from_sums` needs (sums of disjoint ranges concatenate)."""
     size = size or scan.frame_shape
     mask = None if scan.mask is None else fit_mask(scan.mask, size, fit)
-    n = scan.n_frames
-    saa, sab, sbb = (np.zeros(n) for _ in range(3))
-    for s, frames in stream_frames(scan, chunk):
+    stop = scan.n_frames if stop is None else stop
+    sums = np.zeros((3, stop - start))
+    for s, frames in stream_frames(scan, chunk, start=start, stop=stop):
         meas = np.sqrt(np.maximum(fit_frames(frames, size, fit), 0))
         pred = np.abs(far_field(exit_waves(probe, obj, grid_pos[s : s + len(frames)])))
         if mask is not None:
             meas, pred = meas * mask, pred * mask
-        e = s + len(frames)
-        saa[s:e] = np.sum(pred * pred, axis=(1, 2))
-        sab[s:e] = np.sum(pred * meas, axis=(1, 2))
-        sbb[s:e] = np.sum(meas * meas, axis=(1, 2))
+        i, e = s - start, s - start + len(frames)
+        sums[0, i:e] = np.sum(pred * pred, axis=(1, 2))
+        sums[1, i:e] = np.sum(pred * meas, axis=(1, 2))
+        sums[2, i:e] = np.sum(meas * meas, axis=(1, 2))
         if progress is not None:
-            progress(e, n, "consistency")
+            progress(e, stop - start, "consistency")
+    return sums
+
+
+def consistency_from_sums(sums: np.ndarray) -> Consistency:
+    """The global scale s = ΣS_ab/ΣS_aa and the errors (s²S_aa − 2sS_ab + S_bb)/S_bb, per frame and overall."""
+    saa, sab, sbb = sums
     scale = float(sab.sum() / max(saa.sum(), 1e-30))
     per = (scale**2 * saa - 2 * scale * sab + sbb) / np.maximum(sbb, 1e-30)
     err = float((scale**2 * saa.sum() - 2 * scale * sab.sum() + sbb.sum()) / max(sbb.sum(), 1e-30))
     return Consistency(error=err, scale=scale, per_frame=per.astype(np.float32))
+
+
+def data_consistency(scan: Scan, obj: np.ndarray, probe: np.ndarray, grid_pos: np.ndarray, *, fit: str = "none",
+                     size=None, chunk: int = 512, progress=None) -> Consistency:
+    """Propagate the stitched object with the probe through the forward model and compare with the data.
+
+    Per frame n the sums S_aa, S_ab, S_bb are kept (O(N) memory, :func:`consistency_sums`), so the global
+    scale and the per-frame errors follow exactly (:func:`consistency_from_sums`).
+    """
+    return consistency_from_sums(consistency_sums(scan, obj, probe, grid_pos, fit=fit, size=size, chunk=chunk,
+                                                  progress=progress))

@@ -12,7 +12,8 @@ from ptyfast import __version__
 from ptyfast.errors import InputError
 from ptyfast.models.manifest import file_hash, probe_hash
 from ptyfast.physics.probe import default_probe, paper_probe
-from ptyfast.runtime.pipeline import Reconstruction, check_far_field, probe_similarity, reconstruct_scan
+from ptyfast.runtime.pipeline import (Reconstruction, check_far_field, plan_stitch, probe_similarity,
+                                      reconstruct_scan)
 from ptyfast.runtime.preprocess import fit_probe
 from ptyfast.scan import Scan
 
@@ -95,9 +96,12 @@ def check_frame_size(scan: Scan, manifest, fit: str) -> None:
         )
 
 
-def run_reconstruct(scan: Scan, job: ReconstructJob, *, backend=None, reason: str = "", progress=None
-                    ) -> tuple[Reconstruction, dict]:
-    """Reconstruct one scan; returns the reconstruction and its provenance record."""
+def run_reconstruct(scan: Scan, job: ReconstructJob, *, backend=None, reason: str = "", progress=None,
+                    client=None, source: tuple[str, str | None] | None = None) -> tuple[Reconstruction, dict]:
+    """Reconstruct one scan; returns the reconstruction and its provenance record.
+
+    With a Dask ``client`` the frames are spread over its workers, which reopen the scan from ``source``
+    (absolute path, frame selection); see :mod:`ptyfast.runtime.distributed`."""
     from ptyfast.runtime.backends import open_backend
 
     t0 = time.perf_counter()
@@ -112,9 +116,16 @@ def run_reconstruct(scan: Scan, job: ReconstructJob, *, backend=None, reason: st
         probe, probe_note = choose_probe(scan, manifest, fit=job.fit, allow_mismatch=job.allow_probe_mismatch,
                                          model_path=_given_model_file(job.model) or backend.model_path)
         align = job.align_phase if job.align_phase is not None else manifest.phase_offsets == "free"
-        rec = reconstruct_scan(scan, backend, batch=job.batch, chunk=job.chunk, fit=job.fit,
-                               weighting=job.weighting, align_phase=align,
-                               consistency=job.consistency, probe=probe, progress=progress)
+        if client is None:
+            rec = reconstruct_scan(scan, backend, batch=job.batch, chunk=job.chunk, fit=job.fit,
+                                   weighting=job.weighting, align_phase=align,
+                                   consistency=job.consistency, probe=probe, progress=progress)
+        else:
+            from ptyfast.runtime.distributed import absolute_job, reconstruct_split
+
+            plan = plan_stitch(scan.positions, scan.frame_shape[0], manifest, probe, fit=job.fit,
+                               weighting=job.weighting, align_phase=align, mask=scan.mask)
+            rec = reconstruct_split(client, source, scan, plan, absolute_job(job), progress=progress)
     finally:
         if own:
             backend.close()
