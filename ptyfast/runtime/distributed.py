@@ -46,7 +46,7 @@ def open_client(spec: str):
         if not count.isdigit() or int(count) < 1:
             raise InputError(f"--scheduler {spec}: write local:N with N ≥ 1 worker processes (e.g. local:2).")
         cluster = LocalCluster(n_workers=int(count), threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=logging.ERROR)
+                               dashboard_address=":0", silence_logs=logging.ERROR)
         return Client(cluster), cluster
     try:
         return Client(spec, timeout=CONNECT_TIMEOUT_S), None
