@@ -57,6 +57,14 @@ def reconstruct_cmd(
     scheduler: Annotated[Optional[str], typer.Option(
         help="Run on Dask: local:N starts N worker processes here, or a scheduler address (tcp://host:8786). "
              "Several scans: one task per scan; one scan: its frames split across the workers.")] = None,
+    follow: Annotated[bool, typer.Option(
+        "--follow", help="Follow a scan while it is written (HDF5 SWMR): reconstruct frames as they arrive, refresh "
+                         "the output, finish when the writer closes the file or marks it complete.")] = False,
+    idle_timeout: Annotated[float, typer.Option(min=0.1, help="With --follow: finish when no frame has arrived "
+                                                              "for this many seconds.")] = 60.0,
+    refresh_frames: Annotated[int, typer.Option(min=1, help="With --follow: rewrite the output every N new "
+                                                            "frames...")] = 256,
+    refresh_seconds: Annotated[float, typer.Option(min=0.0, help="...or every S seconds, whichever first.")] = 10.0,
 ) -> None:
     """Reconstruct scans with a trained network: stream, infer, stitch, check consistency, write results."""
     from ptyfast.errors import InputError
@@ -79,6 +87,12 @@ def reconstruct_cmd(
                          chunk=chunk, fit=fit, weighting=weighting, align_phase=align_phase,
                          consistency=consistency, allow_probe_mismatch=allow_probe_mismatch, threads=threads)
     finish = Finisher(frames=frames, refine=refine, iterations=iterations, consistency=consistency, png=png)
+    if follow:
+        clash = [name for name, used in (("several scans", many), ("--frames", frames), ("--scheduler", scheduler),
+                                         ("--refine", refine)) if used]
+        if clash:
+            raise InputError(f"--follow reconstructs one scan as it is written; it cannot be combined with "
+                             f"{' or '.join(clash)}.")
     be, reason = open_backend(model, backend, device, precision, threads=threads)
     console.print(f"backend: [bold]{reason}[/] ({be.manifest.architecture}, {be.precision})")
     client = cluster = None
@@ -88,7 +102,13 @@ def reconstruct_cmd(
 
             client, cluster = open_client(scheduler)
             console.print(f"Dask: {len(client.scheduler_info()['workers'])} workers at {client.scheduler.address}")
-        if client is not None and many:
+        if follow:
+            from ptyfast.runtime.live import FollowOptions
+
+            _follow(scans[0], outs[0], job, be, reason, finish,
+                    FollowOptions(idle_timeout=idle_timeout, refresh_frames=refresh_frames,
+                                  refresh_seconds=refresh_seconds))
+        elif client is not None and many:
             _many_on_cluster(client, scans, outs, job, finish)
         else:
             for scan_path, out in zip(scans, outs):
@@ -137,6 +157,30 @@ def _many_on_cluster(client, scans: list[Path], outs: list[Path], job, finish: "
             finish(scan, scans[k], outs[k], rec, prov)
 
 
+def _follow(scan_path: Path, out: Path, job, be, reason: str, finish: "Finisher", options) -> None:
+    """--follow: refresh ``out`` while the scan grows; the final write is the offline result's."""
+    from ptyfast.runtime.live import follow
+
+    with progress_bar() as bar:
+        task = bar.add_task(f"{scan_path.name}: following", total=None, rate="")
+
+        def on_frames(n):
+            bar.update(task, completed=n, rate=f"{n} frames")
+
+        def on_refresh(rec, prov):
+            prov["live"] = {"ended": "", "complete": False}
+            finish.write(out, rec, prov)
+
+        res = follow(scan_path, job, be, reason, options, on_refresh=on_refresh, on_frames=on_frames)
+    note = f"{scan_path.name}: {res.ended}"
+    if res.complete:
+        console.print(note)
+    else:
+        console_err.print(f"[bold yellow]warning:[/] {escape(note)}; the output holds the {res.rec.n_frames} frames "
+                          "received (a complete, valid reconstruction of those).", highlight=False)
+    finish(None, scan_path, out, res.rec, res.provenance)
+
+
 class Finisher:
     """What happens to a reconstruction after the network: optional refinement, the atomic write of the
     HDF5 and its previews, the summary lines."""
@@ -145,16 +189,20 @@ class Finisher:
         self.frames, self.refine, self.iterations = frames, refine, iterations
         self.consistency, self.png = consistency, png
 
-    def __call__(self, scan, scan_path: Path, out: Path, rec, prov) -> None:
+    def write(self, out: Path, rec, prov) -> list[Path]:
+        """The HDF5 and its previews, appearing together or not at all (each replaces the last atomically)."""
         from ptyfast.io.atomic import output_transaction
         from ptyfast.runtime.output import save_previews, write_reconstruction
 
         prov["frame_selection"] = self.frames or "all"
+        with output_transaction():
+            write_reconstruction(out, rec, prov)
+            return save_previews(rec, out.with_suffix("")) if self.png else []
+
+    def __call__(self, scan, scan_path: Path, out: Path, rec, prov) -> None:
         if self.refine:
             rec, prov = _refine(scan, rec, prov, self.refine, self.iterations, consistency=self.consistency)
-        with output_transaction():  # the HDF5 and its previews appear together or not at all
-            write_reconstruction(out, rec, prov)
-            previews = save_previews(rec, out.with_suffix("")) if self.png else []
+        previews = self.write(out, rec, prov)
         t = rec.timings
         console.print(
             f"{scan_path.name}: {rec.n_frames} frames → {out}  object {rec.object.shape[0]}×{rec.object.shape[1]}  "

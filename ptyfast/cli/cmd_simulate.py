@@ -87,6 +87,12 @@ def simulate(
     jitter: Annotated[float, typer.Option(help="Uniform position jitter ±px per axis.")] = 2.0,
     probe: Annotated[Optional[Path], typer.Option(help="Probe .npy/.cxi (default: the bundled confined 128² probe).")] = None,
     random_object: Annotated[bool, typer.Option("--random-object", help="Procedural object, no images.")] = False,
+    stream: Annotated[Optional[float], typer.Option(
+        min=0.001, help="Write the scan live at this many frames/s (HDF5 SWMR, as a detector would), for "
+                        "reconstruct --follow.")] = None,
+    stream_stop_after: Annotated[Optional[int], typer.Option(
+        min=1, hidden=True, help="With --stream: stop after N frames without closing the file (a crashed "
+                                 "writer, for tests).")] = None,
 ) -> None:
     """Simulate a far-field ptychography scan and write it as CXI (with ground truth)."""
     from ptyfast.io.atomic import check_writable
@@ -111,7 +117,13 @@ def simulate(
     scan = simulate_scan(obj, p, positions, photons=photons, noise=noise, rng=rng, geometry=geometry, meta=dict(
         object=how, path=path.value, overlap=overlap, jitter=jitter, seed=seed,
         probe=str(probe) if probe else "bundled confined default probe", geometry_defaulted=probe is not None))
-    write_cxi(output, scan)
+    if stream is not None:
+        from ptyfast.io.live import stream_cxi
+
+        console.print(f"streaming {scan.n_frames} frames to {output} at {stream:g} frames/s (SWMR)")
+        stream_cxi(output, scan, stream, stop_after=stream_stop_after)
+    else:
+        write_cxi(output, scan)
     dt = time.perf_counter() - t0
     console.print(f"wrote {output}: {scan.n_frames} frames {scan.frame_shape[0]}×{scan.frame_shape[1]}, "
                   f"{path.value} {overlap:.0%} overlap, object {size}² ({how}) in {dt:.1f} s")

@@ -167,6 +167,18 @@ def _discard(tmp: Path) -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
+def register_temporary(path: Path) -> None:
+    """Treat ``path`` (a file written in place, e.g. a live SWMR stream readers must see under its final name)
+    as temporary: removed on error or signal until :func:`unregister_temporary`. Refuses what
+    :func:`check_writable` refuses."""
+    path = check_writable(path)
+    _live.add(path)
+
+
+def unregister_temporary(path: Path) -> None:
+    _live.discard(Path(path))
+
+
 def remove_temporaries() -> list[Path]:
     """Remove every temporary output still alive (signal and exit paths); return what was removed."""
     removed = []

@@ -58,7 +58,7 @@ import numpy as np
 
 from ptyfast.errors import InputError
 from ptyfast.io.atomic import atomic_path
-from ptyfast.scan import PLANCK_TIMES_C, FrameView, Geometry, Scan
+from ptyfast.scan import PLANCK_TIMES_C, FrameView, Geometry, Scan, SelectedFrames
 
 CXI_VERSION = 150
 MASK_INVALID = 0x1  #: CXI bit 0: invalid pixel
@@ -304,66 +304,83 @@ def write_cxi(path: str | Path, scan: Scan, *, chunk: int = 64, compression: str
     Path
         ``path``.
     """
-    n, (h, w) = scan.n_frames, scan.frame_shape
-    geo = scan.geometry
-    dx = geo.object_pixel_size(h)
+    n = scan.n_frames
     src = str(scan.meta.get("source", "the scan"))
     with atomic_path(path) as tmp, h5py.File(tmp, "w", rdcc_nbytes=0) as f:
-        f["cxi_version"] = CXI_VERSION
-        f["number_of_entries"] = 1
-        e = f.create_group("entry_1")
-        src_g = e.create_group("instrument_1/source_1")
-        det = e.create_group("instrument_1/detector_1")
-        known = not scan.meta.get("geometry_defaulted")
-        if known:  # a source without geometry (Tike npz, PtyNet) gets none written: unknown is not measured
-            src_g["energy"] = geo.energy
-            src_g["energy"].attrs["units"] = "J"
-            src_g["wavelength"] = geo.wavelength
-            src_g["wavelength"].attrs["units"] = "m"
-            det["distance"] = geo.distance
-            det["x_pixel_size"] = geo.pixel_size
-            det["y_pixel_size"] = geo.pixel_size
-            for k in ("distance", "x_pixel_size", "y_pixel_size"):
-                det[k].attrs["units"] = "m"
-        data = det.create_dataset(
-            "data", shape=(n, h, w), dtype=np.float32, chunks=(1, h, w), **compression_filter(compression)
-        )
-        data.attrs["axes"] = "translation:y:x"
-        data.attrs["units"] = "photons"
+        data, trans, pos = create_layout(f, scan, n, compression=compression)
         for s, frames in scan.iter_chunks(chunk):
             validate_frames(frames, start=s, mask=scan.mask, source=src)
             data[s : s + len(frames)] = frames
-        if scan.mask is not None:
-            det["mask"] = np.where(np.asarray(scan.mask, bool), 0, MASK_INVALID).astype(np.uint32)
-        if scan.probe is not None:
-            src_g["illumination"] = np.asarray(scan.probe, np.complex64)
-        pos = scan.positions
-        trans = np.zeros((n, 3))
-        trans[:, 0] = -pos[:, 1] * dx
-        trans[:, 1] = -pos[:, 0] * dx
-        geo_g = e.create_group("sample_1/geometry_1")
-        geo_g["translation"] = trans
-        geo_g["translation"].attrs["units"] = "m"
-        if not known:
-            geo_g["translation"].attrs["note"] = (
-                f"geometry unknown: metres assume an object pixel of {dx:.4g} m; positions_px are exact")
-        d1 = e.create_group("data_1")
-        d1["data"] = h5py.SoftLink("/entry_1/instrument_1/detector_1/data")
-        d1["translation"] = h5py.SoftLink("/entry_1/sample_1/geometry_1/translation")
-        pf = f.create_group(PTYFAST_GROUP)
-        pf.attrs["format_version"] = 1
-        pf.attrs["convention"] = (
-            "positions_px: (N,2) (y,x) top-left corner of the probe window in object pixels; "
-            "translation = -(x,y)*object_pixel_size; Psi = fftshift(fft2(P*O, norm='ortho')), I = |Psi|^2"
-        )
-        pf.attrs["object_pixel_size"] = dx
-        pf.attrs["geometry"] = "measured" if known else "unknown"
-        pf.attrs["near_field"] = bool(scan.near_field)
-        pf.attrs["meta_json"] = json.dumps(_jsonable({k: v for k, v in scan.meta.items() if k != "h5file"}))
-        pf["positions_px"] = pos
-        if scan.truth is not None:
-            pf["truth_object"] = np.asarray(scan.truth, np.complex64)
+        trans[:], pos[:] = translations(scan), scan.positions
     return Path(path)
+
+
+def translations(scan: Scan) -> np.ndarray:
+    """(N, 3) CXI sample translations (m) of the scan's positions: t = −(x_px, y_px, 0) · dx."""
+    dx = scan.geometry.object_pixel_size(scan.frame_shape[0])
+    t = np.zeros((scan.n_frames, 3))
+    t[:, 0] = -scan.positions[:, 1] * dx
+    t[:, 1] = -scan.positions[:, 0] * dx
+    return t
+
+
+def create_layout(f: h5py.File, scan: Scan, n: int | None, *, compression: str | None = None):
+    """Write everything of the CXI layout except the per-frame data, and create the per-frame datasets
+    (frames, translations, ``positions_px``) with ``n`` rows, or empty and growable along axis 0 when ``n``
+    is None (a live scan, :mod:`ptyfast.io.live`). Returns those three datasets."""
+    h, w = scan.frame_shape
+    geo = scan.geometry
+    dx = geo.object_pixel_size(h)
+    grow = n is None
+    rows = 0 if grow else n
+    f["cxi_version"] = CXI_VERSION
+    f["number_of_entries"] = 1
+    e = f.create_group("entry_1")
+    src_g = e.create_group("instrument_1/source_1")
+    det = e.create_group("instrument_1/detector_1")
+    known = not scan.meta.get("geometry_defaulted")
+    if known:  # a source without geometry (Tike npz, PtyNet) gets none written: unknown is not measured
+        src_g["energy"] = geo.energy
+        src_g["energy"].attrs["units"] = "J"
+        src_g["wavelength"] = geo.wavelength
+        src_g["wavelength"].attrs["units"] = "m"
+        det["distance"] = geo.distance
+        det["x_pixel_size"] = geo.pixel_size
+        det["y_pixel_size"] = geo.pixel_size
+        for k in ("distance", "x_pixel_size", "y_pixel_size"):
+            det[k].attrs["units"] = "m"
+    data = det.create_dataset("data", shape=(rows, h, w), maxshape=(None if grow else rows, h, w), dtype=np.float32,
+                              chunks=(1, h, w), **compression_filter(compression))
+    data.attrs["axes"] = "translation:y:x"
+    data.attrs["units"] = "photons"
+    if scan.mask is not None:
+        det["mask"] = np.where(np.asarray(scan.mask, bool), 0, MASK_INVALID).astype(np.uint32)
+    if scan.probe is not None:
+        src_g["illumination"] = np.asarray(scan.probe, np.complex64)
+    geo_g = e.create_group("sample_1/geometry_1")
+    trans = geo_g.create_dataset("translation", shape=(rows, 3), maxshape=(None if grow else rows, 3),
+                                 dtype=np.float64, chunks=(256, 3) if grow else None)
+    trans.attrs["units"] = "m"
+    if not known:
+        trans.attrs["note"] = f"geometry unknown: metres assume an object pixel of {dx:.4g} m; positions_px are exact"
+    d1 = e.create_group("data_1")
+    d1["data"] = h5py.SoftLink("/entry_1/instrument_1/detector_1/data")
+    d1["translation"] = h5py.SoftLink("/entry_1/sample_1/geometry_1/translation")
+    pf = f.create_group(PTYFAST_GROUP)
+    pf.attrs["format_version"] = 1
+    pf.attrs["convention"] = (
+        "positions_px: (N,2) (y,x) top-left corner of the probe window in object pixels; "
+        "translation = -(x,y)*object_pixel_size; Psi = fftshift(fft2(P*O, norm='ortho')), I = |Psi|^2"
+    )
+    pf.attrs["object_pixel_size"] = dx
+    pf.attrs["geometry"] = "measured" if known else "unknown"
+    pf.attrs["near_field"] = bool(scan.near_field)
+    pf.attrs["meta_json"] = json.dumps(_jsonable({k: v for k, v in scan.meta.items() if k != "h5file"}))
+    pos = pf.create_dataset("positions_px", shape=(rows, 2), maxshape=(None if grow else rows, 2), dtype=np.float64,
+                            chunks=(256, 2) if grow else None)
+    if scan.truth is not None:
+        pf["truth_object"] = np.asarray(scan.truth, np.complex64)
+    return data, trans, pos
 
 
 # --------------------------------------------------------------------------------------------------- reading
@@ -379,6 +396,10 @@ def _open(path: Path) -> h5py.File:
         return h5py.File(path, "r")
     except OSError as exc:
         detail = short_reason(exc)
+        if "already open for write" in str(exc):
+            raise InputError(f"{path} is still open for writing (HDF5 says so, {detail}); reconstruct it live with "
+                             "--follow, wait until its writer closes it, or, if the writer crashed, clear the flag "
+                             "with h5clear -s.") from None
         raise InputError(f"{path} could not be opened as HDF5 - it looks truncated or corrupt ({detail}).") from None
 
 
@@ -429,6 +450,8 @@ def read_geometry(f: h5py.File, path: Path) -> Geometry:
 def _read_translation(f: h5py.File, n: int, path: Path) -> tuple[np.ndarray, str]:
     ds = _find(f, TRANSLATION_PATHS, "scan translation", path)
     t = np.asarray(ds[()], dtype=np.float64)
+    if f.swmr_mode and t.ndim == 2 and t.shape[0] > n and t.shape[1] in (2, 3):
+        t = t[:n]  # a live file: positions may run ahead of the frames
     layout = "(N, 3)"
     if t.ndim == 2 and t.shape[0] in (2, 3) and t.shape[1] == n and t.shape[0] != n:
         t, layout = t.T, "(3, N) (PyNX)"
@@ -574,6 +597,23 @@ def check_storage(ds: h5py.Dataset, path: Path) -> None:
                              "are declared; it is truncated and HDF5 would read zeros for the rest.")
 
 
+def ready_frames(f: h5py.File, path: Path) -> int:
+    """Frames of an open file that have both their pattern and their position (on a live file the datasets
+    grow separately; :mod:`ptyfast.io.live` opens the file afresh for each look, so shapes are current)."""
+    data = _find(f, DATA_PATHS, "diffraction data", path)
+    trans = _find(f, TRANSLATION_PATHS, "scan translation", path)
+    pf = f.get(PTYFAST_GROUP)
+    exact = pf.get("positions_px") if isinstance(pf, h5py.Group) else None
+    n = data.shape[1] if data.ndim == 4 else data.shape[0]
+    if trans.ndim == 2 and trans.shape[0] in (2, 3) and trans.shape[1] != 3:  # PyNX (3, N)
+        n = min(n, trans.shape[1])
+    elif trans.ndim:
+        n = min(n, trans.shape[0])
+    if isinstance(exact, h5py.Dataset) and exact.ndim:
+        n = min(n, exact.shape[0])
+    return int(n)
+
+
 def _read_open(f: h5py.File, path: Path, *, lazy, validate, near_field, margin) -> Scan:
     data = _find(f, DATA_PATHS, "diffraction data", path)
     check_storage(data, path)
@@ -587,6 +627,10 @@ def _read_open(f: h5py.File, path: Path, *, lazy, validate, near_field, margin) 
     else:
         raise InputError(f"{path}: {data.name} must be (N, H, W) or (1, N, H, W); found shape {shape}.")
     n, h, w = frames.shape
+    if f.swmr_mode:  # a live file: only the frames that have their positions too
+        n = min(n, ready_frames(f, path))
+        if n < frames.shape[0]:
+            frames = SelectedFrames(frames, np.arange(n))
     if n == 0:
         raise InputError(f"{path} holds no diffraction frames (an empty scan).")
     if h != w:
@@ -601,7 +645,7 @@ def _read_open(f: h5py.File, path: Path, *, lazy, validate, near_field, margin) 
     mask = _read_mask(f, (h, w), path)
     meta: dict = {"source": str(path), "format": "cxi", "data_layout": layout, "translation_layout": tlayout}
     if isinstance(pf, h5py.Group) and isinstance(pf.get("positions_px"), h5py.Dataset):
-        positions = np.asarray(pf["positions_px"][()], np.float64)
+        positions = np.asarray(pf["positions_px"][:n], np.float64)
         if positions.shape != (n, 2):
             raise InputError(f"{path}: {PTYFAST_GROUP}/positions_px is {positions.shape}; expected ({n}, 2).")
         meta.update(json.loads(pf.attrs.get("meta_json", "{}")))

@@ -12,8 +12,8 @@ from ptyfast import __version__
 from ptyfast.errors import InputError
 from ptyfast.models.manifest import file_hash, probe_hash
 from ptyfast.physics.probe import default_probe, paper_probe
-from ptyfast.runtime.pipeline import (Reconstruction, check_far_field, plan_stitch, probe_similarity,
-                                      reconstruct_scan)
+from ptyfast.runtime.pipeline import (Reconstruction, StitchPlan, check_far_field, finish_reconstruction,
+                                      plan_stitch, probe_similarity, stitch_frames)
 from ptyfast.runtime.preprocess import fit_probe
 from ptyfast.scan import Scan
 
@@ -96,6 +96,20 @@ def check_frame_size(scan: Scan, manifest, fit: str) -> None:
         )
 
 
+def plan_for(scan: Scan, job: ReconstructJob, backend) -> tuple[StitchPlan, str]:
+    """Check the scan against the model (far field, frame size, probe) and plan its stitching; returns the
+    plan and a note on where the probe came from."""
+    manifest = backend.manifest
+    check_far_field(scan)
+    check_frame_size(scan, manifest, job.fit)
+    probe, probe_note = choose_probe(scan, manifest, fit=job.fit, allow_mismatch=job.allow_probe_mismatch,
+                                     model_path=_given_model_file(job.model) or backend.model_path)
+    align = job.align_phase if job.align_phase is not None else manifest.phase_offsets == "free"
+    plan = plan_stitch(scan.positions, scan.frame_shape[0], manifest, probe, fit=job.fit, weighting=job.weighting,
+                       align_phase=align, mask=scan.mask)
+    return plan, probe_note
+
+
 def run_reconstruct(scan: Scan, job: ReconstructJob, *, backend=None, reason: str = "", progress=None,
                     client=None, source: tuple[str, str | None] | None = None) -> tuple[Reconstruction, dict]:
     """Reconstruct one scan; returns the reconstruction and its provenance record.
@@ -110,26 +124,28 @@ def run_reconstruct(scan: Scan, job: ReconstructJob, *, backend=None, reason: st
         backend, reason = open_backend(job.model, job.backend, job.device, job.precision, threads=job.threads)
     t_load = time.perf_counter() - t0
     try:
-        manifest = backend.manifest
-        check_far_field(scan)
-        check_frame_size(scan, manifest, job.fit)
-        probe, probe_note = choose_probe(scan, manifest, fit=job.fit, allow_mismatch=job.allow_probe_mismatch,
-                                         model_path=_given_model_file(job.model) or backend.model_path)
-        align = job.align_phase if job.align_phase is not None else manifest.phase_offsets == "free"
+        t_start = time.perf_counter()
+        plan, probe_note = plan_for(scan, job, backend)
         if client is None:
-            rec = reconstruct_scan(scan, backend, batch=job.batch, chunk=job.chunk, fit=job.fit,
-                                   weighting=job.weighting, align_phase=align,
-                                   consistency=job.consistency, probe=probe, progress=progress)
+            part = stitch_frames(scan, backend, plan, batch=job.batch, chunk=job.chunk, progress=progress)
+            rec = finish_reconstruction(scan, plan, part, consistency=job.consistency, chunk=job.chunk,
+                                        progress=progress, t_start=t_start)
         else:
             from ptyfast.runtime.distributed import absolute_job, reconstruct_split
 
-            plan = plan_stitch(scan.positions, scan.frame_shape[0], manifest, probe, fit=job.fit,
-                               weighting=job.weighting, align_phase=align, mask=scan.mask)
             rec = reconstruct_split(client, source, scan, plan, absolute_job(job), progress=progress)
     finally:
         if own:
             backend.close()
     rec.timings["load_model"] = t_load
+    return rec, describe(rec, scan, job, backend, reason, plan, probe_note)
+
+
+def describe(rec: Reconstruction, scan: Scan, job: ReconstructJob, backend, reason: str, plan: StitchPlan,
+             probe_note: str) -> dict:
+    """The provenance record of a reconstruction (also set as ``rec.provenance``); raises on a result that
+    cannot be right and lists warnings for a suspicious one (:func:`result_warnings`)."""
+    manifest = backend.manifest
     model_file = backend.model_path
     provenance = {
         "ptyfast_version": __version__,
@@ -142,13 +158,13 @@ def run_reconstruct(scan: Scan, job: ReconstructJob, *, backend=None, reason: st
         "model_sha256": file_hash(model_file) if model_file and Path(model_file).is_file() else "",
         "probe_source": probe_note,
         "object_pixel_size_m": scan.object_pixel_size(int(manifest.input_size[0]), job.fit),
-        "options": {**job.__dict__, "align_phase": align},
+        "options": {**job.__dict__, "align_phase": plan.align},
         "timings_s": {k: round(v, 4) for k, v in rec.timings.items()},
         "patterns_per_s": scan.n_frames / max(rec.timings["wall"], 1e-9),
     }
     provenance["warnings"] = result_warnings(rec, manifest.architecture)
     rec.provenance = provenance
-    return rec, provenance
+    return provenance
 
 
 def result_warnings(rec: Reconstruction, model: str) -> list[str]:
