@@ -90,12 +90,18 @@ def test_frame_selection_travels_to_the_workers(scans, client):
     _same(ref.object, rec.object)
 
 
-def test_cli_local_cluster_many_scans_equal_single_process(scans, tmp_path):
-    single, cluster = tmp_path / "single", tmp_path / "cluster"
-    single.mkdir()
-    cluster.mkdir()
-    res = run("reconstruct", *scans, "-o", single, "--no-png", "--threads", "1")
+@pytest.fixture(scope="module")
+def single(scans, tmp_path_factory):
+    """Both scans reconstructed in one process (the reference outputs)."""
+    out = tmp_path_factory.mktemp("single")
+    res = run("reconstruct", *scans, "-o", out, "--no-png", "--threads", "1")
     assert res.returncode == 0, res.stderr
+    return out
+
+
+def test_cli_local_cluster_many_scans_equal_single_process(scans, single, tmp_path):
+    cluster = tmp_path / "cluster"
+    cluster.mkdir()
     res = run("reconstruct", *scans, "-o", cluster, "--no-png", "--scheduler", "local:2")
     assert res.returncode == 0, res.stderr
     assert "Dask: 2 workers" in res.stdout
@@ -171,3 +177,15 @@ def _read_ref(path, tmp_path):
     res = run("reconstruct", path, "-o", out, "--no-png", "--threads", "1")
     assert res.returncode == 0, res.stderr
     return _read(out)
+
+
+def test_documented_cluster_call(scans, single, tmp_path):
+    """docs/cluster.md's dask-jobqueue recipe with a LocalCluster in place of SLURMCluster: start a cluster,
+    hand its scheduler address to the CLI."""
+    out = tmp_path / "out"
+    out.mkdir()
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        res = run("reconstruct", *scans, "-o", out, "--no-png", "--scheduler", cluster.scheduler_address)
+    assert res.returncode == 0, res.stderr
+    for name in ("a_recon.h5", "b_recon.h5"):
+        _same(_read(single / name)[0], _read(out / name)[0])

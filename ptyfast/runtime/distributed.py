@@ -183,14 +183,15 @@ def reconstruct_split(client, source: tuple[str, str | None], scan, plan, job, *
     parts = partitions(n, n_workers(client), minimum=job.batch)
     plan_f = client.scatter(plan, broadcast=True)
     futures = [client.submit(partial_task, path, frames, job, plan_f, a, b, pure=False) for a, b in parts]
-    if progress is not None:
-        done = 0
-        for fut in as_completed(futures):
-            if fut.status == "finished":
-                a, b = parts[futures.index(fut)]
-                done += b - a
-                progress(done, n, "stitch")
+    done = 0
+    for fut in as_completed(futures):
+        if fut.status == "finished" and progress is not None:
+            a, b = parts[futures.index(fut)]
+            done += b - a
+            progress(done, n, "stitch")
+    t_partials = time.perf_counter()
     part = gather(client, tree_reduce(client, futures, combine_partials), f"reconstructing {path}")
+    t_reduced = time.perf_counter()
 
     def spread_consistency(obj: np.ndarray):
         obj_f = client.scatter(obj, broadcast=True)
@@ -202,6 +203,8 @@ def reconstruct_split(client, source: tuple[str, str | None], scan, plan, job, *
                                t_start=t_start)
     rec.timings["workers"] = n_workers(client)
     rec.timings["partitions"] = len(parts)
+    rec.timings["wall_partials"] = t_partials - t_start  # until every partition was inferred
+    rec.timings["wall_reduce"] = t_reduced - t_partials  # tree reduction and transfer to the client
     return rec
 
 
