@@ -77,6 +77,8 @@ def test_one_scan_split_across_workers_equals_one_process(scans, client, align):
     assert rec.consistency.error == pytest.approx(ref.consistency.error, rel=1e-5)
     np.testing.assert_allclose(rec.consistency.per_frame, ref.consistency.per_frame, rtol=1e-3)
     assert prov["frames"] == scan.n_frames == 100
+    loaded = client.run(lambda: len(__import__("ptyfast.runtime.distributed", fromlist=["_backends"])._backends))
+    assert set(loaded.values()) <= {0, 1} and sum(loaded.values()) >= 1  # once per worker, not per task
 
 
 def test_frame_selection_travels_to_the_workers(scans, client):

@@ -100,7 +100,7 @@ def reconstruct_cmd(
         if scheduler is not None:
             from ptyfast.runtime.distributed import open_client
 
-            client, cluster = open_client(scheduler)
+            client, cluster = open_client(scheduler, device)
             console.print(f"Dask: {len(client.scheduler_info()['workers'])} workers at {client.scheduler.address}")
         if follow:
             from ptyfast.runtime.live import FollowOptions

@@ -35,18 +35,36 @@ PARTITIONS_PER_WORKER = 2
 _backends: dict = {}  # per worker process: the opened model for each setting
 
 
-def open_client(spec: str):
+def local_cluster(n: int, device: str = "auto"):
+    """``local:N``: N one-thread worker processes; on a GPU machine with ``dask-cuda`` installed (and a device
+    other than ``cpu``), a LocalCUDACluster with one worker per GPU instead (at most N)."""
+    from distributed import LocalCluster
+
+    if device != "cpu":
+        from ptyfast.export.tensorrt_engine import gpu_info
+
+        try:
+            from dask_cuda import LocalCUDACluster
+        except ModuleNotFoundError:
+            LocalCUDACluster = None
+        if LocalCUDACluster is not None and gpu_info() is not None:  # not exercised here: no GPU on CI
+            return LocalCUDACluster(n_workers=n, threads_per_worker=1, dashboard_address=":0",
+                                    silence_logs=logging.ERROR)
+    return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
+                        silence_logs=logging.ERROR)
+
+
+def open_client(spec: str, device: str = "auto"):
     """(client, cluster or None) for ``--scheduler``: ``local:N`` or a scheduler address."""
     try:
-        from distributed import Client, LocalCluster
+        from distributed import Client
     except ModuleNotFoundError:
         raise InputError("--scheduler needs Dask; install it with: pip install 'ptyfast[cluster]'.") from None
     if spec.startswith(LOCAL_PREFIX):
         count = spec[len(LOCAL_PREFIX):]
         if not count.isdigit() or int(count) < 1:
             raise InputError(f"--scheduler {spec}: write local:N with N ≥ 1 worker processes (e.g. local:2).")
-        cluster = LocalCluster(n_workers=int(count), threads_per_worker=1, processes=True,
-                               dashboard_address=":0", silence_logs=logging.ERROR)
+        cluster = local_cluster(int(count), device)
         return Client(cluster), cluster
     try:
         return Client(spec, timeout=CONNECT_TIMEOUT_S), None
