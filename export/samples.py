@@ -33,7 +33,7 @@ def simulated_patterns(n: int, manifest: Manifest, *, seed: int = 0, overlap: fl
     """
     from ptyfast.physics import default_probe, random_object, raster_positions
     from ptyfast.physics.simulate import simulate_scan
-    from ptyfast.runtime.preprocess import fit_frames, preprocess
+    from ptyfast.models.preprocess import fit_frames, preprocess
 
     probe = default_probe()
     win = probe.shape

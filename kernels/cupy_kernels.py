@@ -16,7 +16,6 @@ import numpy as np
 from ptyfast.kernels.binning import bin_positions
 from ptyfast.kernels.loader import get_function
 from ptyfast.kernels.numpy_twins import STITCH_FLOOR
-from ptyfast.physics.forward import back_propagate, far_field  # noqa: F401  (cupy.fft, plan cache)
 
 _BLOCK2D = (32, 8, 1)
 _MAX_GRID_Z = 65535
@@ -190,3 +189,13 @@ def stitch(patches, weights, positions, object_shape, *, floor=STITCH_FLOOR):
     wmap = cupy.zeros(tuple(object_shape), cupy.float32)
     overlap_add(num, patches, positions, weights=weights, weight_accum=wmap)
     return normalise(num, wmap, floor=floor), wmap
+
+
+def far_field(exit_wave):
+    """``fftshift(fft2(ψ, norm="ortho"))`` over the last two axes (cuFFT through cupyx.scipy.fft, plan cache)."""
+    return cupy.fft.fftshift(cufft.fft2(exit_wave, axes=(-2, -1), norm="ortho"), axes=(-2, -1))
+
+
+def back_propagate(wave):
+    """``ifft2(ifftshift(Ψ), norm="ortho")``, the inverse of :func:`far_field`."""
+    return cufft.ifft2(cupy.fft.ifftshift(wave, axes=(-2, -1)), axes=(-2, -1), norm="ortho")

@@ -288,7 +288,7 @@ def test_learn_probe_reduces_probe_error():
     better than the fixed wrong probe."""
     from ptyfast.kernels import gather
     from ptyfast.physics.probe import normalise_probe, paper_probe
-    from ptyfast.runtime.preprocess import preprocess
+    from ptyfast.models.preprocess import preprocess
 
     rng = np.random.default_rng(7)
     true = normalise_probe(paper_probe()[32:96, 32:96].copy(), 1e5)

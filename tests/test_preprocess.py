@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ptyfast.errors import InputError
-from ptyfast.runtime.preprocess import fit_frames, preprocess
+from ptyfast.models.preprocess import fit_frames, preprocess
 
 FRAMES = np.random.default_rng(0).poisson(20.0, size=(3, 8, 8)).astype(np.float32)
 
@@ -48,7 +48,7 @@ def test_fit_frames_crop_bin_pad_keep_the_centre():
 def test_fit_probe_and_mask():
     from ptyfast.physics import fresnel_probe
     from ptyfast.physics.forward import far_field
-    from ptyfast.runtime.preprocess import fit_mask, fit_probe
+    from ptyfast.models.preprocess import fit_mask, fit_probe
 
     probe = fresnel_probe((32, 32), pixel_size=1e-6 / 32, photons=1e3)
     binned = fit_probe(probe, (16, 16), "bin")  # same object pixel, smaller window: centre of the real-space probe

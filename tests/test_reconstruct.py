@@ -162,7 +162,7 @@ def test_pattern_size_mismatch_says_what_to_do(tmp_path):
 
 
 def test_fit_crop_adapts_larger_frames(tmp_path):
-    from ptyfast.runtime.preprocess import fit_probe
+    from ptyfast.models.preprocess import fit_probe
 
     # The same probe seen on a detector with twice the pixels (finer object pixel): its far field padded.
     probe = fit_probe(default_probe(), (256, 256), "pad")

@@ -100,7 +100,7 @@ def test_labels_are_the_patches_their_patterns_were_computed_from():
     """Every training pattern is recomputed from its label through the one forward model (window position,
     fftshift, amplitude/phase channel order, photon scaling, input normalisation)."""
     from ptyfast.physics import far_field
-    from ptyfast.runtime.preprocess import preprocess
+    from ptyfast.models.preprocess import preprocess
     from ptyfast.training.data import PatternSampler, build_pool
 
     opts = DataOptions(object_size=72, pool_size=4, procedural_fraction=1.0)

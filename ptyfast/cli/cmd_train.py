@@ -86,7 +86,7 @@ def train_cmd(
             clean = tuple(float(v) for v in clean_photons.split(":"))
         except ValueError:
             raise InputError(f"--clean-photons must be LO:HI; found '{clean_photons}'.") from None
-    from ptyfast.runtime.preprocess import NORMALISATIONS, TRANSFORMS
+    from ptyfast.models.preprocess import NORMALISATIONS, TRANSFORMS
 
     if normalise not in NORMALISATIONS:
         raise InputError(f"--normalise must be one of {', '.join(NORMALISATIONS)}; found '{normalise}'.")

@@ -145,7 +145,7 @@ def _figures(folder: Path, scan: dict, o: ReleaseOptions) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ptyfast.cli.cmd_demo import comparison_figure
+    from ptyfast.evaluation.figures import comparison_figure
     from ptyfast.io.atomic import ensure_dir
     from ptyfast.metrics import truth_on_grid
     from ptyfast.runtime.output import _savefig

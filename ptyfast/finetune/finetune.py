@@ -298,7 +298,7 @@ class FinetuneResult:
 
 def _load_frames(scan, idx: np.ndarray, manifest, fit: str) -> tuple[np.ndarray, np.ndarray | None]:
     """Selected frames (float32, fitted to the model's input size) and the fitted mask (or None)."""
-    from ptyfast.runtime.preprocess import fit_frames, fit_mask
+    from ptyfast.models.preprocess import fit_frames, fit_mask
 
     idx = np.asarray(idx)
     out = []
@@ -411,7 +411,7 @@ def finetune(
     from ptyfast import __version__
     from ptyfast.finetune import torch_forward as tf
     from ptyfast.models.manifest import probe_hash
-    from ptyfast.runtime.preprocess import fit_positions, preprocess
+    from ptyfast.models.preprocess import fit_positions, preprocess
 
     o = (options or FinetuneOptions()).validate()
     if getattr(scan, "near_field", False):
@@ -845,7 +845,7 @@ def finetune_file(
             f"model '{source.name}' has no torch checkpoint (.pt); fine-tuning needs the weights, not an "
             "ONNX/TensorRT export."
         )
-    from ptyfast.runtime.preprocess import fit_probe
+    from ptyfast.models.preprocess import fit_probe
 
     p = resolve_probe(scan, probe, source=src)
     net, manifest = load_checkpoint(source.checkpoint)

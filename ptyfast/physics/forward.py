@@ -1,4 +1,4 @@
-"""The far-field forward model, written once for numpy and CuPy.
+"""The far-field forward model (implemented once per array library in :mod:`ptyfast.kernels`).
 
 Convention (the whole project):
 
@@ -11,29 +11,10 @@ index (H//2, W//2) after the fftshift.
 
 from __future__ import annotations
 
-from ptyfast.physics.xp import fft_module, fft_workers, get_array_module
+from ptyfast.kernels import back_propagate, exit_waves, far_field  # the one implementation per array library
+from ptyfast.physics.xp import get_array_module
 
-
-def far_field(exit_wave):
-    """Propagate exit waves (..., H, W) to the detector: fftshift(fft2(ψ, norm="ortho"))."""
-    xp = get_array_module(exit_wave)
-    f = fft_module(xp)
-    return xp.fft.fftshift(f.fft2(exit_wave, axes=(-2, -1), norm="ortho", **fft_workers(xp)), axes=(-2, -1))
-
-
-def back_propagate(wave):
-    """Inverse of :func:`far_field`: ifft2(ifftshift(Ψ), norm="ortho")."""
-    xp = get_array_module(wave)
-    f = fft_module(xp)
-    return f.ifft2(xp.fft.ifftshift(wave, axes=(-2, -1)), axes=(-2, -1), norm="ortho", **fft_workers(xp))
-
-
-def exit_waves(probe, obj, positions):
-    """ψ_n = P · O_n, with O_n the object patch at sub-pixel ``positions`` (bilinear; see kernels.gather)."""
-    from ptyfast.kernels import gather
-
-    patches = gather(obj, positions, probe.shape)
-    return probe[None] * patches
+__all__ = ["back_propagate", "exit_waves", "far_field", "forward_intensity"]
 
 
 def forward_intensity(probe, obj, positions):

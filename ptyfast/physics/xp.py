@@ -13,19 +13,3 @@ def get_array_module(*arrays):
 
             return cupy
     return np
-
-
-def fft_module(xp):
-    """scipy.fft for numpy (multi-threaded, plan cache), cupy.fft (cuFFT, plan cache) for CuPy."""
-    if xp is np:
-        import scipy.fft
-
-        return scipy.fft
-    return xp.fft
-
-
-def fft_workers(xp) -> dict:
-    """``scipy.fft`` workers: the process's thread setting (:mod:`ptyfast.threads`); CuPy takes none."""
-    from ptyfast import threads
-
-    return {"workers": threads.get()} if xp is np else {}

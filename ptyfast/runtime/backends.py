@@ -68,7 +68,7 @@ class Backend:
         Parameters
         ----------
         x : numpy.ndarray
-            (B, 1, H, W) float32 preprocessed patterns (see :func:`ptyfast.runtime.preprocess.preprocess`).
+            (B, 1, H, W) float32 preprocessed patterns (see :func:`ptyfast.models.preprocess.preprocess`).
 
         Returns
         -------
@@ -100,7 +100,7 @@ class Backend:
         if x.ndim != 4 or x.shape[1:] != (1, h, w):
             raise InputError(
                 f"the {self.name} backend expects a (B, 1, {h}, {w}) batch for '{self.manifest.architecture}', "
-                f"got {x.shape}; preprocess the frames with ptyfast.runtime.preprocess first."
+                f"got {x.shape}; preprocess the frames with ptyfast.models.preprocess first."
             )
         return np.ascontiguousarray(x, dtype=np.float32)
 

@@ -27,7 +27,7 @@ import numpy as np
 from ptyfast.errors import InputError
 from ptyfast.kernels import exit_waves, far_field, normalise, overlap_add
 from ptyfast.runtime.phase_align import solve_phase_offsets, support_box
-from ptyfast.runtime.preprocess import fit_frames, fit_mask, fit_positions, fit_probe, preprocess
+from ptyfast.models.preprocess import fit_frames, fit_mask, fit_positions, fit_probe, preprocess
 from ptyfast.scan import Scan
 
 WEIGHTINGS = ("probe", "uniform")
@@ -321,7 +321,7 @@ def reconstruct_scan(
     batch : int
         Inference batch size.
     fit : {"none", "crop", "bin", "pad"}
-        How to bring frames to the model's input size (see :func:`ptyfast.runtime.preprocess.fit_frames`).
+        How to bring frames to the model's input size (see :func:`ptyfast.models.preprocess.fit_frames`).
     weighting : {"probe", "uniform"}
         Stitching weights: |P|² at sub-pixel positions, or the paper's uniform average at rounded positions.
     align_phase : bool or None

@@ -14,7 +14,7 @@ from ptyfast.models.manifest import file_hash, probe_hash
 from ptyfast.physics.probe import default_probe, paper_probe
 from ptyfast.runtime.pipeline import (Reconstruction, StitchPlan, check_far_field, finish_reconstruction,
                                       plan_stitch, probe_similarity, stitch_frames)
-from ptyfast.runtime.preprocess import fit_probe
+from ptyfast.models.preprocess import fit_probe
 from ptyfast.scan import Scan
 
 PROBE_SIMILARITY_MIN = 0.9

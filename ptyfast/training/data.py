@@ -20,7 +20,7 @@ from ptyfast.physics.forward import far_field
 from ptyfast.physics.objects import AMPLITUDE_RANGE, PHASE_RANGE, object_from_images, random_object
 from ptyfast.physics.probe import fresnel_probe
 from ptyfast.physics.simulate import poisson_noise
-from ptyfast.runtime.preprocess import preprocess
+from ptyfast.models.preprocess import preprocess
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 
@@ -36,7 +36,7 @@ class DataOptions:
     noise_fraction : fraction of samples with Poisson noise.
     photons : (lo, hi) photons per frame for noisy samples, drawn log-uniformly.
     random_probes : number of random Fresnel probes to mix in (0 = the given probe only).
-    transform : network-input transform (see :func:`ptyfast.runtime.preprocess.preprocess`).
+    transform : network-input transform (see :func:`ptyfast.models.preprocess.preprocess`).
     clean_photons : (lo, hi) photons per frame for noise-free samples (log-uniform); None keeps the probe's
         own power. Matters for the photon-aware ``log1p`` transform.
     """

@@ -24,7 +24,7 @@ import numpy as np
 
 from ptyfast.errors import InputError
 from ptyfast.kernels import gather
-from ptyfast.runtime.preprocess import preprocess
+from ptyfast.models.preprocess import preprocess
 from ptyfast.scan import Scan
 
 COVERAGE = 0.05  # global phase and simulation use the reference's pixels with weight ≥ 5 % of its maximum

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ptyfast.errors import InputError
+from ptyfast.physics.forward import back_propagate, far_field
 
 EPS = 1e-12
 
@@ -67,7 +68,6 @@ def fit_probe(probe: np.ndarray, size: tuple[int, int], mode: str = "none") -> n
         return probe.astype(np.complex64)
     if mode == "bin":
         return fit_frames(probe[None], size, "crop")[0].astype(np.complex64)
-    from ptyfast.physics.forward import back_propagate, far_field
 
     return back_propagate(fit_frames(far_field(probe)[None], size, mode))[0].astype(np.complex64)
 
