@@ -166,6 +166,18 @@ class Scan:
         for s in range(0, self.n_frames, chunk):
             yield s, self.frames(s, min(s + chunk, self.n_frames))
 
+    def close(self) -> None:
+        """Close the HDF5 file a lazy scan reads from (``meta["h5file"]``); its frames are unreadable after."""
+        f = self.meta.pop("h5file", None)
+        if f is not None:
+            f.close()
+
+    def __enter__(self) -> "Scan":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def with_(self, **changes: Any) -> "Scan":
         """A copy with ``changes`` applied (dataclass ``replace``; the contract is checked again)."""
         return replace(self, **changes)

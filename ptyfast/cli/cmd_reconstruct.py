@@ -126,16 +126,16 @@ def _one(scan_path: Path, out: Path, job, be, reason: str, finish: "Finisher", c
     from ptyfast.io.convert import load_any
     from ptyfast.runtime.reconstruct import run_reconstruct
 
-    scan = load_any(scan_path, validate=False, frames=finish.frames)  # frames checked chunk by chunk later
-    with progress_bar() as bar:
-        task = bar.add_task(scan_path.name, total=scan.n_frames, rate="")
+    with load_any(scan_path, validate=False, frames=finish.frames) as scan:  # frames checked chunk by chunk
+        with progress_bar() as bar:
+            task = bar.add_task(scan_path.name, total=scan.n_frames, rate="")
 
-        def on_progress(done, total, stage):
-            bar.update(task, completed=done, description=f"{scan_path.name}: {stage}", rate="")
+            def on_progress(done, total, stage):
+                bar.update(task, completed=done, description=f"{scan_path.name}: {stage}", rate="")
 
-        rec, prov = run_reconstruct(scan, job, backend=be, reason=reason, progress=on_progress, client=client,
-                                    source=(str(scan_path.resolve()), finish.frames))
-    finish(scan, scan_path, out, rec, prov)
+            rec, prov = run_reconstruct(scan, job, backend=be, reason=reason, progress=on_progress, client=client,
+                                        source=(str(scan_path.resolve()), finish.frames))
+        finish(scan, scan_path, out, rec, prov)
 
 
 def _many_on_cluster(client, scans: list[Path], outs: list[Path], job, finish: "Finisher") -> None:

@@ -110,46 +110,31 @@ def _load(path: str, frames: str | None):
     return load_any(path, validate=False, frames=frames)
 
 
-def _close(scan) -> None:
-    f = scan.meta.get("h5file")
-    if f is not None:
-        f.close()
-
-
 def scan_task(path: str, frames: str | None, job):
     """One whole scan on a worker: (Reconstruction, provenance)."""
     from ptyfast.runtime.reconstruct import run_reconstruct
 
-    scan = _load(path, frames)
-    try:
+    with _load(path, frames) as scan:
         backend, reason = worker_backend(job)
         return run_reconstruct(scan, job, backend=backend, reason=reason)
-    finally:
-        _close(scan)
 
 
 def partial_task(path: str, frames: str | None, job, plan, start: int, stop: int):
     """Frames [start, stop) of a scan on a worker: a PartialStitch."""
     from ptyfast.runtime.pipeline import stitch_frames
 
-    scan = _load(path, frames)
-    try:
+    with _load(path, frames) as scan:
         backend, _ = worker_backend(job)
         return stitch_frames(scan, backend, plan, start, stop, batch=job.batch, chunk=job.chunk)
-    finally:
-        _close(scan)
 
 
 def sums_task(path: str, frames: str | None, plan, obj: np.ndarray, start: int, stop: int, chunk: int):
     """Consistency sums (3, stop − start) of frames [start, stop) against the stitched object."""
     from ptyfast.runtime.pipeline import consistency_sums
 
-    scan = _load(path, frames)
-    try:
+    with _load(path, frames) as scan:
         return consistency_sums(scan, obj, plan.probe, plan.grid_pos, fit=plan.fit, size=plan.size, chunk=chunk,
                                 start=start, stop=stop)
-    finally:
-        _close(scan)
 
 
 def partitions(n: int, workers: int, minimum: int) -> list[tuple[int, int]]:
