@@ -160,6 +160,12 @@ def test_learning_figures_flag_a_constant_and_ignore_unobservable_phase_offsets(
     assert f["struct"] < 1e-6 and f["relative"] < 0.5
     outside = (amp + 5 * (1 - mask), pha - 5 * (1 - mask))  # errors where the probe does not light count nothing
     assert float(lit_loss(outside, (amp, pha), mask, std)) < 1e-10
+    # phase_weight scales the phase channel only
+    noisy = (amp + 0.1 * torch.randn_like(amp), pha + 0.1 * torch.randn_like(pha))
+    amp_only = float(lit_loss((noisy[0], pha), (amp, pha), mask, std))
+    pha_only = float(lit_loss((amp, noisy[1]), (amp, pha), mask, std))
+    both = float(lit_loss(noisy, (amp, pha), mask, std, phase_weight=3.0))
+    assert both == pytest.approx(amp_only + 3 * pha_only, rel=1e-5)
 
 
 def test_train_warns_once_when_the_probe_is_not_oversampled(tmp_path):

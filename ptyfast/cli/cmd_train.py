@@ -25,6 +25,8 @@ def train_cmd(
     schedule: Annotated[str, typer.Option(help="onecycle (warm-up + cosine) or cyclic (paper, triangular2).")] = "onecycle",
     loss: Annotated[str, typer.Option(help="lit (in-probe, free phase offsets) or mse (paper, full window).")] = "lit",
     phase_mean_weight: Annotated[float, typer.Option(min=0, help="Weight of each patch's mean phase error (lit).")] = 0.1,
+    phase_weight: Annotated[float, typer.Option(min=0, help="Weight of the phase channel against the amplitude's "
+                                                            "(lit).")] = 1.0,
     cycle_steps: Annotated[int, typer.Option(min=1, help="Half-cycle length of the cyclic schedule.")] = 1000,
     amp: Annotated[str, typer.Option(help="bf16 autocast or none.")] = "bf16",
     channels_last: Annotated[bool, typer.Option(help="channels-last memory format.")] = True,
@@ -97,7 +99,7 @@ def train_cmd(
     opts = TrainOptions(
         model=model, steps=steps, batch=batch, lr=lr, lr_min=lr_min, schedule=schedule, cycle_steps=cycle_steps,
         amp=amp, channels_last=channels_last, clip=clip, val_every=val_every, val_size=val_size, seed=seed,
-        loss=loss, phase_mean_weight=phase_mean_weight, warmup=warmup, init_from=str(init_from or ""),
+        loss=loss, phase_mean_weight=phase_mean_weight, phase_weight=phase_weight, warmup=warmup, init_from=str(init_from or ""),
         val_seed=val_seed,
         threads=threads,
         data=DataOptions(object_size=object_size, pool_size=pool_size, procedural_fraction=procedural,

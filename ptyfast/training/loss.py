@@ -7,7 +7,7 @@ irreducible, and its gradient pulls every output to the training mean (the colla
 splits the phase error into its spatial variance (fully determined) and its squared mean (undetermined,
 weight ``phase_mean_weight``); the amplitude's mean is determined (Σ I = Σ|P·O|²), so its full in-probe
 MSE counts. Errors are divided by each channel's training-object standard deviation, so both channels weigh
-the same.
+the same unless ``phase_weight`` says otherwise (a model may spend more of its capacity on the phase).
 
 Figures (per channel, on a validation set; both are 1 for an input-independent constant):
 
@@ -32,13 +32,15 @@ def _moments(err: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch
 
 
 def lit_loss(pred: tuple[torch.Tensor, torch.Tensor], target: tuple[torch.Tensor, torch.Tensor],
-             mask: torch.Tensor, std: tuple[float, float], *, phase_mean_weight: float = 0.1) -> torch.Tensor:
-    """In-probe loss: amplitude MSE + phase (within-patch error variance + w·(mean error)²), in units of std."""
+             mask: torch.Tensor, std: tuple[float, float], *, phase_mean_weight: float = 0.1,
+             phase_weight: float = 1.0) -> torch.Tensor:
+    """In-probe loss: amplitude MSE + ``phase_weight`` × phase (within-patch error variance + w·(mean error)²),
+    in units of std."""
     loss = pred[0].new_zeros(())
-    for c, mean_weight in ((0, 1.0), (1, phase_mean_weight)):
+    for c, mean_weight, weight in ((0, 1.0, 1.0), (1, phase_mean_weight, phase_weight)):
         err = (pred[c].float() - target[c]) / std[c]
         mean, var = _moments(err, mask)
-        loss = loss + (var + mean_weight * mean**2).mean()
+        loss = loss + weight * (var + mean_weight * mean**2).mean()
     return loss
 
 

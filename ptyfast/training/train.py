@@ -56,6 +56,7 @@ class TrainOptions:
     init_bias : start the output heads at the training objects' mean amplitude and phase.
     loss : ``lit`` (ptyfast, in-probe, see :mod:`ptyfast.training.loss`) or ``mse`` (paper, full window).
     phase_mean_weight : weight of each patch's mean phase error in the ``lit`` loss.
+    phase_weight : weight of the phase channel against the amplitude's in the ``lit`` loss.
     warmup : fraction of the steps spent warming up (``onecycle``).
     val_seed : seed of the fixed validation set (default ``seed``); keep it fixed across stages continued
         with ``init_from`` so their curves compare.
@@ -81,6 +82,7 @@ class TrainOptions:
     init_bias: bool = True
     loss: str = "lit"
     phase_mean_weight: float = 0.1
+    phase_weight: float = 1.0
     warmup: float = 0.02
     init_from: str = ""
     val_seed: int | None = None
@@ -174,7 +176,8 @@ def _loss(model, batch, o: TrainOptions, device, std) -> torch.Tensor:
     pred = _forward(model, x, o, device)
     target = (torch.from_numpy(amp).to(device), torch.from_numpy(pha).to(device))
     return loss_function(o.loss)(pred, target, torch.from_numpy(mask).to(device), std,
-                                 phase_mean_weight=o.phase_mean_weight)
+                                 phase_mean_weight=o.phase_mean_weight,
+                                 phase_weight=o.phase_weight)
 
 
 @torch.no_grad()
@@ -187,8 +190,9 @@ def evaluate(model, val, o: TrainOptions, device, std, batch: int = 128) -> dict
     pred = tuple(torch.cat([p[c] for p in preds]) for c in (0, 1))
     target = (torch.from_numpy(val[1]).to(device), torch.from_numpy(val[2]).to(device))
     mask = torch.from_numpy(val[3]).to(device)
-    loss = float(loss_function(o.loss)(pred, target, mask, std, phase_mean_weight=o.phase_mean_weight))
-    return {"loss": loss, **learning_figures(pred, target, mask, std, o.loss, phase_mean_weight=o.phase_mean_weight)}
+    kw = {"phase_mean_weight": o.phase_mean_weight, "phase_weight": o.phase_weight}
+    loss = float(loss_function(o.loss)(pred, target, mask, std, **kw))
+    return {"loss": loss, **learning_figures(pred, target, mask, std, o.loss, **kw)}
 
 
 def evaluate_loss(model, val, o: TrainOptions, device, std=(1.0, 1.0)) -> float:
@@ -355,7 +359,7 @@ def train(
             "transform": options.data.transform, "photons": list(options.data.photons),
             "clean_photons": list(options.data.clean_photons) if options.data.clean_photons else None,
             "parameters": count_parameters(getattr(model, "module", model)), "torch": torch.__version__,
-            "loss": options.loss, "phase_mean_weight": options.phase_mean_weight, "heads": heads,
+            "loss": options.loss, "phase_mean_weight": options.phase_mean_weight, "phase_weight": options.phase_weight, "heads": heads,
             "init_from": options.init_from and Path(options.init_from).name,
             "object_mean": list(obj_mean), "object_std": list(std), **figures,
         }
