@@ -354,8 +354,11 @@ def refine(
         Positions to use instead of ``scan.positions`` (e.g. those of a stitched reconstruction's grid).
     rescale_probe : {"auto", True, False}
         Scale the probe so that the modelled photons per frame with the initial object match the data's
-        mean. ``"auto"`` does so only when they differ by more than 10× (a normalisation-convention
-        mismatch, e.g. an unnormalised-FFT probe); the factor is reported in ``result.meta``.
+        mean exactly. ``"auto"`` does so when the probe is refined (its starting power is then a guess, and a
+        wrong one costs iterations: the star's starts 1.84× too bright) and, for a known probe held fixed, only
+        when the two differ by more than 10× (a normalisation-convention mismatch, e.g. an unnormalised-FFT
+        probe: a known probe's power is a measurement, and a flat start's unit transmission is not the
+        sample's); the factor is reported in ``result.meta``.
     seed : int or None
         Seeds the random initial object and the position order.
     target_error : float, optional
@@ -438,7 +441,7 @@ def refine(
     meta: dict = {"object_shape": tuple(obj.shape)}
     ratio = _probe_power_ratio(probe_d, obj, pos, intensity, xp)
     meta["probe_power_ratio"] = ratio
-    if rescale_probe is True or (rescale_probe == "auto" and not 0.1 <= ratio <= 10.0):
+    if rescale_probe is True or (rescale_probe == "auto" and (update_probe or not 0.1 <= ratio <= 10.0)):
         if not math.isfinite(ratio) or ratio <= 0:
             raise InputError("the probe and initial object model no photons; check the probe and the init.")
         probe_d *= np.float32(math.sqrt(ratio))
