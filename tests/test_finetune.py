@@ -399,3 +399,27 @@ def test_resolve_probe_fresnel_and_errors(scan64):
         resolve_probe(scan64.with_(probe=None), None)
     with pytest.raises(InputError, match="all zeros"):
         resolve_probe(scan64, np.zeros((N, N), np.complex64))
+
+
+def test_finetune_fit_crop_and_its_result_reads_like_a_reconstruction(tmp_path):
+    """finetune --fit crop on 160² frames (the shipped 128² model), and the fine-tuned stitching written in
+    reconstruct's result format: evaluate and refine --init read it."""
+    from ptyfast.io.cxi import write_cxi
+    from ptyfast.physics import default_probe
+    from ptyfast.runtime.output import read_reconstruction
+
+    rng = np.random.default_rng(0)
+    probe = np.zeros((160, 160), np.complex64)
+    probe[16:144, 16:144] = default_probe()
+    obj = random_object((300, 300), rng)
+    pos = raster_positions(obj.shape, probe.shape, overlap=0.75, jitter=1.0, rng=rng)
+    scan_path = write_cxi(tmp_path / "s160.cxi", simulate_scan(obj, probe, pos, photons=1e6, rng=rng))
+    out = tmp_path / "ft"
+    res = runner.invoke(app, ["finetune", str(scan_path), "-o", str(out), "--epochs", "1", "--fit", "crop",
+                              "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    rec = read_reconstruction(out / "preview.h5")
+    assert rec["object"].shape == rec["weight"].shape and np.all(np.isfinite(rec["object"]))
+    assert rec["positions"].shape == (16, 2) and rec["probe"].shape == (128, 128)  # the cropped frames' grid
+    res = runner.invoke(app, ["evaluate", str(out / "preview.h5"), "--truth", str(scan_path)])
+    assert res.exit_code == 0 and "PSNR" in res.output, res.output

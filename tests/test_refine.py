@@ -190,3 +190,17 @@ def test_cli_missing_scan_one_line(tmp_path):
     assert res.exit_code == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "does not exist" in lines[0]
+
+
+def test_evaluate_reads_a_refine_output(tmp_path, small_cxi):
+    from typer.testing import CliRunner
+
+    from ptyfast.cli import _load_commands, app
+
+    _load_commands()
+    runner = CliRunner()
+    out = tmp_path / "r.h5"
+    res = runner.invoke(app, ["refine", str(small_cxi), "-o", str(out), "-n", "3", "--no-png"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["evaluate", str(out), "--truth", str(small_cxi)])
+    assert res.exit_code == 0 and "PSNR" in res.output, res.output

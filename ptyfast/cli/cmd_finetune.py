@@ -91,4 +91,4 @@ def finetune_cmd(
     console.print(f"R-factor {result.r_factor_before:.4f} → {result.r_factor_after:.4f} "
                   f"(amplitude scale {result.amplitude_scale:.4g}) in {result.time_s:.1f} s")
     console.print(f"model: {written['checkpoint']}" + (f"; probe: {written['probe']}" if "probe" in written else "")
-                  + (f"; preview: {written['preview']}" if "preview" in written else ""))
+                  + (f"; preview: {written['preview']}, {written['result']}" if "preview" in written else ""))

@@ -276,7 +276,8 @@ class FinetuneResult:
     r_factor_before, r_factor_after : ``Σ|√I_pred − √I| / Σ√I`` over the frames, before and after.
     time_s : wall time of the optimisation loop (seconds).
     before, after : stitched complex objects (from the frames used) when ``stitch=True``, else None.
-    weight_before, weight_after : their ``Σ|P|²`` weight maps; ``origin`` : the scan position of pixel (0, 0).
+    weight_before, weight_after : their ``Σ|P|²`` weight maps; ``origin`` : the scan position of pixel (0, 0);
+    ``positions`` : the frames' windows on that grid.
     """
 
     model: object
@@ -293,6 +294,7 @@ class FinetuneResult:
     weight_before: np.ndarray | None = None
     weight_after: np.ndarray | None = None
     origin: tuple[float, float] = (0.0, 0.0)
+    positions: np.ndarray | None = None
     options: FinetuneOptions | None = None
 
 
@@ -696,7 +698,7 @@ def finetune(
                           frames=idx, history=history, r_factor_before=float(r_before),
                           r_factor_after=float(r_after), time_s=elapsed, before=before, after=after,
                           weight_before=weight_before, weight_after=weight_after,
-                          origin=tuple(float(v) for v in corner), options=o)
+                          origin=tuple(float(v) for v in corner), positions=pos, options=o)
 
 
 # ------------------------------------------------------------------------------------------------ output
@@ -756,7 +758,8 @@ def save_preview(path: Path, before: np.ndarray, after: np.ndarray, weight_mask:
 def save_finetuned(out_dir: str | os.PathLike, result: FinetuneResult, *, name: str = "finetuned",
                    preview: bool = True) -> dict[str, Path]:
     """Write a fine-tuned model atomically: ``<name>.pt`` + ``<name>.json`` (manifest), and with a learned
-    probe ``probe.npy`` + ``probe.png``; ``preview.png`` when the result carries stitched objects.
+    probe ``probe.npy`` + ``probe.png``; when the result carries stitched objects, ``preview.png`` (before and
+    after) and ``preview.h5`` (the object after, in reconstruct's result format).
 
     All files appear together or none does (:func:`~ptyfast.io.atomic.output_transaction`); a folder this call
     created is removed again on failure.
@@ -764,7 +767,7 @@ def save_finetuned(out_dir: str | os.PathLike, result: FinetuneResult, *, name: 
     Returns
     -------
     dict of what was written: ``checkpoint``, ``manifest``, and optionally ``probe``, ``probe_png``,
-    ``preview``.
+    ``preview``, ``result``.
     """
     import torch
 
@@ -794,7 +797,23 @@ def save_finetuned(out_dir: str | os.PathLike, result: FinetuneResult, *, name: 
         if preview and result.before is not None and result.after is not None:
             save_preview(out / "preview.png", result.before, result.after)
             names["preview"] = "preview.png"
+            _write_result(out / "preview.h5", result)
+            names["result"] = "preview.h5"
     return {k: out / v for k, v in names.items()}
+
+
+def _write_result(path: Path, result: FinetuneResult) -> None:
+    """The fine-tuned network's stitched object in reconstruct's result format (``evaluate``, ``refine --init``
+    and the viewers read it like any reconstruction)."""
+    from ptyfast.runtime.output import write_reconstruction
+    from ptyfast.runtime.pipeline import Reconstruction
+
+    rec = Reconstruction(object=result.after, weight=result.weight_after, positions=result.positions,
+                         origin=np.asarray(result.origin), probe=result.probe, n_frames=len(result.frames))
+    write_reconstruction(path, rec, {"source": "ptyfast finetune", "model_manifest": result.manifest.to_json(),
+                                     "r_factor_before": result.r_factor_before,
+                                     "r_factor_after": result.r_factor_after,
+                                     "frames": len(result.frames)})
 
 
 def finetune_file(
