@@ -64,12 +64,12 @@ def test_model_throughput(benchmark, model_spec, batch, backend_name, precision)
            f"{rate:.0f} patterns/s"
     if precision != "fp32":
         ref, _ = open_backend(model_spec, "onnxruntime", "cpu", "fp32", threads=THREADS)
-        from ptyfast.export.quantize import psnr
+        from ptyfast.metrics import psnr
 
         got, want = backend(batch), ref(batch)
         m = backend.manifest
-        amp = psnr(got[0], want[0], m.amplitude_range[1] - m.amplitude_range[0])
-        ph = psnr(got[1], want[1], m.phase_range[1] - m.phase_range[0])
+        amp = psnr(want[0], got[0], m.amplitude_range[1] - m.amplitude_range[0])
+        ph = psnr(want[1], got[1], m.phase_range[1] - m.phase_range[0])
         benchmark.extra_info.update(psnr_amplitude=amp, psnr_phase=ph)
         line += f"; PSNR vs fp32 amplitude {amp:.1f} dB, phase {ph:.1f} dB"
     print(line)

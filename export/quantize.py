@@ -18,7 +18,6 @@ Neither path imports torch.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ptyfast.errors import InputError
+from ptyfast.metrics import psnr
 from ptyfast.models.manifest import Manifest
 
 INPUT_NAME = "diffraction"
@@ -241,12 +241,6 @@ def convert_float(src: str | Path, dst: str | Path, precision: str = "fp16") -> 
     return ConvertedModel(dst, precision, time.perf_counter() - t0, dst.stat().st_size, {"io": "fp32"})
 
 
-def psnr(test: np.ndarray, ref: np.ndarray, data_range: float) -> float:
-    """Peak signal-to-noise ratio in dB of ``test`` against ``ref`` for a given data range."""
-    mse = float(np.mean((test.astype(np.float64) - ref.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else float(10.0 * np.log10(data_range**2 / mse))
-
-
 def compare_models(ref_path: str | Path, test_path: str | Path, x: np.ndarray, manifest: Manifest,
                    *, threads: int | None = None) -> dict[str, float]:
     """Patch-level accuracy of ``test`` against ``ref`` (both ONNX, CPU) on the inputs ``x``.
@@ -268,7 +262,7 @@ def compare_models(ref_path: str | Path, test_path: str | Path, x: np.ndarray, m
         out[f"max_abs_{name}"] = float(d.max())
         out[f"mean_abs_{name}"] = float(d.mean())
         lo, hi = ranges[name]
-        out[f"psnr_{name}"] = float(psnr(g, r, hi - lo))
+        out[f"psnr_{name}"] = float(psnr(r, g, hi - lo))
     return out
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ptyfast.errors import InputError
+from ptyfast.metrics import psnr
 from ptyfast.io.atomic import ensure_dir, write_text
 
 FORMATS = ("onnx", "tensorrt")
@@ -203,7 +204,7 @@ def run_export(
         runner.close()
         err = max(float(np.abs(g - w).max()) for g, w in zip(got, want))
         lo, hi = manifest.amplitude_range
-        amp_psnr = quantize.psnr(got[0], want[0], hi - lo)
+        amp_psnr = psnr(want[0], got[0], hi - lo)
         ok = amp_psnr >= MIN_PSNR[precision] or err <= 1e-3
         rows.append(ExportRow("TensorRT", precision, "validated" if ok else "failed", engine, built.size, err,
                               built.seconds, f"TensorRT {built.key['tensorrt']} on {built.key['gpu']}, "

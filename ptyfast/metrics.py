@@ -34,11 +34,16 @@ def mse(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean((np.asarray(a, float) - np.asarray(b, float)) ** 2))
 
 
-def psnr(test: np.ndarray, ref: np.ndarray, data_range: float | None = None) -> float:
-    """Peak signal-to-noise ratio in dB; ``data_range`` defaults to the reference's span."""
-    rng = float(np.ptp(ref)) if data_range is None else data_range
-    err = mse(test, ref)
-    return float("inf") if err == 0 else float(10 * np.log10(rng**2 / err))
+def psnr(truth: np.ndarray, test: np.ndarray, data_range: float | None = None) -> float:
+    """Peak signal-to-noise ratio in dB of real ``test`` against ``truth`` (scikit-image's argument order and
+    formula); ``data_range`` defaults to the truth's span (scikit-image's default would be the dtype's)."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    truth, test = np.asarray(truth, np.float64), np.asarray(test, np.float64)
+    rng = float(np.ptp(truth)) if data_range is None else float(data_range)
+    if mse(test, truth) == 0:
+        return float("inf")
+    return float(peak_signal_noise_ratio(truth, test, data_range=rng))
 
 
 def ssim(test: np.ndarray, ref: np.ndarray, data_range: float | None = None, region: np.ndarray | None = None
@@ -119,8 +124,8 @@ def compare(recon: np.ndarray, truth: np.ndarray, region: np.ndarray | None = No
     ar, at = np.abs(r), np.abs(t)
     freq, curve = frc(remove_phase_offset(r, t, sel), t)
     return Quality(
-        phase_mse=mse(pr[sel], pt[sel]), phase_psnr=psnr(pr[sel], pt[sel]), phase_ssim=ssim(pr, pt, region=sel),
-        amplitude_mse=mse(ar[sel], at[sel]), amplitude_psnr=psnr(ar[sel], at[sel]),
+        phase_mse=mse(pr[sel], pt[sel]), phase_psnr=psnr(pt[sel], pr[sel]), phase_ssim=ssim(pr, pt, region=sel),
+        amplitude_mse=mse(ar[sel], at[sel]), amplitude_psnr=psnr(at[sel], ar[sel]),
         amplitude_ssim=ssim(ar, at, region=sel),
         frc_resolution=frc_resolution(freq, curve), pixels=int(sel.sum()),
     )
