@@ -13,6 +13,7 @@ pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 
 from ptyfast.cli import _load_commands, app  # noqa: E402
+from cli_helpers import one_error_line  # noqa: E402
 
 _load_commands()
 runner = CliRunner()
@@ -113,9 +114,7 @@ def test_split_prefers_the_named_held_out_faces(tmp_path):
 
 
 def _one_line(r, fragment):
-    assert r.exit_code == 2, r.output
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], r.stderr
+    one_error_line(r, fragment)
 
 
 def test_cli_missing_images_folder(tmp_path):

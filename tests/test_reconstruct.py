@@ -17,19 +17,13 @@ from ptyfast.io.images import read_image
 from ptyfast.metrics import evaluate_against_truth
 from ptyfast.physics import default_probe, fresnel_probe, object_from_images, raster_positions
 from ptyfast.physics.simulate import simulate_scan
+from cli_helpers import one_error_line
 
 pytest.importorskip("onnxruntime")
 
 
 def run(*args):
     return subprocess.run([sys.executable, "-m", "ptyfast", *map(str, args)], capture_output=True, text=True)
-
-
-def one_error_line(res):
-    assert res.returncode == 2, res.stdout + res.stderr
-    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
-    return lines[0]
 
 
 def sha(path):
