@@ -1,27 +1,37 @@
-"""ptyfast rPIE vs Pty-Chi rPIE on the Tike Siemens star, seconds per iteration, measured in one run.
+"""rPIE on the Tike Siemens star: ptyfast vs Pty-Chi 2.2.0, each with its own correct settings, in one run.
 
-Pty-Chi (PyPI ``ptychi``, PyTorch) is never a ptyfast dependency: it lives in its own venv, and this script
-runs it there as a subprocess, on the same data, after (or before) timing ptyfast in-process::
+    python -m venv /tmp/ptychi-venv && /tmp/ptychi-venv/bin/pip install torch==2.13.0 ptychi==2.2.0
+    python benchmarks/ptychi_compare.py --epochs 35 [--ptychi-python /tmp/ptychi-venv/bin/python]
+                                        [--json benchmarks/results/ptychi_compare.json]
 
-    python -m venv /tmp/ptychi-venv && /tmp/ptychi-venv/bin/pip install torch==2.13.0 ptychi
-    python benchmarks/ptychi_compare.py --iterations 10 --batch 32 [--probe-update] [--ptychi-python PATH]
+Pty-Chi is never a ptyfast dependency: it runs in its own venv, as a worker subprocess that does one epoch per
+request, so the two codes' epochs are interleaved (ptyfast, Pty-Chi, ptyfast, ...) and share the machine's
+state equally. Each computes with one thread (torch intra/inter-op 1; ptyfast --threads 1: scipy.fft workers 1,
+BLAS 1) and is timed in CPU seconds of its own thread (``time.thread_time``), which a shared machine disturbs
+far less than wall time.
 
-Equal settings: the same frames (fftshifted Tike data; Pty-Chi gets them centred with ``fft_shift=True``),
-the same probe (divided by √(H·W) for Pty-Chi, whose far field is the unnormalised FFT), the same positions,
-flat initial object, rPIE with object α = 0.1 and probe β = 0.1, the same batch size (random batches) and
-iterations, probe update on or off, float32/complex64, CPU, the same thread count (torch.set_num_threads and
-scipy.fft workers both = all cores). Seconds per iteration = median over iterations after one warm-up
-iteration for both. (Batched formulations differ slightly, see ptyfast.refine.engines; at batch 1 both are
-the textbook rPIE.)
+Settings, the same physics for both: the star's 516 frames, the same starting probe (the file's probe rescaled
+so that a unit object gives the data's mean photons per frame), a unit object, the same positions, rPIE with
+α = 0.5 for object and probe, probe updated from the first epoch, mini-batches of 16 in random order.
+Pty-Chi in its own conventions: diffraction with the zero frequency at the corner and ``fft_shift=False`` (its
+forward model does not shift), probe divided by √(H·W) for its unnormalised FFT, probe-centre positions in
+pixels of the object buffer (``determine_position_origin_coords_by=SPECIFIED``, origin (0, 0), centre =
+top-left corner + (H − 1)/2), its default Fourier-shift patch interpolation, SGD with step 1.
+
+Loss: Pty-Chi's documented displayed loss is ``MSE_SQRT``, mean over all pixels of (√I_pred − √I)², accumulated
+over the epoch's mini-batches before each update. Both codes are also scored the same way at the end of each
+epoch with their *own* forward models (Pty-Chi's ``forward_model.forward`` over all frames; ptyfast's kernels),
+not counted in the time: the ratio is quoted only if Pty-Chi's end-of-epoch score agrees with its own tracked
+loss to within the difference one epoch's updates make (checked and printed).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -31,128 +41,165 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _star import STAR, load_star  # noqa: E402
 
-PTYCHI_SCRIPT = textwrap.dedent(
+ALPHA = 0.5
+BATCH = 16
+MARGIN = 2  # object-buffer pixels around the windows on Pty-Chi's side (its Fourier shift reads one beyond)
+
+PTYCHI_WORKER = textwrap.dedent(
     """
     import json, sys, time
     import numpy as np, torch
-    args = json.loads(sys.argv[1])
-    torch.set_num_threads(args["threads"])
-    try:
-        import torchvision.transforms  # noqa: F401
-    except Exception:
-        # The only torchvision wheels on this machine's index do not load against the CPU torch 2.13
-        # ("operator torchvision::nms does not exist"). Pty-Chi imports torchvision only for GaussianBlur
-        # (used for diffraction_pattern_blur_sigma, off here): stand in a module that has the name.
-        import types
-        for name in [m for m in sys.modules if m.startswith("torchvision")]:
-            del sys.modules[name]
-        tv = types.ModuleType("torchvision"); tvt = types.ModuleType("torchvision.transforms")
-        class GaussianBlur:
-            def __init__(self, *a, **k):
-                raise RuntimeError("torchvision unavailable: GaussianBlur is not used in this comparison")
-        tvt.GaussianBlur = GaussianBlur; tv.transforms = tvt
-        sys.modules["torchvision"] = tv; sys.modules["torchvision.transforms"] = tvt
+    torch.set_num_threads(1)
+    torch.set_num_interop_threads(1)
     import ptychi.api as api
     from ptychi.api.task import PtychographyTask
-    d = np.load(args["npz"])
-    data = torch.tensor(d["data"])                    # (N, H, W) centred, photons
-    probe = torch.tensor(d["probe"])[None, None]      # (1, 1, H, W), unnormalised-FFT scale
-    pos = d["positions"]                              # (N, 2) y, x (object pixels)
-    pos = pos - pos.mean(axis=0)                      # Pty-Chi: relative to the object centre
-    h, w = probe.shape[-2:]
-    size = (int(np.ceil(np.ptp(pos[:, 0]))) + h + 2, int(np.ceil(np.ptp(pos[:, 1]))) + w + 2)
 
-    def options(epochs):
-        o = api.RPIEOptions()
-        o.data_options.data = data
-        o.data_options.fft_shift = True
-        o.object_options.initial_guess = torch.ones((1, *size), dtype=torch.complex64)
-        o.object_options.pixel_size_m = 1e-8
-        o.object_options.optimizable = True
-        o.object_options.optimizer = api.Optimizers.SGD
-        o.object_options.step_size = 1.0
-        o.object_options.alpha = 0.1
-        o.probe_options.initial_guess = probe
-        o.probe_options.optimizable = args["probe_update"]
-        o.probe_options.optimizer = api.Optimizers.SGD
-        o.probe_options.step_size = 1.0
-        o.probe_options.alpha = 0.1
-        o.probe_position_options.position_y_px = torch.tensor(pos[:, 0])
-        o.probe_position_options.position_x_px = torch.tensor(pos[:, 1])
-        o.probe_position_options.optimizable = False
-        o.reconstructor_options.batch_size = args["batch"]
-        o.reconstructor_options.num_epochs = epochs
-        o.reconstructor_options.default_device = api.Devices.CPU
-        o.reconstructor_options.random_seed = 0
-        return o
+    d = np.load(sys.argv[1])
+    data = torch.tensor(d["data_corner"])
+    o = api.RPIEOptions()
+    o.data_options.fft_shift = False
+    o.object_options.determine_position_origin_coords_by = api.ObjectPosOriginCoordsMethods.SPECIFIED
+    o.object_options.position_origin_coords = np.zeros(2)
+    o.object_options.pixel_size_m = 1e-8
+    o.object_options.optimizable = True
+    o.object_options.optimizer = api.Optimizers.SGD
+    o.object_options.step_size = 1.0
+    o.object_options.alpha = float(d["alpha"])
+    o.probe_options.optimizable = True
+    o.probe_options.optimizer = api.Optimizers.SGD
+    o.probe_options.step_size = 1.0
+    o.probe_options.alpha = float(d["alpha"])
+    o.probe_position_options.optimizable = False
+    o.reconstructor_options.batch_size = int(d["batch"])
+    o.reconstructor_options.num_epochs = 100000
+    o.reconstructor_options.default_device = api.Devices.CPU
+    o.reconstructor_options.random_seed = 0
+    task = PtychographyTask(o, diffraction_data=data,
+                            object_data=torch.ones((1, *d["buffer"]), dtype=torch.complex64),
+                            probe_data=torch.tensor(d["probe"])[None, None],
+                            probe_position_y_px=torch.tensor(d["centres"][:, 0]),
+                            probe_position_x_px=torch.tensor(d["centres"][:, 1]))
+    fm = task.reconstructor.forward_model
 
-    task = PtychographyTask(options(args["iterations"] + 1))
-    times = []
-    for i in range(args["iterations"] + 1):
-        t0 = time.perf_counter()
+    def score():
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for s in range(0, len(data), 64):
+                idx = torch.arange(s, min(s + 64, len(data)))
+                y = fm.forward(idx)
+                total += float(((torch.sqrt(y + 1e-7) - torch.sqrt(data[idx] + 1e-7)) ** 2).sum())
+                count += y.numel()
+        return total / count
+
+    print(json.dumps({"ready": True, "torch": torch.__version__, "start_score": score()}), flush=True)
+    for line in sys.stdin:
+        t0 = time.thread_time()
+        w0 = time.perf_counter()
         task.run(1)
-        times.append(time.perf_counter() - t0)
-    loss = None
-    try:
-        loss = [float(x) for x in task.reconstructor.loss_tracker.table["loss"]]
-    except Exception:
-        pass
-    print(json.dumps({"times": times[1:], "loss": loss, "torch": torch.__version__}))
+        cpu, wall = time.thread_time() - t0, time.perf_counter() - w0
+        tracked = float(task.reconstructor.loss_tracker.table["loss"].iloc[-1])
+        print(json.dumps({"cpu_s": cpu, "wall_s": wall, "tracked_loss": tracked, "score": score()}), flush=True)
     """
 )
 
 
-def run_ptyfast(scan, iterations: int, batch: int | None, probe_update: bool) -> dict:
-    from ptyfast.refine import refine
+def mse_sqrt(scan_frames: np.ndarray, obj: np.ndarray, probe: np.ndarray, positions: np.ndarray) -> float:
+    """Pty-Chi's MSE_SQRT with ptyfast's forward model: mean over all pixels of (|Ψ| − √I)²."""
+    from ptyfast.kernels import exit_waves, far_field
 
-    r = refine(scan, init="flat", algorithm="rpie", iterations=iterations + 1, batch=batch,
-               alpha=0.1, beta=0.1, update_probe=probe_update, probe_start=0, seed=0)
-    return {"times": r.timings[1:].tolist(), "errors": r.errors.tolist()}
+    total = 0.0
+    for s in range(0, len(positions), 64):
+        pred = np.abs(far_field(exit_waves(probe, obj, positions[s : s + 64])))
+        total += float(np.sum((pred - np.sqrt(scan_frames[s : s + 64])) ** 2))
+    return total / scan_frames.size
 
 
-def run_ptychi(python: str, scan, iterations: int, batch: int | None, probe_update: bool, tmp: Path) -> dict:
-    h, w = scan.frame_shape
-    npz = tmp / "star_for_ptychi.npz"
-    np.savez(npz, data=scan.frames(0, scan.n_frames), positions=scan.positions,
-             probe=(scan.probe / np.sqrt(h * w)).astype(np.complex64))
-    args = dict(npz=str(npz), iterations=iterations, batch=batch or 1, probe_update=probe_update,
-                threads=os.cpu_count() or 1)
-    proc = subprocess.run([python, "-c", PTYCHI_SCRIPT, json.dumps(args)], capture_output=True, text=True,
-                          timeout=3600)
-    if proc.returncode != 0:
-        raise RuntimeError(f"ptychi run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def start_probe(scan) -> np.ndarray:
+    """The file's probe scaled so that a unit object gives the data's mean photons per frame (ortho FFT)."""
+    frames = scan.frames(0, scan.n_frames)
+    p = np.asarray(scan.probe, np.complex64)
+    return (p * np.sqrt(frames.sum(axis=(1, 2)).mean() / np.sum(np.abs(p) ** 2))).astype(np.complex64)
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--iterations", type=int, default=10)
-    ap.add_argument("--batch", type=int, default=32, help="positions per mini-batch (1 = sequential)")
-    ap.add_argument("--probe-update", action="store_true")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--epochs", type=int, default=35)
     ap.add_argument("--ptychi-python", default="/tmp/ptychi-venv/bin/python")
     ap.add_argument("--data", default=str(STAR))
+    ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args(argv)
+
+    from ptyfast import threads
+    from ptyfast.refine import refine
+    from ptyfast.refine.engines import object_grid_shape
+
+    threads.set_threads(1)
     scan = load_star(Path(a.data))
-    batch = None if a.batch == 1 else a.batch
-    print(f"Siemens star: {scan.n_frames} frames {scan.frame_shape}, rPIE, batch {a.batch}, "
-          f"probe update {'on' if a.probe_update else 'off'}, {a.iterations} timed iterations, "
-          f"{os.cpu_count()} CPU threads")
-    ours = run_ptyfast(scan, a.iterations, batch, a.probe_update)
-    t_ours = float(np.median(ours["times"]))
-    print(f"ptyfast : {t_ours:.3f} s/iteration   (error {ours['errors'][0]:.4g} → {ours['errors'][-1]:.4g})")
+    frames = scan.frames(0, scan.n_frames)
+    h, w = scan.frame_shape
+    probe = start_probe(scan)
+    pos = scan.positions
+    shape = object_grid_shape(pos, (h, w))
+    print(f"Siemens star: {scan.n_frames} frames {h}×{w}, object {shape[0]}×{shape[1]}; rPIE α {ALPHA}, batch "
+          f"{BATCH}, probe updated, {a.epochs} epochs interleaved, 1 thread each, CPU seconds")
     if not Path(a.ptychi_python).exists():
-        print(f"ptychi  : not run — {a.ptychi_python} does not exist (install Pty-Chi in its own venv, see the "
-              "docstring)")
-        return
-    import tempfile
+        sys.exit(f"{a.ptychi_python} does not exist: install Pty-Chi in its own venv (see the docstring)")
 
     with tempfile.TemporaryDirectory() as tmp:
-        theirs = run_ptychi(a.ptychi_python, scan, a.iterations, batch, a.probe_update, Path(tmp))
-    t_theirs = float(np.median(theirs["times"]))
-    loss = theirs.get("loss")
-    lt = f"(loss {loss[0]:.4g} → {loss[-1]:.4g})" if loss else ""
-    print(f"ptychi  : {t_theirs:.3f} s/iteration   {lt} torch {theirs['torch']}")
-    print(f"speed-up: {t_theirs / t_ours:.2f}× (ptychi / ptyfast seconds per iteration)")
+        npz = Path(tmp) / "star_for_ptychi.npz"
+        np.savez(npz, data_corner=np.fft.ifftshift(frames, axes=(-2, -1)).astype(np.float32),
+                 probe=(probe / np.sqrt(h * w)).astype(np.complex64),
+                 centres=pos + MARGIN + (np.array([h, w]) - 1) / 2.0,
+                 buffer=np.array([shape[0] + 2 * MARGIN, shape[1] + 2 * MARGIN]), alpha=ALPHA, batch=BATCH)
+        worker = subprocess.Popen([a.ptychi_python, "-c", PTYCHI_WORKER, str(npz)], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            hello = json.loads(worker.stdout.readline())
+            obj = np.ones(shape, np.complex64)
+            ours_start = mse_sqrt(frames, obj, probe, pos)
+            print(f"start: ptyfast {ours_start:.4g}, Pty-Chi {hello['start_score']:.4g} (same physics → same number)")
+            rows = []
+            p = probe
+            for e in range(a.epochs):
+                t0 = time.thread_time()
+                r = refine(scan, init=obj, probe=p, positions=pos, algorithm="rpie", iterations=1, alpha=ALPHA,
+                           beta=ALPHA, batch=BATCH, update_probe=True, probe_start=0, rescale_probe=False, seed=e)
+                ours_cpu = time.thread_time() - t0
+                obj, p = np.asarray(r.object), np.asarray(r.probe)
+                ours = mse_sqrt(frames, obj, p, pos)
+                worker.stdin.write("epoch\n")
+                worker.stdin.flush()
+                theirs = json.loads(worker.stdout.readline())
+                rows.append({"epoch": e + 1, "ptyfast_cpu_s": ours_cpu, "ptyfast_score": ours,
+                             "ptychi_cpu_s": theirs["cpu_s"], "ptychi_score": theirs["score"],
+                             "ptychi_tracked_loss": theirs["tracked_loss"]})
+                print(f"epoch {e + 1:3d}: ptyfast {ours_cpu:6.3f} CPU-s score {ours:.4g} | Pty-Chi "
+                      f"{theirs['cpu_s']:6.3f} CPU-s score {theirs['score']:.4g} (its tracked loss "
+                      f"{theirs['tracked_loss']:.4g})", flush=True)
+        finally:
+            worker.stdin.close()
+            worker.wait(60)
+    ours_t = np.median([r["ptyfast_cpu_s"] for r in rows[1:]])
+    theirs_t = np.median([r["ptychi_cpu_s"] for r in rows[1:]])
+    last = rows[-1]
+    # Pty-Chi's tracked loss is the mean over the epoch before each batch's update, so it lies between the
+    # previous epoch's end score and this epoch's: the check that its loss is what its documentation says.
+    prev = rows[-2]["ptychi_score"] if len(rows) > 1 else hello["start_score"]
+    consistent = min(prev, last["ptychi_score"]) * 0.9 <= last["ptychi_tracked_loss"] <= max(prev, last["ptychi_score"]) * 1.1
+    print(f"\nmedian CPU seconds per epoch (epochs 2–{a.epochs}): ptyfast {ours_t:.3f}, Pty-Chi {theirs_t:.3f} → "
+          f"ptyfast {theirs_t / ours_t:.2f}× faster per epoch")
+    print(f"after {a.epochs} epochs (MSE of √I, each code's own forward model): ptyfast {last['ptyfast_score']:.4g}, "
+          f"Pty-Chi {last['ptychi_score']:.4g}; Pty-Chi's tracked loss {last['ptychi_tracked_loss']:.4g} "
+          f"({'consistent with' if consistent else 'NOT consistent with'} its end-of-epoch scores {prev:.4g} → "
+          f"{last['ptychi_score']:.4g})")
+    if a.json:
+        from ptyfast.io.atomic import write_json
+
+        write_json(a.json, {"epochs": rows, "ptyfast_cpu_s_per_epoch": ours_t, "ptychi_cpu_s_per_epoch": theirs_t,
+                            "speedup": theirs_t / ours_t, "ptychi_loss_consistent": consistent,
+                            "settings": {"alpha": ALPHA, "batch": BATCH, "probe_update": True, "threads": 1},
+                            "ptychi_torch": hello["torch"],
+                            "command": "python benchmarks/ptychi_compare.py " + " ".join(sys.argv[1:])})
 
 
 if __name__ == "__main__":

@@ -65,6 +65,9 @@ def reconstruct_cmd(
     refresh_frames: Annotated[int, typer.Option(min=1, help="With --follow: rewrite the output every N new "
                                                             "frames...")] = 256,
     refresh_seconds: Annotated[float, typer.Option(min=0.0, help="...or every S seconds, whichever first.")] = 10.0,
+    handoff: Annotated[Optional[tuple[str, Path]], typer.Option(
+        help="Also write the result as an iterative code's initial guess: 'ptychi DIR' (Pty-Chi 2.2 conventions "
+             "and a script that starts its rPIE; several scans: one subfolder each).")] = None,
 ) -> None:
     """Reconstruct scans with a trained network: stream, infer, stitch, check consistency, write results."""
     from ptyfast.errors import InputError
@@ -86,10 +89,18 @@ def reconstruct_cmd(
     job = ReconstructJob(model=model, backend=backend, device=device, precision=precision, batch=batch,
                          chunk=chunk, fit=fit, weighting=weighting, align_phase=align_phase,
                          consistency=consistency, allow_probe_mismatch=allow_probe_mismatch, threads=threads)
-    finish = Finisher(frames=frames, refine=refine, iterations=iterations, consistency=consistency, png=png)
+    if handoff is not None:
+        from ptyfast.io.handoff import HANDOFFS
+
+        if handoff[0] not in HANDOFFS:
+            raise InputError(f"--handoff {handoff[0]}: the codes ptyfast hands off to are {', '.join(HANDOFFS)}.")
+        if handoff[1].exists() and not handoff[1].is_dir():
+            raise InputError(f"--handoff {handoff[0]} {handoff[1]}: that is a file; give a folder.")
+    finish = Finisher(frames=frames, refine=refine, iterations=iterations, consistency=consistency, png=png,
+                      handoff=None if handoff is None else (handoff[0], handoff[1], many))
     if follow:
         clash = [name for name, used in (("several scans", many), ("--frames", frames), ("--scheduler", scheduler),
-                                         ("--refine", refine)) if used]
+                                         ("--refine", refine), ("--handoff", handoff)) if used]
         if clash:
             raise InputError(f"--follow reconstructs one scan as it is written; it cannot be combined with "
                              f"{' or '.join(clash)}.")
@@ -153,7 +164,7 @@ def _many_on_cluster(client, scans: list[Path], outs: list[Path], job, finish: "
             k = index[fut.key]
             rec, prov = gather(client, fut, f"reconstructing {scans[k]}")
             bar.advance(task)
-            scan = load_any(scans[k], validate=False, frames=finish.frames) if finish.refine else None
+            scan = load_any(scans[k], validate=False, frames=finish.frames) if finish.needs_scan else None
             finish(scan, scans[k], outs[k], rec, prov)
 
 
@@ -185,9 +196,13 @@ class Finisher:
     """What happens to a reconstruction after the network: optional refinement, the atomic write of the
     HDF5 and its previews, the summary lines."""
 
-    def __init__(self, *, frames, refine, iterations, consistency, png):
+    def __init__(self, *, frames, refine, iterations, consistency, png, handoff=None):
         self.frames, self.refine, self.iterations = frames, refine, iterations
-        self.consistency, self.png = consistency, png
+        self.consistency, self.png, self.handoff = consistency, png, handoff
+
+    @property
+    def needs_scan(self) -> bool:
+        return bool(self.refine or self.handoff)
 
     def write(self, out: Path, rec, prov) -> list[Path]:
         """The HDF5 and its previews, appearing together or not at all (each replaces the last atomically)."""
@@ -203,6 +218,12 @@ class Finisher:
         if self.refine:
             rec, prov = _refine(scan, rec, prov, self.refine, self.iterations, consistency=self.consistency)
         previews = self.write(out, rec, prov)
+        if self.handoff is not None:
+            from ptyfast.io.handoff import write_ptychi_handoff
+
+            code, folder, many = self.handoff
+            folder = folder / scan_path.name.split(".")[0] if many else folder
+            previews += write_ptychi_handoff(folder, scan, rec)
         t = rec.timings
         console.print(
             f"{scan_path.name}: {rec.n_frames} frames → {out}  object {rec.object.shape[0]}×{rec.object.shape[1]}  "
