@@ -70,6 +70,12 @@ def far_field(exit_wave):
     return _impl(exit_wave).far_field(exit_wave)
 
 
+def far_field_unshifted(exit_wave):
+    """``fft2(ψ, norm="ortho")``: the far field with the zero frequency at the corner, for sums over the
+    pixels (which do not depend on their order) without the cost of shifting complex data."""
+    return _impl(exit_wave).far_field_unshifted(exit_wave)
+
+
 def back_propagate(wave):
     """``ifft2(ifftshift(Ψ), norm="ortho")``, the inverse of :func:`far_field`."""
     return _impl(wave).back_propagate(wave)
@@ -85,6 +91,7 @@ __all__ = [
     "back_propagate",
     "exit_waves",
     "far_field",
+    "far_field_unshifted",
     "gather",
     "modulus_projection",
     "normalise",

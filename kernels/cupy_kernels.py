@@ -196,6 +196,11 @@ def far_field(exit_wave):
     return cupy.fft.fftshift(cufft.fft2(exit_wave, axes=(-2, -1), norm="ortho"), axes=(-2, -1))
 
 
+def far_field_unshifted(exit_wave):
+    """``fft2(ψ, norm="ortho")`` (cuFFT): :func:`far_field` with the zero frequency left at the corner."""
+    return cufft.fft2(exit_wave, axes=(-2, -1), norm="ortho")
+
+
 def back_propagate(wave):
     """``ifft2(ifftshift(Ψ), norm="ortho")``, the inverse of :func:`far_field`."""
     return cufft.ifft2(cupy.fft.ifftshift(wave, axes=(-2, -1)), axes=(-2, -1), norm="ortho")

@@ -257,6 +257,11 @@ def far_field(exit_wave):
     return np.fft.fftshift(scipy.fft.fft2(exit_wave, axes=(-2, -1), norm="ortho", workers=threads.get()), axes=(-2, -1))
 
 
+def far_field_unshifted(exit_wave):
+    """``fft2(ψ, norm="ortho")``: :func:`far_field` with the zero frequency left at the corner."""
+    return scipy.fft.fft2(exit_wave, axes=(-2, -1), norm="ortho", workers=threads.get())
+
+
 def back_propagate(wave):
     """``ifft2(ifftshift(Ψ), norm="ortho")``, the inverse of :func:`far_field`."""
     return scipy.fft.ifft2(np.fft.ifftshift(wave, axes=(-2, -1)), axes=(-2, -1), norm="ortho", workers=threads.get())

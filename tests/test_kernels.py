@@ -336,3 +336,10 @@ def test_gather_fast_path_inside_the_object_equals_the_general_path(dtype):
     general = tw.gather(obj, np.vstack([pos, [[-5.5, 70.25]]]), (32, 24))[:7]
     np.testing.assert_allclose(fast, general, rtol=1e-5, atol=1e-6)
     assert fast.dtype == obj.dtype
+
+
+def test_far_field_unshifted_is_the_far_field_before_its_shift():
+    rng = np.random.default_rng(2)
+    psi = (rng.standard_normal((3, 16, 16)) + 1j * rng.standard_normal((3, 16, 16))).astype(np.complex64)
+    np.testing.assert_allclose(kernels.far_field_unshifted(psi), np.fft.ifftshift(kernels.far_field(psi), axes=(-2, -1)),
+                               rtol=1e-5, atol=1e-6)

@@ -42,7 +42,8 @@ def overlap_matrix(patches: np.ndarray, positions: np.ndarray, weight: np.ndarra
     n, h, w = patches.shape
     pos = np.round(np.asarray(positions, float)).astype(np.int64)
     wp = patches * weight[None]
-    self_power = np.sum(weight[None] ** 2 * np.abs(patches) ** 2, axis=(1, 2))
+    mag = np.abs(wp)  # |w p|, for the overlap strengths
+    self_power = np.sum(mag**2, axis=(1, 2))
     pairs = cKDTree(pos).query_pairs(r=max(h, w) - 1, p=np.inf, output_type="ndarray")
     rows, cols, vals = [], [], []
     for m, k in pairs:
@@ -54,7 +55,7 @@ def overlap_matrix(patches: np.ndarray, positions: np.ndarray, weight: np.ndarra
         a = wp[m, ym0:ym1, xm0:xm1]
         b = wp[k, ym0 - dy : ym1 - dy, xm0 - dx : xm1 - dx]
         c = np.vdot(a, b)  # Σ conj(w p_m) (w p_k)
-        strength = np.sum(np.abs(a) * np.abs(b))
+        strength = np.vdot(mag[m, ym0:ym1, xm0:xm1], mag[k, ym0 - dy : ym1 - dy, xm0 - dx : xm1 - dx])
         if strength < MIN_OVERLAP * min(self_power[m], self_power[k]):
             continue
         rows += [m, k]

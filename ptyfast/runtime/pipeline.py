@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ptyfast.errors import InputError
-from ptyfast.kernels import exit_waves, far_field, normalise, overlap_add
+from ptyfast.kernels import exit_waves, far_field_unshifted, normalise, overlap_add
 from ptyfast.runtime.phase_align import solve_phase_offsets, support_box
 from ptyfast.models.preprocess import fit_frames, fit_mask, fit_positions, fit_probe, preprocess
 from ptyfast.scan import Scan
@@ -217,6 +217,14 @@ class PartialStitch:
     timings: dict = field(default_factory=dict)
 
 
+def complex_patches(amp: np.ndarray, pha: np.ndarray) -> np.ndarray:
+    """A·exp(iφ) as complex64, computed in float32 (``np.exp(1j * φ)`` would go through complex128)."""
+    out = np.empty(amp.shape, np.complex64)
+    np.multiply(amp, np.cos(pha, dtype=np.float32), out=out.real)
+    np.multiply(amp, np.sin(pha, dtype=np.float32), out=out.imag)
+    return out
+
+
 def stitch_frames(scan: Scan, backend, plan: StitchPlan, start: int = 0, stop: int | None = None, *,
                   batch: int = 128, chunk: int = 512, keep_patches: bool | None = None, progress=None
                   ) -> PartialStitch:
@@ -240,10 +248,10 @@ def stitch_frames(scan: Scan, backend, plan: StitchPlan, start: int = 0, stop: i
             amp, pha = backend(x[b : b + batch])
             t2 = time.perf_counter()
             timings["infer"] += t2 - t
-            patches = (amp * np.exp(1j * pha)).astype(np.complex64)
-            if keep:
-                kept.append(np.ascontiguousarray(patches[:, plan.box[0], plan.box[1]]))
+            if keep:  # only the box is kept: build the complex patches there alone
+                kept.append(complex_patches(amp[:, plan.box[0], plan.box[1]], pha[:, plan.box[0], plan.box[1]]))
             else:
+                patches = complex_patches(amp, pha)
                 pos = plan.grid_pos[s + b : s + b + len(patches)]
                 overlap_add(part.num, patches, pos, weights=w, weight_accum=part.wsum)
             timings["stitch"] += time.perf_counter() - t2
@@ -382,9 +390,13 @@ def consistency_sums(scan: Scan, obj: np.ndarray, probe: np.ndarray, grid_pos: n
     mask = None if scan.mask is None else fit_mask(scan.mask, size, fit)
     stop = scan.n_frames if stop is None else stop
     sums = np.zeros((3, stop - start))
+    if mask is not None:
+        mask = np.fft.ifftshift(mask)
     for s, frames in stream_frames(scan, chunk, start=start, stop=stop):
-        meas = np.sqrt(np.maximum(fit_frames(frames, size, fit), 0))
-        pred = np.abs(far_field(exit_waves(probe, obj, grid_pos[s : s + len(frames)])))
+        # the sums do not depend on the pixel order: compare in the FFT's own (corner) order and shift the
+        # real measured amplitudes rather than the complex far field
+        meas = np.fft.ifftshift(np.sqrt(np.maximum(fit_frames(frames, size, fit), 0)), axes=(-2, -1))
+        pred = np.abs(far_field_unshifted(exit_waves(probe, obj, grid_pos[s : s + len(frames)])))
         if mask is not None:
             meas, pred = meas * mask, pred * mask
         i, e = s - start, s - start + len(frames)
