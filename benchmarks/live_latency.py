@@ -49,14 +49,9 @@ def main() -> None:
     args = ap.parse_args()
 
     from ptyfast.io.live import stream_cxi
-    from ptyfast.physics import default_probe, random_object, raster_positions
-    from ptyfast.physics.simulate import simulate_scan
+    from ptyfast.physics.simulate import random_scan
 
-    rng = np.random.default_rng(0)
-    probe = default_probe()
-    obj = random_object((args.size, args.size), rng)
-    scan = simulate_scan(obj, probe, raster_positions(obj.shape, probe.shape, overlap=0.75, jitter=1.0, rng=rng),
-                         photons=1e6, rng=rng)
+    scan = random_scan(args.size)
     written = np.zeros(scan.n_frames)
     with tempfile.TemporaryDirectory() as tmp:
         live, out = Path(tmp) / "live.cxi", Path(tmp) / "live_recon.h5"

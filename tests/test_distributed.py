@@ -21,8 +21,7 @@ pytest.importorskip("distributed", reason="Dask is not installed (pip install 'p
 from distributed import Client, LocalCluster  # noqa: E402
 
 from ptyfast.io.cxi import read_cxi, write_cxi  # noqa: E402
-from ptyfast.physics import default_probe, random_object, raster_positions  # noqa: E402
-from ptyfast.physics.simulate import simulate_scan  # noqa: E402
+from ptyfast.physics.simulate import random_scan  # noqa: E402
 from ptyfast.runtime.reconstruct import ReconstructJob, run_reconstruct  # noqa: E402
 from cli_helpers import one_error_line  # noqa: E402
 
@@ -35,11 +34,7 @@ def run(*args, timeout=300):
 
 
 def _scan(path, size, seed):
-    rng = np.random.default_rng(seed)
-    probe = default_probe()
-    obj = random_object((size, size), rng)
-    pos = raster_positions(obj.shape, probe.shape, overlap=0.75, jitter=1.0, rng=rng)
-    return write_cxi(path, simulate_scan(obj, probe, pos, photons=1e6, rng=rng, meta={"source": str(path)}))
+    return write_cxi(path, random_scan(size, seed, meta={"source": str(path)}))
 
 
 @pytest.fixture(scope="module")

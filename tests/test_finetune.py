@@ -239,7 +239,7 @@ def test_output_checkpoint_loads_and_carries_finetuned_on(scan64, tmp_path):
     r = finetune(scan64, m, man, scan64.probe, FinetuneOptions(epochs=1, batch=8), source="/data/scan64.cxi",
                  stitch=True)
     written = save_finetuned(tmp_path / "ft", r, name="ptynet-s-ft")
-    assert sorted(p.name for p in (tmp_path / "ft").iterdir()) == ["preview.png", "ptynet-s-ft.json",
+    assert sorted(p.name for p in (tmp_path / "ft").iterdir()) == ["preview.h5", "preview.png", "ptynet-s-ft.json",
                                                                     "ptynet-s-ft.pt"]
     model, manifest = load_checkpoint(written["checkpoint"])
     assert manifest.finetuned_on == "scan64.cxi: 25 of 25 frames, 1 epochs"
@@ -337,7 +337,7 @@ def test_cli_finetune_writes_model(cxi64, ckpt, tmp_path):
     assert r.exit_code == 0, r.output
     assert "R-factor" in r.output
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["m64-ft.json", "m64-ft.pt", "preview.png", "probe.npy", "probe.png"]
+    assert names == ["m64-ft.json", "m64-ft.pt", "preview.h5", "preview.png", "probe.npy", "probe.png"]
     _, manifest = load_checkpoint(out / "m64-ft.pt")
     assert manifest.finetuned_on.startswith("s64.cxi: 25 of 25 frames, 2 epochs")
     assert np.load(out / "probe.npy").shape == (N, N)

@@ -51,3 +51,18 @@ def simulate_scan(
         truth=obj.astype(np.complex64),
         meta=dict(meta or {}, simulated=True, noise=bool(noise), photons=photons),
     )
+
+
+def random_scan(size: int, seed: int = 0, *, overlap: float = 0.75, jitter: float = 1.0, photons: float = 1e6,
+                noise: bool = True, meta: dict | None = None) -> Scan:
+    """A procedural size² object scanned with the default probe on a raster at ``overlap`` (benchmarks and
+    tests that need a realistic scan of a given size)."""
+    from ptyfast.physics.objects import random_object
+    from ptyfast.physics.probe import default_probe
+    from ptyfast.physics.scanpath import raster_positions
+
+    rng = np.random.default_rng(seed)
+    probe = default_probe()
+    obj = random_object((size, size), rng)
+    pos = raster_positions(obj.shape, probe.shape, overlap=overlap, jitter=jitter, rng=rng)
+    return simulate_scan(obj, probe, pos, photons=photons, noise=noise, rng=rng, meta=meta)
