@@ -97,7 +97,7 @@ def single(scans, tmp_path_factory):
     return out
 
 
-def test_cli_local_cluster_many_scans_equal_single_process(scans, single, tmp_path):
+def test_cli_local_cluster_equals_single_process(scans, single, tmp_path):
     cluster = tmp_path / "cluster"
     cluster.mkdir()
     res = run("reconstruct", *scans, "-o", cluster, "--no-png", "--scheduler", "local:2")
@@ -109,6 +109,12 @@ def test_cli_local_cluster_many_scans_equal_single_process(scans, single, tmp_pa
         _same(a, b)
         assert prov["frames"] in (100, 25)
     assert sorted(p.name for p in cluster.iterdir()) == ["a_recon.h5", "b_recon.h5"]
+    # one scan on local:2: its frames split across the two workers
+    res = run("reconstruct", scans[0], "-o", tmp_path / "split.h5", "--no-png", "--batch", "16",
+              "--scheduler", "local:2")
+    assert res.returncode == 0, res.stderr
+    assert "2 workers, 4 partitions" in " ".join(res.stdout.split())
+    _same(_read(single / "a_recon.h5")[0], _read(tmp_path / "split.h5")[0])
 
 
 def test_unreachable_scheduler_is_one_sentence_within_seconds(scans, tmp_path):
