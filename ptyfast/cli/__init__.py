@@ -9,9 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from rich.markup import escape
-
-from ptyfast.cli.app import app, console_err
+from ptyfast.cli.app import app, fail
 
 # Command modules register on import (order = order in --help).
 _COMMANDS = [
@@ -66,11 +64,10 @@ def main(argv: list[str] | None = None) -> None:
     _load_commands()
     try:
         app(args=argv, standalone_mode=True)
-    except InputError as exc:
+    except InputError as exc:  # raised outside a command's own edge (option parsing callbacks)
         if os.environ.get("PTYFAST_DEBUG"):
             raise
-        console_err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-        sys.exit(2)
+        sys.exit(fail(str(exc), getattr(exc, "exit_code", 2)).exit_code)
     except SystemExit as exc:
         if atomic._failed:
             # HDF5 cannot close a file whose last flush failed and may crash freeing it at exit: the temporary

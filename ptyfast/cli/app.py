@@ -65,7 +65,8 @@ def guard_outputs(kwargs: dict) -> None:
                 check_not_input(p)
 
 
-def _fail(message: str, code: int):
+def fail(message: str, code: int) -> typer.Exit:
+    """Print ``error: message`` as one line on stderr; return the Exit that ends the command with ``code``."""
     console_err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     return typer.Exit(code)
 
@@ -86,7 +87,7 @@ def handle_errors(fn):
         except InputError as exc:
             if os.environ.get("PTYFAST_DEBUG"):
                 raise
-            raise _fail(str(exc), getattr(exc, "exit_code", 2)) from None
+            raise fail(str(exc), getattr(exc, "exit_code", 2)) from None
         except KeyboardInterrupt:  # in-process callers; the CLI's own SIGINT handler exits before this
             console_err.print("interrupted; partial outputs removed")
             raise typer.Exit(130) from None
