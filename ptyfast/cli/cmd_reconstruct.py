@@ -225,9 +225,11 @@ class Finisher:
             folder = folder / scan_path.name.split(".")[0] if many else folder
             previews += write_ptychi_handoff(folder, scan, rec)
         t = rec.timings
+        rate = (f"followed for {t['wall']:.1f} s" if "live" in prov  # paced by the writer, not a throughput
+                else f"{prov['patterns_per_s']:.0f} patterns/s end to end")
         console.print(
             f"{scan_path.name}: {rec.n_frames} frames → {out}  object {rec.object.shape[0]}×{rec.object.shape[1]}  "
-            f"{prov['patterns_per_s']:.0f} patterns/s end to end (read {t['read']:.2f} s, preprocess "
+            f"{rate} (read {t['read']:.2f} s, preprocess "
             f"{t['preprocess']:.2f} s, infer {t['infer']:.2f} s, stitch {t['stitch']:.2f} s"
             + (f", consistency {t['consistency']:.2f} s" if "consistency" in t else "")
             + (f"; {t['workers']} workers, {t['partitions']} partitions" if "workers" in t else "") + ")")
