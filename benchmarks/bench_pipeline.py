@@ -51,7 +51,7 @@ def scan_file(tmp_path_factory):
 
 
 def _has_gpu() -> bool:
-    from ptyfast.bench import gpu_name
+    from ptyfast.machine import gpu_name
 
     return gpu_name() is not None
 
@@ -106,7 +106,7 @@ E2E_GPU = [("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("torch", "fp32"), 
 def test_end_to_end_gpu(benchmark, source, scan_file, backend_name, precision):
     if not _has_gpu():
         pytest.skip("no CUDA GPU")
-    benchmark.extra_info["gpu"] = __import__("ptyfast.bench", fromlist=["gpu_name"]).gpu_name()
+    benchmark.extra_info["gpu"] = __import__("ptyfast.machine", fromlist=["gpu_name"]).gpu_name()
     _e2e(benchmark, source, scan_file, backend_name, precision, "cuda")
 
 

@@ -1,4 +1,5 @@
-"""Benchmarks of ptyfast's inference stack: the library behind ``ptyfast bench``.
+"""Benchmarks of ptyfast's inference stack: the library behind ``ptyfast bench`` (machine facts and memory live in
+:mod:`ptyfast.machine`, MAC counting in :mod:`ptyfast.models.flops`).
 
 What is measured
 ----------------
@@ -25,8 +26,6 @@ Every missing backend or precision is a row with ``status = "not available"`` an
 
 from __future__ import annotations
 
-import platform
-import resource
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -52,160 +51,8 @@ REFERENCES = [
      "source": "Babu et al., Nat. Commun. 14, 7059 (2023)"},
 ]
 
-
-# -- device facts --------------------------------------------------------------------------------------------
-
-
-def cpu_name() -> str:
-    """CPU model name from /proc/cpuinfo (``platform.processor()`` elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_flags() -> set[str]:
-    """The CPU feature flags (Linux), e.g. ``avx512_bf16``, ``avx512_vnni``, ``amx_bf16``."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def gpu_name() -> str | None:
-    """Name of GPU 0, or None without a usable NVIDIA GPU (torch-free: nvidia-smi / CuPy)."""
-    from ptyfast.export.tensorrt_engine import gpu_info
-
-    info = gpu_info()
-    return info[0] if info else None
-
-
-def device_facts(threads: int) -> dict:
-    """CPU name, cores usable, threads used, ISA flags of interest, GPU name."""
-    from ptyfast.runtime.backends import cpu_threads
-
-    flags = cpu_flags()
-    return {
-        "cpu": cpu_name(), "cores_usable": cpu_threads(), "threads": threads,
-        "isa": sorted(f for f in flags if f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16",
-                                                 "amx_int8", "avx_vnni")),
-        "gpu": gpu_name(), "platform": platform.platform(),
-    }
-
-
-# -- memory ---------------------------------------------------------------------------------------------------
-
-
-def reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS counter of this process (``/proc/self/clear_refs`` ← 5, Linux ≥ 4.0).
-
-    Returns False where that is impossible; :func:`peak_rss_bytes` is then the process-lifetime peak.
-    """
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _proc_status_bytes(key: str) -> int | None:
-    """A memory line of /proc/self/status (``VmRSS``, ``VmHWM``) in bytes, or None where /proc is absent."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def current_rss_bytes() -> int:
-    """Resident set size of this process now, in bytes (0 where /proc is absent)."""
-    return _proc_status_bytes("VmRSS") or 0
-
-
-def peak_rss_bytes() -> int:
-    """Peak resident set size of this process in bytes (since the last :func:`reset_peak_rss`)."""
-    peak = _proc_status_bytes("VmHWM")
-    return peak if peak is not None else int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # KiB
-
-
-# -- FLOPs --------------------------------------------------------------------------------------------------
-
-
-def count_macs_torch(model, input_shape: tuple[int, ...]) -> int:
-    """Multiply-accumulates of one forward pass of ``model`` on a zero tensor of ``input_shape`` (batch 1).
-
-    Counts Conv2d (output elements × C_in/groups × k_h × k_w), ConvTranspose2d (input elements × C_out/groups ×
-    k_h × k_w) and Linear (output elements × in_features) with forward hooks; activations, normalisation and
-    resampling are not counted (they are memory-bound, a few % of the total).
-    """
-    import torch
-
-    total = [0]
-
-    def hook(mod, inputs, out):
-        if isinstance(mod, torch.nn.ConvTranspose2d):
-            x = inputs[0]
-            total[0] += (x.numel() // x.shape[0]) * (mod.out_channels // mod.groups) * int(np.prod(mod.kernel_size))
-        elif isinstance(mod, torch.nn.Conv2d):
-            total[0] += (out.numel() // out.shape[0]) * (mod.in_channels // mod.groups) * int(np.prod(mod.kernel_size))
-        elif isinstance(mod, torch.nn.Linear):
-            total[0] += (out.numel() // out.shape[0]) * mod.in_features
-
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear))]
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(input_shape))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was)
-    return total[0]
-
-
-def count_macs_onnx(path: str | Path) -> int:
-    """Multiply-accumulates per pattern of the Conv / ConvTranspose / Gemm / MatMul nodes of an fp32 ONNX graph,
-    from shape inference (the batch axis excluded). Needs the ``onnx`` package."""
-    import onnx
-    from onnx import numpy_helper, shape_inference
-
-    model = shape_inference.infer_shapes(onnx.load(str(path)))
-    g = model.graph
-    weights = {t.name: tuple(numpy_helper.to_array(t).shape) for t in g.initializer}
-    shapes: dict[str, tuple] = {}
-    for vi in list(g.value_info) + list(g.input) + list(g.output):
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
-        shapes[vi.name] = tuple(dims)
-
-    def per_pattern(name: str) -> int:
-        dims = shapes.get(name)
-        if not dims or any(d is None for d in dims[1:]):
-            raise InputError(f"the ONNX graph {path} lacks a static shape for tensor '{name}'.")
-        return int(np.prod(dims[1:]))
-
-    macs = 0
-    for node in g.node:
-        if node.op_type in ("Conv", "ConvTranspose") and node.input[1] in weights:
-            w = weights[node.input[1]]
-            spatial = int(np.prod(w[2:]))
-            if node.op_type == "Conv":  # w: (C_out, C_in/g, kh, kw)
-                macs += per_pattern(node.output[0]) * w[1] * spatial
-            else:  # w: (C_in, C_out/g, kh, kw)
-                macs += per_pattern(node.input[0]) * w[1] * spatial
-        elif node.op_type in ("Gemm", "MatMul") and len(node.input) > 1 and node.input[1] in weights:
-            macs += per_pattern(node.output[0]) * weights[node.input[1]][0]
-    return macs
+from ptyfast.machine import device_facts, gpu_name, measure_peak_flops, peak_rss_bytes, reset_peak_rss
+from ptyfast.models.flops import count_macs_onnx, count_macs_torch
 
 
 def model_facts(source) -> dict:
@@ -240,54 +87,6 @@ def model_facts(source) -> dict:
         out.update(parameters=None, macs_per_pattern=None, flops_per_pattern=None,
                    flops_method=f"not counted: {exc}")
     return out
-
-
-# -- peak FLOP/s ---------------------------------------------------------------------------------------------
-
-
-def measure_peak_flops(*, threads: int, n: int = 2048, rounds: int = 5, device: str = "cpu") -> dict[str, float]:
-    """Peak matmul FLOP/s of this device: best of ``rounds`` n×n×n products (2n³ FLOPs each).
-
-    fp32 always (torch, else numpy); bf16 (and fp16 on CUDA) where torch runs them. On a shared machine the
-    figure is what this process could get now, not the data-sheet peak.
-    """
-    out: dict[str, float] = {}
-    flops = 2.0 * n**3
-    try:
-        import torch
-    except ModuleNotFoundError:
-        a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
-        a @ a
-        best = min(_timed(lambda: a @ a) for _ in range(rounds))
-        return {"fp32": flops / best}
-    if device == "cpu" and threads:
-        torch.set_num_threads(threads)
-    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
-    if device == "cuda":
-        dtypes["fp16"] = torch.float16
-        n = max(n, 8192)
-        flops = 2.0 * n**3
-    for name, dt in dtypes.items():
-        try:
-            a = torch.randn(n, n, device=device).to(dt)
-            b = torch.randn(n, n, device=device).to(dt)
-
-            def run():
-                a @ b
-                if device == "cuda":
-                    torch.cuda.synchronize()
-
-            run()
-            out[name] = flops / min(_timed(run) for _ in range(rounds))
-        except (RuntimeError, TypeError):  # dtype not supported on this device
-            continue
-    return out
-
-
-def _timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 # -- options and results --------------------------------------------------------------------------------------
@@ -353,15 +152,6 @@ class BenchOptions:
         if self.device not in ("auto", "cpu", "cuda"):
             raise InputError(f"unknown device '{self.device}'; choose auto, cpu or cuda.")
         return self
-
-
-def parse_list(text: str, *, kind: type = str, what: str = "value") -> tuple:
-    """``"a,b,c"`` → tuple (ints when ``kind`` is int); raises :class:`InputError` on an unparsable item."""
-    items = [t.strip() for t in str(text).split(",") if t.strip()]
-    try:
-        return tuple(kind(t) if kind is not str else t.lower() for t in items)
-    except ValueError:
-        raise InputError(f"could not read the {what} list '{text}'; give comma-separated values like 1,16,256.") from None
 
 
 def _resolve(spec):
@@ -752,6 +542,5 @@ def render(result: dict, console) -> None:
     console.print(t)
 
 
-__all__ = ["BenchOptions", "REFERENCES", "run_bench", "render", "write_json", "count_macs_torch", "count_macs_onnx",
-           "measure_peak_flops", "model_facts", "simulate_benchmark_scan", "parse_list", "cpu_name", "gpu_name",
-           "peak_rss_bytes", "current_rss_bytes", "reset_peak_rss", "time_case"]
+__all__ = ["BenchOptions", "REFERENCES", "run_bench", "render", "write_json", "model_facts", "simulate_benchmark_scan",
+           "time_case"]

@@ -87,7 +87,7 @@ def test_end_to_end_stages(result):
 
 
 def test_onnx_flop_count_matches_torch(weights, result):
-    from ptyfast.bench import count_macs_onnx
+    from ptyfast.models.flops import count_macs_onnx
     from ptyfast.models.pretrained import resolve_model
     from ptyfast.runtime.backends import fp32_onnx
 
@@ -96,7 +96,7 @@ def test_onnx_flop_count_matches_torch(weights, result):
 
 
 def test_peak_flops_measured():
-    from ptyfast.bench import measure_peak_flops
+    from ptyfast.machine import measure_peak_flops
 
     peaks = measure_peak_flops(threads=1, n=256, rounds=2)
     assert peaks["fp32"] > 1e8  # > 0.1 GFLOP/s on anything that runs this suite

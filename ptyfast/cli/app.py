@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ptyfast import __version__
+from ptyfast.errors import InputError
 
 console = Console()
 console_err = Console(stderr=True, soft_wrap=True)  # error messages stay one line (no wrapping)
@@ -78,7 +79,6 @@ def handle_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from ptyfast.errors import InputError
         from ptyfast.io.atomic import remove_temporaries
 
         try:
@@ -110,3 +110,12 @@ Frames = Annotated[Optional[str], typer.Option(
     "--frames", help="Use frames START:STOP[:STEP] only (Python slice rules over frame indices, e.g. 0:258).")]
 OutPath = Annotated[Path, typer.Option("-o", "--output", help="Output file (written atomically).")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]
+
+
+def parse_list(text: str, *, kind: type = str, what: str = "value") -> tuple:
+    """``"a,b,c"`` → tuple (ints when ``kind`` is int); raises :class:`InputError` on an unparsable item."""
+    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    try:
+        return tuple(kind(t) if kind is not str else t.lower() for t in items)
+    except ValueError:
+        raise InputError(f"could not read the {what} list '{text}'; give comma-separated values like 1,16,256.") from None

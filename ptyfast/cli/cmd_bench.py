@@ -33,7 +33,8 @@ def bench_cmd(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write every figure as JSON (atomic).")] = None,
 ) -> None:
     """Benchmark inference (model only and end to end) with published reference figures beside the results."""
-    from ptyfast.bench import BENCH_BACKENDS, BenchOptions, parse_list, render, run_bench, write_json
+    from ptyfast.bench import BENCH_BACKENDS, BenchOptions, render, run_bench, write_json
+    from ptyfast.cli.app import parse_list
     from ptyfast.errors import InputError
     from ptyfast.io.atomic import check_writable
 

@@ -71,7 +71,7 @@ def evaluate_cmd(
     if protocol is not None:
         if protocol != "paper":
             raise InputError(f"unknown protocol '{protocol}'; the only protocol is 'paper'.")
-        from ptyfast.bench import parse_list
+        from ptyfast.cli.app import parse_list
         from ptyfast.evaluation.paper import PaperConfig, run_paper_protocol
 
         config = PaperConfig(

@@ -386,7 +386,7 @@ def inference_memory(checkpoint, *, batch: int = 16) -> dict:
     process's peak RSS above its resident size before the pass (activations + workspace + weights touched)."""
     import torch
 
-    from ptyfast.bench import current_rss_bytes, peak_rss_bytes, reset_peak_rss
+    from ptyfast.machine import current_rss_bytes, peak_rss_bytes, reset_peak_rss
     from ptyfast.models.checkpoint import load_checkpoint
 
     net, manifest = load_checkpoint(checkpoint)
@@ -438,7 +438,7 @@ def run_paper_protocol(images, output, *, console=None, config: PaperConfig | No
         The markdown report.
     """
     from ptyfast import __version__
-    from ptyfast.bench import cpu_name, gpu_name
+    from ptyfast.machine import cpu_name, gpu_name
     from ptyfast.runtime.backends import cpu_threads
 
     cfg = (config or PaperConfig()).validate()
@@ -542,7 +542,7 @@ def _table2(models: dict, objects, overlaps, cfg: PaperConfig, log) -> tuple[dic
 
 
 def _table1(models: dict, t2: dict, log) -> dict:
-    from ptyfast.bench import count_macs_torch
+    from ptyfast.models.flops import count_macs_torch
     from ptyfast.models import count_parameters
     from ptyfast.models.checkpoint import load_checkpoint
 
