@@ -214,7 +214,7 @@ class Scan:
 
 
 class FrameView:
-    """Base of the read-only (N, H, W) frame views (:class:`SelectedFrames`, ``io.cxi.LazyFrames``): they
+    """Base of the read-only (N, H, W) frame views (:class:`SelectedFrames`, :class:`LazyFrames`): they
     set ``shape`` and ``dtype`` and index along the first axis; reading happens only on indexing."""
 
     ndim = 3
@@ -248,6 +248,91 @@ class SelectedFrames(FrameView):
         if len(idx) and np.all(np.diff(idx) == 1):  # a contiguous run: one slice read
             return np.asarray(self.base[(slice(int(idx[0]), int(idx[-1]) + 1),) + key[1:]])
         return np.asarray(self.base[(idx,) + key[1:]])
+
+
+class LazyFrames(FrameView):
+    """Read-only (N, H, W) view of a larger HDF5 dataset, e.g. frames ``ds[0]`` of a (1, N, H, W) stack.
+
+    Indexing along the first axis reads only the requested frames from disk (int, slice or index array).
+
+    Parameters
+    ----------
+    dataset : h5py.Dataset
+        The stored array, ``len(lead) + 3`` dimensional.
+    lead : tuple of int
+        Fixed leading indices selecting the (N, H, W) block.
+    """
+
+    def __init__(self, dataset, *, lead: tuple[int, ...] = ()):
+        self.dataset = dataset
+        self.lead = tuple(lead)
+        self.shape = tuple(dataset.shape[len(self.lead):])
+        self.dtype = dataset.dtype
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        first, rest = key[0], key[1:]
+        if isinstance(first, (int, np.integer, slice)):
+            out = self.dataset[self.lead + (first,)]
+        else:  # index array: h5py wants increasing unique indices
+            idx = np.asarray(first)
+            if idx.dtype == bool:
+                idx = np.flatnonzero(idx)
+            idx = np.where(idx < 0, idx + self.shape[0], idx)
+            uniq, inverse = np.unique(idx, return_inverse=True)
+            out = self.dataset[self.lead + (uniq,)][inverse]
+        if not rest:
+            return out
+        return out[rest] if out.ndim == 2 else out[(slice(None),) + rest]
+
+
+def validate_frames(frames, *, start: int = 0, mask: np.ndarray | None = None, source: str = "the scan") -> None:
+    """Check a chunk of frames for NaN/Inf and negative counts (on valid detector pixels only).
+
+    Call it on each chunk while streaming (``for s, f in scan.iter_chunks(): validate_frames(f, start=s)``).
+
+    Parameters
+    ----------
+    frames : array-like, (n, H, W)
+        Intensities in photons.
+    start : int
+        Index of the first frame of the chunk in the whole scan (for the message).
+    mask : bool ndarray (H, W), optional
+        True where the detector pixel is valid; invalid pixels may hold anything.
+    source : str
+        Name of the input for the message (a file name).
+
+    Raises
+    ------
+    InputError
+        Naming the first offending frame and the remedy.
+    """
+    a = np.asarray(frames)
+    if a.dtype.kind in "ub":
+        return
+    valid = np.ones(a.shape[-2:], bool) if mask is None else np.asarray(mask, bool)
+    bad = ~np.isfinite(a) & valid
+    if bad.any():
+        k = int(np.argmax(bad.reshape(len(a), -1).any(axis=1)))
+        raise InputError(
+            f"{source}: frame {start + k} contains NaN or Inf counts; mark those detector pixels bad in the "
+            "mask (CXI detector_1/mask) or remove the frame."
+        )
+    neg = (a < 0) & valid
+    if neg.any():
+        k = int(np.argmax(neg.reshape(len(a), -1).any(axis=1)))
+        raise InputError(
+            f"{source}: frame {start + k} has negative counts (minimum {float(a[k][valid].min()):g}); photon counts "
+            "must be ≥ 0 - flag detector pixels that use negative values as markers in the mask (CXI "
+            "detector_1/mask), and clip small background-subtraction offsets to 0."
+        )
+
+
+def validate_scan_frames(diffraction, *, mask=None, chunk: int = 64, source: str = "the scan") -> None:
+    """Run :func:`validate_frames` over a (possibly lazy) (N, H, W) stack, ``chunk`` frames at a time."""
+    n = int(diffraction.shape[0])
+    for s in range(0, n, chunk):
+        validate_frames(diffraction[s : min(n, s + chunk)], start=s, mask=mask, source=source)
 
 
 def parse_frames(spec: str | None, n: int, *, option: str = "--frames") -> np.ndarray:

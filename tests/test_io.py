@@ -10,11 +10,9 @@ import numpy as np
 import pytest
 
 from ptyfast.errors import InputError
-from ptyfast.io import (
-    LazyFrames, atomic_path, detect_near_field, load_any, read_cxi, read_image, read_probe, validate_frames,
-    write_cxi,
-)
-from ptyfast.scan import PLANCK_TIMES_C, Geometry
+from ptyfast.io import atomic_path, load_any, read_cxi, read_image, read_probe, write_cxi
+from ptyfast.physics.nearfield import detect_near_field
+from ptyfast.scan import PLANCK_TIMES_C, Geometry, LazyFrames, validate_frames
 
 P25 = "cdtools-p25-nearfield/PETRAIII_P25_Near_Field_Ptycho.cxi"
 TIKE = "tike-siemens-star/siemens-star-small.npz.bz2"

@@ -97,7 +97,8 @@ def simulate(
     """Simulate a far-field ptychography scan and write it as CXI (with ground truth)."""
     from ptyfast.io.atomic import check_writable
     from ptyfast.io.cxi import write_cxi
-    from ptyfast.physics import default_probe, fermat_positions, load_probe, raster_positions
+    from ptyfast.io.convert import load_probe
+    from ptyfast.physics import default_probe, fermat_positions, raster_positions
     from ptyfast.physics.probe import default_geometry
     from ptyfast.physics.simulate import simulate_scan
 

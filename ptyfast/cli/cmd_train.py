@@ -74,7 +74,8 @@ def train_cmd(
         raise InputError("training needs PyTorch; install it with: pip install 'ptyfast[train]'.") from None
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from ptyfast.physics.probe import default_probe, load_probe
+    from ptyfast.io.convert import load_probe
+    from ptyfast.physics.probe import default_probe
     from ptyfast.training.data import DataOptions
     from ptyfast.training.train import TrainOptions, train
 

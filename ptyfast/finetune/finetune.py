@@ -215,7 +215,8 @@ def resolve_probe(scan, probe: str | os.PathLike | np.ndarray | None, *, source:
     InputError
         No probe anywhere, an unreadable file, or a probe whose shape differs from the frames.
     """
-    from ptyfast.physics.probe import fresnel_probe, load_probe
+    from ptyfast.io.convert import load_probe
+    from ptyfast.physics.probe import fresnel_probe
 
     shape = scan.frame_shape
     if probe is None:

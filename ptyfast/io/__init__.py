@@ -5,14 +5,10 @@ Every reader returns a :class:`ptyfast.scan.Scan`; every writer goes through :fu
 
 from ptyfast.io.atomic import atomic_path, check_writable
 from ptyfast.io.convert import load_any, read_ptynet, read_tike
-from ptyfast.io.cxi import (
-    LazyFrames, detect_near_field, near_field_score, read_cxi, read_probe, validate_frames,
-    validate_scan_frames, write_cxi,
-)
+from ptyfast.io.cxi import read_cxi, read_probe, write_cxi
 from ptyfast.io.images import read_image
 
 __all__ = [
-    "atomic_path", "check_writable", "load_any", "read_ptynet", "read_tike", "LazyFrames", "detect_near_field",
-    "near_field_score", "read_cxi", "read_probe", "validate_frames", "validate_scan_frames", "write_cxi",
+    "atomic_path", "check_writable", "load_any", "read_ptynet", "read_tike", "read_cxi", "read_probe", "write_cxi",
     "read_image",
 ]

@@ -30,8 +30,9 @@ import h5py
 import numpy as np
 
 from ptyfast.errors import InputError
-from ptyfast.io.cxi import detect_near_field, read_cxi, short_reason, validate_scan_frames
-from ptyfast.scan import Geometry, Scan
+from ptyfast.io.cxi import read_cxi, read_probe, short_reason
+from ptyfast.physics.nearfield import detect_near_field
+from ptyfast.scan import Geometry, Scan, check_probe, validate_scan_frames
 
 GEOMETRY_KEYS = ("wavelength", "distance", "pixel_size")
 
@@ -195,3 +196,23 @@ def _load_layout(path: Path, *, lazy: bool, validate: bool) -> Scan:
         return read_cxi(path)  # raises the precise "not HDF5 / truncated" message
     raise InputError(f"{path}: unrecognised scan format; give a CXI/HDF5 file, a Tike .npz(.bz2), or a PtyNet "
                      ".npz or directory (diffraction.npy + positions.npy).")
+
+
+def load_probe(path: str | Path) -> np.ndarray:
+    """Load a complex probe from .npy or from a CXI/HDF5 file (``entry_1/instrument_1/source_1/illumination``
+    or ``entry_1/probe``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"probe file {path} does not exist.")
+    if path.suffix == ".npy":
+        try:
+            p = np.load(path)
+        except Exception as exc:  # corrupt or not an .npy file
+            raise InputError(f"probe file {path} could not be read as .npy ({exc}).") from None
+    else:
+        p = read_probe(path)
+    p = np.squeeze(np.asarray(p))
+    if p.ndim != 2 or not np.iscomplexobj(p) and not np.isrealobj(p):
+        raise InputError(f"probe in {path} must be a 2-D complex array; found shape {p.shape}.")
+    check_probe(p, str(path))
+    return p.astype(np.complex64)

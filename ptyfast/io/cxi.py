@@ -58,7 +58,9 @@ import numpy as np
 
 from ptyfast.errors import InputError
 from ptyfast.io.atomic import atomic_path
-from ptyfast.scan import PLANCK_TIMES_C, FrameView, Geometry, Scan, SelectedFrames
+from ptyfast.physics.nearfield import detect_near_field
+from ptyfast.scan import (PLANCK_TIMES_C, Geometry, LazyFrames, Scan, SelectedFrames, validate_frames,
+                          validate_scan_frames)
 
 CXI_VERSION = 150
 MASK_INVALID = 0x1  #: CXI bit 0: invalid pixel
@@ -69,42 +71,6 @@ PROBE_PATHS = ("entry_1/instrument_1/source_1/illumination", "entry_1/probe")
 PTYFAST_GROUP = "entry_1/ptyfast"
 
 
-class LazyFrames(FrameView):
-    """Read-only (N, H, W) view of a larger HDF5 dataset, e.g. frames ``ds[0]`` of a (1, N, H, W) stack.
-
-    Indexing along the first axis reads only the requested frames from disk (int, slice or index array).
-
-    Parameters
-    ----------
-    dataset : h5py.Dataset
-        The stored array, ``len(lead) + 3`` dimensional.
-    lead : tuple of int
-        Fixed leading indices selecting the (N, H, W) block.
-    """
-
-    def __init__(self, dataset: h5py.Dataset, *, lead: tuple[int, ...] = ()):
-        self.dataset = dataset
-        self.lead = tuple(lead)
-        self.shape = tuple(dataset.shape[len(self.lead):])
-        self.dtype = dataset.dtype
-
-    def __getitem__(self, key):
-        key = key if isinstance(key, tuple) else (key,)
-        first, rest = key[0], key[1:]
-        if isinstance(first, (int, np.integer, slice)):
-            out = self.dataset[self.lead + (first,)]
-        else:  # index array: h5py wants increasing unique indices
-            idx = np.asarray(first)
-            if idx.dtype == bool:
-                idx = np.flatnonzero(idx)
-            idx = np.where(idx < 0, idx + self.shape[0], idx)
-            uniq, inverse = np.unique(idx, return_inverse=True)
-            out = self.dataset[self.lead + (uniq,)][inverse]
-        if not rest:
-            return out
-        return out[rest] if out.ndim == 2 else out[(slice(None),) + rest]
-
-
 # --------------------------------------------------------------------------------------------------- checks
 
 
@@ -113,159 +79,6 @@ def short_reason(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
-
-def validate_frames(frames, *, start: int = 0, mask: np.ndarray | None = None, source: str = "the scan") -> None:
-    """Check a chunk of frames for NaN/Inf and negative counts (on valid detector pixels only).
-
-    Call it on each chunk while streaming (``for s, f in scan.iter_chunks(): validate_frames(f, start=s)``).
-
-    Parameters
-    ----------
-    frames : array-like, (n, H, W)
-        Intensities in photons.
-    start : int
-        Index of the first frame of the chunk in the whole scan (for the message).
-    mask : bool ndarray (H, W), optional
-        True where the detector pixel is valid; invalid pixels may hold anything.
-    source : str
-        Name of the input for the message (a file name).
-
-    Raises
-    ------
-    InputError
-        Naming the first offending frame and the remedy.
-    """
-    a = np.asarray(frames)
-    if a.dtype.kind in "ub":
-        return
-    valid = np.ones(a.shape[-2:], bool) if mask is None else np.asarray(mask, bool)
-    bad = ~np.isfinite(a) & valid
-    if bad.any():
-        k = int(np.argmax(bad.reshape(len(a), -1).any(axis=1)))
-        raise InputError(
-            f"{source}: frame {start + k} contains NaN or Inf counts; mark those detector pixels bad in the "
-            "mask (CXI detector_1/mask) or remove the frame."
-        )
-    neg = (a < 0) & valid
-    if neg.any():
-        k = int(np.argmax(neg.reshape(len(a), -1).any(axis=1)))
-        raise InputError(
-            f"{source}: frame {start + k} has negative counts (minimum {float(a[k][valid].min()):g}); photon counts "
-            "must be ≥ 0 - flag detector pixels that use negative values as markers in the mask (CXI "
-            "detector_1/mask), and clip small background-subtraction offsets to 0."
-        )
-
-
-def validate_scan_frames(diffraction, *, mask=None, chunk: int = 64, source: str = "the scan") -> None:
-    """Run :func:`validate_frames` over a (possibly lazy) (N, H, W) stack, ``chunk`` frames at a time."""
-    n = int(diffraction.shape[0])
-    for s in range(0, n, chunk):
-        validate_frames(diffraction[s : min(n, s + chunk)], start=s, mask=mask, source=source)
-
-
-# --------------------------------------------------------------------------------------------- near field
-
-NEAR_FIELD_THRESHOLD = 0.8  #: translation-tracking R² at or above which data are called near-field
-
-
-def near_field_score(frames, positions: np.ndarray, *, pairs: int = 32, exclude: int = 2) -> tuple[float, float]:
-    """How well the detector-plane features follow the scan: the translation-tracking R² in [0, 1].
-
-    Physics: a near-field (Fresnel) hologram is a real-space image of the sample, so when the sample moves,
-    its features move across the detector by (magnification × step). A far-field pattern is the sample's
-    Fourier transform: a translation only changes the phase, so its features stay put. (The geometry alone
-    cannot tell the two apart: cone-beam near-field set-ups have λz/p² like far-field ones, and both show a
-    bright illuminated disc.)
-
-    Method: frames are read for up to ``pairs`` scan points spread over the scan and one of the 8 nearest
-    scan neighbours of each. Each frame is turned into its relative modulation ``I / M − 1`` on the
-    illuminated area (``M`` the smoothed mean frame of the sample, illuminated where ``M > 5 %`` of its max),
-    high-passed (minus a σ = 4 px Gaussian blur) so that the fixed illumination envelope drops out. For each
-    pair the cross-correlation peak, searched outside |shift| ≤ ``exclude`` px (fixed-pattern features such
-    as detector defects pin a peak at zero), gives a detector shift ``s``. A linear map ``s ≈ A · Δposition``
-    (2×2, any magnification, rotation or axis flip) is fitted by least squares and the score is its
-    R² = 1 − Σ|s − AΔ|² / Σ|s|². Near-field holograms track the scan (R² → 1); far-field shifts are random
-    (R² ≈ 0-0.4; a strongly defocused probe shows a partial shadow image in its bright field).
-
-    Values measured (pairs = 32): PETRA III P25 near-field CXI 0.99; Tike Siemens star (far-field) 0.40;
-    ptyfast simulations 0.03-0.14 (bundled probe raster/Fermat, Fresnel probes 5 µm and 500 µm out of focus,
-    Poisson noise). The threshold 0.8 sits between them.
-
-    Parameters
-    ----------
-    frames : array-like, (N, H, W)
-        Intensities (lazy datasets are fine: only ~2 × ``pairs`` frames are read).
-    positions : ndarray, (N, 2)
-        Scan positions in any consistent unit.
-
-    Returns
-    -------
-    score : float
-        R² in [0, 1], or NaN when it cannot be measured (fewer than 6 frames, degenerate positions, no
-        illuminated area).
-    median_shift : float
-        Median detected detector shift in pixels.
-    """
-    from scipy import ndimage
-    from scipy.spatial import cKDTree
-
-    positions = np.asarray(positions, np.float64)
-    n = len(positions)
-    if n < 6 or np.ptp(positions, axis=0).max() <= 0:
-        return float("nan"), float("nan")
-    idx = np.unique(np.linspace(0, n - 1, min(n, pairs)).astype(int))
-    k = min(n, 9)
-    _, nb = cKDTree(positions).query(positions[idx], k=k)
-    pair_list = [(int(a), int(row[1 + q % (k - 1)])) for q, (a, row) in enumerate(zip(idx, nb))]
-    sel = np.unique(np.array(pair_list).ravel())
-    stack = np.asarray(frames[sel], dtype=np.float64)
-    stack = np.where(np.isfinite(stack), np.maximum(stack, 0), 0)
-    rows = {int(i): stack[q] for q, i in enumerate(sel)}
-    mean = ndimage.gaussian_filter(stack.mean(axis=0), 2)
-    if mean.max() <= 0:
-        return float("nan"), float("nan")
-    lit = mean > 0.05 * mean.max()
-
-    def modulation(i: int) -> np.ndarray:
-        r = np.where(lit, rows[i] / np.maximum(mean, 1e-12) - 1, 0)
-        return np.where(lit, r - ndimage.gaussian_filter(r, 4), 0)
-
-    h, w = mean.shape
-    fy, fx = np.fft.fftfreq(h) * h, np.fft.fftfreq(w) * w
-    near_zero = (np.abs(fy)[:, None] <= exclude) & (np.abs(fx)[None, :] <= exclude)
-    shifts, steps = [], []
-    for a, b in pair_list:
-        ra, rb = modulation(a), modulation(b)
-        c = np.real(np.fft.ifft2(np.fft.fft2(rb) * np.conj(np.fft.fft2(ra))))
-        c[near_zero] = -np.inf
-        iy, ix = np.unravel_index(int(np.argmax(c)), c.shape)
-        shifts.append((fy[iy], fx[ix]))
-        steps.append(positions[b] - positions[a])
-    s, d = np.array(shifts), np.array(steps)
-    a_map = np.linalg.lstsq(d, s, rcond=None)[0]
-    r2 = 1.0 - float(((s - d @ a_map) ** 2).sum()) / max(float((s**2).sum()), 1e-12)
-    return float(np.clip(r2, 0.0, 1.0)), float(np.median(np.hypot(s[:, 0], s[:, 1])))
-
-
-def detect_near_field(scan: Scan, *, threshold: float = NEAR_FIELD_THRESHOLD) -> tuple[bool, str, float]:
-    """Decide near- vs far-field from the data (:func:`near_field_score`).
-
-    Returns
-    -------
-    near_field : bool
-    reason : str
-        One sentence for ``scan.meta["near_field_reason"]`` and ``ptyfast info``.
-    score : float
-        The translation-tracking R² (NaN when not measurable; then far-field is assumed).
-    """
-    score, shift = near_field_score(scan.diffraction, scan.positions)
-    if not np.isfinite(score):
-        return False, "far-field assumed: too few frames or positions to test how features move", score
-    if score >= threshold:
-        return True, (f"detector features follow the scan like a near-field hologram (translation-tracking "
-                      f"R² {score:.2f} ≥ {threshold}, median shift {shift:.0f} px)"), score
-    return False, (f"far-field: detector features do not follow the scan (translation-tracking R² "
-                   f"{score:.2f} < {threshold})"), score
 
 # --------------------------------------------------------------------------------------------------- writing
 

@@ -28,8 +28,8 @@ import h5py
 import numpy as np
 
 from ptyfast.errors import InputError
-from ptyfast.io.cxi import PTYFAST_GROUP, _read_open, create_layout, ready_frames, translations, validate_frames
-from ptyfast.scan import Scan
+from ptyfast.io.cxi import PTYFAST_GROUP, _read_open, create_layout, ready_frames, translations
+from ptyfast.scan import Scan, validate_frames
 
 END_MARKER = f"{PTYFAST_GROUP}/scan_complete"
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"

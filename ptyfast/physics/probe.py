@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from importlib import resources
-from pathlib import Path
 
 import numpy as np
 
@@ -125,27 +124,3 @@ def fresnel_probe(
     transfer = np.exp(-1j * np.pi * wavelength * defocus * fr**2)
     field = np.fft.fftshift(np.fft.ifft2(pupil * transfer))
     return normalise_probe(field.astype(np.complex64), photons)
-
-
-def load_probe(path: str | Path) -> np.ndarray:
-    """Load a complex probe from .npy or from a CXI/HDF5 file (``entry_1/instrument_1/source_1/illumination``
-    or ``entry_1/probe``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"probe file {path} does not exist.")
-    if path.suffix == ".npy":
-        try:
-            p = np.load(path)
-        except Exception as exc:  # corrupt or not an .npy file
-            raise InputError(f"probe file {path} could not be read as .npy ({exc}).") from None
-    else:
-        from ptyfast.io.cxi import read_probe
-
-        p = read_probe(path)
-    p = np.squeeze(np.asarray(p))
-    if p.ndim != 2 or not np.iscomplexobj(p) and not np.isrealobj(p):
-        raise InputError(f"probe in {path} must be a 2-D complex array; found shape {p.shape}.")
-    from ptyfast.scan import check_probe
-
-    check_probe(p, str(path))
-    return p.astype(np.complex64)

@@ -28,7 +28,7 @@ from ptyfast.errors import InputError
 from ptyfast.kernels import exit_waves, far_field_unshifted, normalise, overlap_add
 from ptyfast.runtime.phase_align import solve_phase_offsets, support_box
 from ptyfast.models.preprocess import fit_frames, fit_mask, fit_positions, fit_probe, preprocess
-from ptyfast.scan import Scan
+from ptyfast.scan import Scan, validate_frames
 
 WEIGHTINGS = ("probe", "uniform")
 
@@ -84,8 +84,6 @@ def probe_similarity(a: np.ndarray, b: np.ndarray) -> float:
 
 def _reader(scan: Scan, chunk: int, start: int, stop: int, out: queue.Queue, stop_event: threading.Event,
             stats: dict) -> None:
-    from ptyfast.io.cxi import validate_frames
-
     try:
         for s in range(start, stop, chunk):
             if stop_event.is_set():
