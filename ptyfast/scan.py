@@ -82,6 +82,14 @@ class Geometry:
         return self.wavelength * self.distance / (n * self.pixel_size)
 
 
+def object_grid(positions: np.ndarray, window: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
+    """(origin (y, x), object shape) of the smallest grid holding every window at ``positions`` (top-left corners):
+    the grid's pixel (0, 0) is scan position ``origin`` = floor of the smallest position; +1 px for bilinear."""
+    origin = np.floor(positions.min(axis=0))
+    span = np.ceil(positions.max(axis=0) - origin)
+    return origin, (int(span[0]) + window[0] + 1, int(span[1]) + window[1] + 1)
+
+
 @dataclass
 class Scan:
     """A ptychographic scan.
@@ -152,10 +160,7 @@ class Scan:
     @property
     def object_shape(self) -> tuple[int, int]:
         """Smallest object grid (rows, cols) that holds every probe window, positions shifted to ≥ 0."""
-        h, w = self.frame_shape
-        lo = np.floor(self.positions.min(axis=0))
-        hi = np.ceil(self.positions.max(axis=0))
-        return int(hi[0] - lo[0]) + h + 1, int(hi[1] - lo[1]) + w + 1
+        return object_grid(self.positions, self.frame_shape)[1]
 
     def frames(self, start: int, stop: int) -> np.ndarray:
         """Frames [start, stop) as a float32 numpy array (reads from disk when lazy)."""

@@ -79,6 +79,7 @@ import numpy as np
 
 from ptyfast.errors import InputError
 from ptyfast.io.atomic import atomic_path, save_figure
+from ptyfast.scan import object_grid
 
 __all__ = [
     "FinetuneOptions", "FinetuneResult", "select_frames", "resolve_probe", "finetune", "save_finetuned",
@@ -434,9 +435,8 @@ def finetune(
     meas_np = np.sqrt(np.maximum(frames, 0.0)).astype(np.float32)
     n = len(idx)
     positions = fit_positions(scan.positions, scan.frame_shape[0], size, o.fit)
-    corner = np.floor(positions.min(axis=0))
+    corner, obj_shape = object_grid(positions, size)
     pos = positions[idx] - corner
-    obj_shape = tuple(int(v) for v in np.ceil(positions.max(axis=0)) - corner + size + 1)
 
     x_all = torch.from_numpy(x_np)
     meas_all = torch.from_numpy(meas_np)

@@ -28,7 +28,7 @@ from ptyfast.errors import InputError
 from ptyfast.kernels import exit_waves, far_field_unshifted, normalise, overlap_add
 from ptyfast.runtime.phase_align import solve_phase_offsets, support_box
 from ptyfast.models.preprocess import fit_frames, fit_mask, fit_positions, fit_probe, preprocess
-from ptyfast.scan import Scan, validate_frames
+from ptyfast.scan import Scan, object_grid, validate_frames
 
 WEIGHTINGS = ("probe", "uniform")
 
@@ -124,13 +124,6 @@ def stream_frames(scan: Scan, chunk: int, *, start: int = 0, stop: int | None = 
                 q.get_nowait()
             except queue.Empty:
                 th.join(0.05)
-
-
-def object_grid(positions: np.ndarray, window: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
-    """(origin (y, x), object shape) of the smallest grid holding every window (+1 px for bilinear)."""
-    origin = np.floor(positions.min(axis=0))
-    span = np.ceil(positions.max(axis=0) - origin)
-    return origin, (int(span[0]) + window[0] + 1, int(span[1]) + window[1] + 1)
 
 
 def check_far_field(scan: Scan) -> None:
