@@ -304,19 +304,11 @@ def _load_frames(scan, idx: np.ndarray, manifest, fit: str) -> tuple[np.ndarray,
     """Selected frames (float32, fitted to the model's input size) and the fitted mask (or None)."""
     from ptyfast.models.preprocess import fit_frames, fit_mask
 
-    idx = np.asarray(idx)
-    out = []
-    for s in range(0, len(idx), 256):
-        part = idx[s : s + 256]
-        if isinstance(scan.diffraction, np.ndarray):
-            fr = np.asarray(scan.diffraction[part], np.float32)
-        else:  # lazy HDF5: read the covering range, then pick
-            fr = scan.frames(int(part[0]), int(part[-1]) + 1)[part - part[0]]
-        out.append(fit_frames(fr, tuple(manifest.input_size), fit))
-    frames = np.concatenate(out)
+    size = tuple(manifest.input_size)
+    frames = np.concatenate([fit_frames(fr, size, fit) for _, fr in scan.select(np.asarray(idx)).iter_chunks(256)])
     mask = None
     if scan.mask is not None:
-        mask = fit_mask(scan.mask, tuple(manifest.input_size), fit)
+        mask = fit_mask(scan.mask, size, fit)
     return frames, mask
 
 
