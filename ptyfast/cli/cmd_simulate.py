@@ -19,59 +19,6 @@ class PathKind(str, Enum):
     fermat = "fermat"
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        if a.resolve() == b.resolve() or a.samefile(b):
-            return True
-        return a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes()
-    except OSError:
-        return False
-
-
-def build_object(
-    images: list[Path], *, size: int, random_object: bool = False, rng: np.random.Generator | int | None = None
-) -> tuple[np.ndarray, str]:
-    """The complex (size, size) object for a simulation and a one-line description of where it came from.
-
-    Parameters
-    ----------
-    images : list of Path
-        None (needs ``random_object``), one (amplitude from it, phase from a procedural field) or two
-        *different* images (amplitude from the first, phase from the second).
-    size : int
-        Object side in pixels.
-    random_object : bool
-        Use a procedural object (amplitude and phase independent procedural fields).
-    rng : Generator or int, optional
-        Seed for procedural fields.
-    """
-    from ptyfast.io.images import read_image
-    from ptyfast.physics import object_from_images
-    from ptyfast.physics import random_object as make_random
-    from ptyfast.physics.objects import random_field
-
-    rng = np.random.default_rng(rng)
-    if random_object and images:
-        raise InputError("give images or --random-object, not both.")
-    if random_object:
-        return make_random((size, size), rng), "procedural random object"
-    if not images:
-        raise InputError("give one or two images (amplitude [phase]) or --random-object.")
-    if len(images) > 2:
-        raise InputError(f"give at most two images (amplitude and phase); found {len(images)}.")
-    amp = read_image(images[0])
-    if len(images) == 2:
-        if _same_file(images[0], images[1]):
-            raise InputError(f"amplitude and phase must come from two different images; {images[1]} is the same "
-                             f"image as {images[0]}.")
-        phase = read_image(images[1])
-        how = f"amplitude {images[0].name}, phase {images[1].name}"
-    else:
-        phase = random_field((size, size), rng)
-        how = f"amplitude {images[0].name}, procedural phase"
-    return object_from_images(amp, phase, (size, size)), how
-
-
 @command("simulate")
 def simulate(
     images: Annotated[Optional[list[Path]], typer.Argument(help="Amplitude image [and phase image].")] = None,
@@ -110,6 +57,8 @@ def simulate(
         raise InputError(f"--photons must be a positive number; found {photons}.")
     rng = np.random.default_rng(seed)
     p = load_probe(probe) if probe is not None else default_probe()
+    from ptyfast.io.images import build_object
+
     obj, how = build_object(list(images or []), size=size, random_object=random_object, rng=rng)
     make = raster_positions if path == PathKind.raster else fermat_positions
     positions = make(obj.shape, p.shape, overlap=overlap, jitter=jitter, rng=rng)
