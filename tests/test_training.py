@@ -222,3 +222,23 @@ def test_onecycle_schedule_accepts_short_runs(steps):
         sched.step()
         rates.append(sched.get_last_lr()[0])
     assert all(0 < r <= 1e-3 * (1 + 1e-9) for r in rates)
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--amp", "fp8"], "--amp must be bf16 or none"),
+    (["--normalise", "foo"], "--normalise must be one of"),
+    (["--photons", "5:1"], "--photons must be LO:HI with 0 < LO ≤ HI"),
+    (["--schedule", "x"], "unknown schedule 'x'"),
+    (["--loss", "y"], "unknown loss 'y'"),
+    (["--model", "nope"], "unknown model 'nope'"),
+])
+def test_train_options_are_validated_before_anything_is_written(tmp_path, args, fragment):
+    from typer.testing import CliRunner
+
+    from cli_helpers import one_error_line
+    from ptyfast.cli import _load_commands, app
+
+    _load_commands()
+    res = CliRunner().invoke(app, ["train", "-o", str(tmp_path / "run"), "--steps", "1", *args])
+    one_error_line(res, fragment)
+    assert not (tmp_path / "run").exists()

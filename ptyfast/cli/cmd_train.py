@@ -89,14 +89,6 @@ def train_cmd(
             clean = tuple(float(v) for v in clean_photons.split(":"))
         except ValueError:
             raise InputError(f"--clean-photons must be LO:HI; found '{clean_photons}'.") from None
-    from ptyfast.models.preprocess import NORMALISATIONS, TRANSFORMS
-
-    if normalise not in NORMALISATIONS:
-        raise InputError(f"--normalise must be one of {', '.join(NORMALISATIONS)}; found '{normalise}'.")
-    if transform not in TRANSFORMS:
-        raise InputError(f"--transform must be one of {', '.join(TRANSFORMS)}; found '{transform}'.")
-    if amp not in ("bf16", "none"):
-        raise InputError(f"--amp must be bf16 or none; found '{amp}'.")
     opts = TrainOptions(
         model=model, steps=steps, batch=batch, lr=lr, lr_min=lr_min, schedule=schedule, cycle_steps=cycle_steps,
         amp=amp, channels_last=channels_last, clip=clip, val_every=val_every, val_size=val_size, seed=seed,
@@ -106,7 +98,7 @@ def train_cmd(
         data=DataOptions(object_size=object_size, pool_size=pool_size, procedural_fraction=procedural,
                          noise_fraction=noise, photons=(lo, hi), random_probes=random_probes,
                          transform=transform, normalise=normalise, clean_photons=clean),
-    )
+    ).validate()
     labelled = None
     if labels:
         from ptyfast.training.labels import build_labelled

@@ -53,6 +53,19 @@ class DataOptions:
     normalise: str = "photons"
     clean_photons: tuple[float, float] | None = None
 
+    def validate(self) -> "DataOptions":
+        """Raise :class:`InputError` (one sentence, named as the CLI option) on an unusable setting."""
+        from ptyfast.models.preprocess import NORMALISATIONS, TRANSFORMS
+
+        if self.normalise not in NORMALISATIONS:
+            raise InputError(f"--normalise must be one of {', '.join(NORMALISATIONS)}; found '{self.normalise}'.")
+        if self.transform not in TRANSFORMS:
+            raise InputError(f"--transform must be one of {', '.join(TRANSFORMS)}; found '{self.transform}'.")
+        for name, rng in (("--photons", self.photons), ("--clean-photons", self.clean_photons)):
+            if rng is not None and not (len(rng) == 2 and 0 < rng[0] <= rng[1] and np.all(np.isfinite(rng))):
+                raise InputError(f"{name} must be LO:HI with 0 < LO ≤ HI; found {rng[0]:g}:{rng[-1]:g}.")
+        return self
+
 
 def list_images(paths: list[Path]) -> list[Path]:
     """Image files from files and folders (sorted, so splits are reproducible)."""

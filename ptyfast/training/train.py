@@ -88,6 +88,18 @@ class TrainOptions:
     val_seed: int | None = None
     data: DataOptions = field(default_factory=DataOptions)
 
+    def validate(self) -> "TrainOptions":
+        """Raise :class:`InputError` (one sentence, named as the CLI option) on an unusable setting."""
+        get_entry(self.model)  # an unknown architecture names the registered ones
+        if self.loss not in LOSSES:
+            raise InputError(f"unknown loss '{self.loss}'; choose {' or '.join(LOSSES)}.")
+        if self.schedule not in ("onecycle", "cyclic"):
+            raise InputError(f"unknown schedule '{self.schedule}'; choose cyclic or onecycle.")
+        if self.amp not in ("bf16", "none"):
+            raise InputError(f"--amp must be bf16 or none; found '{self.amp}'.")
+        self.data.validate()
+        return self
+
 
 def _dist_info() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -260,9 +272,7 @@ def train(
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
     if options.threads:
         torch.set_num_threads(options.threads)
-    get_entry(options.model)  # validates the name
-    if options.loss not in LOSSES:
-        raise InputError(f"unknown loss '{options.loss}'; choose {' or '.join(LOSSES)}.")
+    options.validate()
     out_dir = Path(out_dir)
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     if options.init_from and Path(options.init_from).exists() and any(
