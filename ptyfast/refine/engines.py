@@ -311,6 +311,45 @@ def _probe_power_ratio(probe, obj, positions, intensity, xp) -> float:
     return measured / model if model > 0 else float("inf")
 
 
+@dataclass
+class RefineSettings:
+    """How :func:`refine` iterates; :meth:`resolve` checks every value (one sentence each) and fills the
+    defaults: α/β from :data:`DEFAULT_PARAMETERS`, batch 1 (sequential), probe step 0.25 sequential / 1 batched."""
+
+    algorithm: str = "rpie"
+    iterations: int = 50
+    alpha: float | None = None
+    beta: float | None = None
+    batch: int | None = None
+    probe_step: float | None = None
+    probe_start: int = 0
+
+    def resolve(self, n_frames: int) -> "RefineSettings":
+        algorithm = str(self.algorithm).lower()
+        if algorithm not in ALGORITHMS:
+            raise InputError(f"algorithm must be one of {', '.join(ALGORITHMS)}; found {algorithm!r}.")
+        if int(self.iterations) < 1:
+            raise InputError(f"iterations must be ≥ 1; found {self.iterations}.")
+        a_def, b_def = DEFAULT_PARAMETERS[algorithm]
+        alpha = a_def if self.alpha is None else float(self.alpha)
+        beta = b_def if self.beta is None else float(self.beta)
+        for name, v in (("alpha", alpha), ("beta", beta)):
+            if algorithm == "rpie" and not 0.0 <= v <= 1.0:
+                raise InputError(f"rPIE {name} is a regularisation weight in [0, 1]; found {v}.")
+            if algorithm == "epie" and not (v > 0 and math.isfinite(v)):
+                raise InputError(f"ePIE {name} is a step size > 0; found {v}.")
+        batch = 1 if self.batch is None else int(self.batch)
+        if batch < 1:
+            raise InputError(f"batch must be ≥ 1 positions; found {batch}.")
+        batch = min(batch, n_frames)
+        probe_step = (0.25 if batch == 1 else 1.0) if self.probe_step is None else float(self.probe_step)
+        if not 0.0 < probe_step <= 1.0:
+            raise InputError(f"probe_step must be in (0, 1]; found {probe_step}.")
+        if self.probe_start < 0:
+            raise InputError(f"probe_start must be ≥ 0; found {self.probe_start}.")
+        return RefineSettings(algorithm, int(self.iterations), alpha, beta, batch, probe_step, int(self.probe_start))
+
+
 def refine(
     scan,
     *,
@@ -388,30 +427,10 @@ def refine(
     InputError
         Bad options, a missing probe, non-finite data, or positions outside the object grid.
     """
-    algorithm = str(algorithm).lower()
-    if algorithm not in ALGORITHMS:
-        raise InputError(f"algorithm must be one of {', '.join(ALGORITHMS)}; found {algorithm!r}.")
-    if int(iterations) < 1:
-        raise InputError(f"iterations must be ≥ 1; found {iterations}.")
-    iterations = int(iterations)
-    a_def, b_def = DEFAULT_PARAMETERS[algorithm]
-    alpha = a_def if alpha is None else float(alpha)
-    beta = b_def if beta is None else float(beta)
-    for name, v in (("alpha", alpha), ("beta", beta)):
-        if algorithm == "rpie" and not 0.0 <= v <= 1.0:
-            raise InputError(f"rPIE {name} is a regularisation weight in [0, 1]; found {v}.")
-        if algorithm == "epie" and not (v > 0 and math.isfinite(v)):
-            raise InputError(f"ePIE {name} is a step size > 0; found {v}.")
+    st = RefineSettings(algorithm, iterations, alpha, beta, batch, probe_step, probe_start).resolve(scan.n_frames)
+    algorithm, iterations, alpha, beta = st.algorithm, st.iterations, st.alpha, st.beta
+    batch, probe_step, probe_start = st.batch, st.probe_step, st.probe_start
     n = scan.n_frames
-    batch = 1 if batch is None else int(batch)
-    if batch < 1:
-        raise InputError(f"batch must be ≥ 1 positions; found {batch}.")
-    batch = min(batch, n)
-    probe_step = (0.25 if batch == 1 else 1.0) if probe_step is None else float(probe_step)
-    if not 0.0 < probe_step <= 1.0:
-        raise InputError(f"probe_step must be in (0, 1]; found {probe_step}.")
-    if probe_start < 0:
-        raise InputError(f"probe_start must be ≥ 0; found {probe_start}.")
 
     if xp is None:
         xp = get_array_module(init) if not isinstance(init, str) and init is not None else np
