@@ -73,7 +73,7 @@ def model_facts(source) -> dict:
             out["macs_per_pattern"] = count_macs_torch(net, (1, 1, h, w))
             out["flops_method"] = "torch forward hooks: 2 × MACs of Conv2d/ConvTranspose2d/Linear"
         else:
-            from ptyfast.runtime.backends import fp32_onnx
+            from ptyfast.export.model_files import fp32_onnx
 
             onnx_path = fp32_onnx(source)
             out["macs_per_pattern"] = count_macs_onnx(onnx_path)

@@ -89,7 +89,7 @@ def test_end_to_end_stages(result):
 def test_onnx_flop_count_matches_torch(weights, result):
     from ptyfast.models.flops import count_macs_onnx
     from ptyfast.models.pretrained import resolve_model
-    from ptyfast.runtime.backends import fp32_onnx
+    from ptyfast.export.model_files import fp32_onnx
 
     pytest.importorskip("onnx")
     assert count_macs_onnx(fp32_onnx(resolve_model(weights))) == PTYNET_S_MACS

@@ -21,6 +21,7 @@ import numpy as np
 
 from ptyfast.errors import InputError
 from ptyfast.models.manifest import Manifest, file_hash
+from ptyfast.export.model_files import fp32_onnx, reduced_onnx
 from ptyfast.models.pretrained import ModelSource, cache_dir, resolve_model
 
 INPUT_NAME = "diffraction"
@@ -291,52 +292,6 @@ def _has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-def fp32_onnx(source: ModelSource) -> Path:
-    """The fp32 ONNX of a model: shipped/given, or exported from its checkpoint into the cache (needs torch)."""
-    if source.onnx is not None:
-        return source.onnx
-    if source.checkpoint is None:
-        raise InputError(f"model '{source.name}' has neither an ONNX file nor a checkpoint to export one from; "
-                         "pass the .onnx or .pt file.")
-    digest = file_hash(source.checkpoint)
-    out = cache_dir("onnx", digest[:16]) / f"{source.manifest.architecture}.onnx"
-    if out.is_file():
-        return out
-    if not _has_module("torch"):
-        raise InputError(f"exporting checkpoint {source.checkpoint} to ONNX needs PyTorch; install it "
-                         "(pip install 'ptyfast[train]') or pass an exported .onnx file.")
-    from ptyfast.export.onnx_export import export_onnx
-    from ptyfast.models.checkpoint import load_checkpoint
-
-    model, manifest = load_checkpoint(source.checkpoint)
-    export_onnx(model, manifest, out, extra_metadata={"ptyfast.checkpoint_sha256": digest})
-    return out
-
-
-def reduced_onnx(source: ModelSource, precision: str) -> Path:
-    """fp32 / int8 (QDQ, Conv only, calibrated on simulated patterns) / fp16 ONNX, cached by the fp32 hash."""
-    fp32 = fp32_onnx(source)
-    if precision == "fp32":
-        return fp32
-    if source.onnx is not None:  # shipped or user-given beside the fp32 file: reuse a pre-made one
-        sibling = source.onnx.with_name(f"{source.onnx.stem}.{precision}.onnx")
-        if sibling.is_file():
-            return sibling
-    digest = file_hash(fp32)
-    out = cache_dir(precision, digest[:16]) / f"{fp32.stem}.{precision}.onnx"
-    if out.is_file():
-        return out
-    from ptyfast.export import quantize
-
-    if precision == "int8":
-        quantize.quantize_int8(fp32, out)
-    elif precision in ("fp16", "bf16"):
-        quantize.convert_float(fp32, out, precision)
-    else:
-        raise InputError(f"unknown precision '{precision}'; use one of {', '.join(PRECISIONS)}.")
-    return out
-
-
 def _open_tensorrt(source: ModelSource, precision: str, batch) -> TensorRTBackend:
     from ptyfast.export import tensorrt_engine as te
 
@@ -477,5 +432,5 @@ def open_backend(
                      "try --precision fp32 or another --backend.")
 
 
-__all__ = ["Backend", "OnnxRuntimeBackend", "TorchBackend", "TensorRTBackend", "open_backend", "fp32_onnx",
-           "reduced_onnx", "BACKENDS", "DEVICES", "PRECISIONS", "cpu_threads"]
+__all__ = ["Backend", "OnnxRuntimeBackend", "TorchBackend", "TensorRTBackend", "open_backend", "BACKENDS", "DEVICES",
+           "PRECISIONS", "cpu_threads"]
