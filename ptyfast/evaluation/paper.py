@@ -408,7 +408,7 @@ def inference_memory(checkpoint, *, batch: int = 16) -> dict:
     return {"bytes": max(peak_rss_bytes() - rss0, 0) if ok else None, "kind": "host RSS rise"}
 
 
-def _q(q) -> dict:
+def _quality_dict(q) -> dict:
     return q.as_dict()
 
 
@@ -515,10 +515,10 @@ def _table2(models: dict, objects, overlaps, cfg: PaperConfig, log) -> tuple[dic
                 n_frames += scan.n_frames
                 t_infer += rec.timings["infer"]
                 q, b, region = evaluate_against_truth(rec.object, rec.weight, rec.origin, scan.truth)
-                per[name][str(o)].append(_q(q))
+                per[name][str(o)].append(_quality_dict(q))
                 if name == next(iter(models)):
-                    base[str(o)]["flat"].append(_q(b["flat"]))
-                    base[str(o)]["blurred"].append(_q(next(v for k, v in b.items() if k.startswith("blurred"))))
+                    base[str(o)]["flat"].append(_quality_dict(b["flat"]))
+                    base[str(o)]["blurred"].append(_quality_dict(next(v for k, v in b.items() if k.startswith("blurred"))))
                 if i == 0:
                     tg = truth_on_grid(scan.truth, rec.origin, rec.object.shape)
                     keep["recon"][name][o] = rec.object
@@ -587,10 +587,10 @@ def _table3(model: dict, test: list[Path], cfg: PaperConfig, log) -> tuple[dict,
             q, b, region = evaluate_against_truth(o, wmap, res.origin, scan.truth)
             key = cond if stage == "before" else f"finetune_{cond}"
             tg = truth_on_grid(scan.truth, res.origin, o.shape)
-            out["conditions"][key] = _q(q)
+            out["conditions"][key] = _quality_dict(q)
             panels[key] = (o, tg, region, frc_curve(o, tg, region))
             if key == "clear":
-                out["baselines"] = {("flat" if k == "flat" else "blurred"): _q(v) for k, v in b.items()}
+                out["baselines"] = {("flat" if k == "flat" else "blurred"): _quality_dict(v) for k, v in b.items()}
         out["conditions"][f"finetune_{cond}"]["time_s"] = float(res.time_s)
         out["conditions"][f"finetune_{cond}"]["r_factor_before"] = float(res.r_factor_before)
         out["conditions"][f"finetune_{cond}"]["r_factor_after"] = float(res.r_factor_after)
@@ -729,7 +729,7 @@ def _figure_convergence(out: Path, f9: dict) -> list[Path]:
 # -- report ---------------------------------------------------------------------------------------------------
 
 
-def _f(v, spec=".3f", none="—") -> str:
+def _cell(v, spec=".3f", none="—") -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return none
     return format(v, spec)
@@ -747,8 +747,8 @@ def _budget_section(r: dict) -> list[str]:
         steps, batch = t.get("steps"), t.get("batch")
         seen = t.get("patterns_seen") or (steps * batch if steps and batch else None)
         secs = t.get("total_time_s", t.get("time_s"))
-        lines.append(f"| {LABELS[name]} | {m['origin']} | {steps} × {batch} | {_f(seen, ',')} | "
-                     f"{_f(secs / 60 if secs else None, '.1f')} min | {_f(t.get('best_val_loss'), '.4f')} | "
+        lines.append(f"| {LABELS[name]} | {m['origin']} | {steps} × {batch} | {_cell(seen, ',')} | "
+                     f"{_cell(secs / 60 if secs else None, '.1f')} min | {_cell(t.get('best_val_loss'), '.4f')} | "
                      f"{PAPER_TRAINING[name]} |")
     cfg = r["config"]
     lines += ["", f"Each model trained here had a budget of **{cfg['budget_minutes']:g} minutes** of this machine"
@@ -763,7 +763,7 @@ def _budget_section(r: dict) -> list[str]:
 def _baseline_rows(b: dict, ncols: int, cols=("phase_psnr", "phase_ssim", "phase_mse")) -> list[str]:
     out = []
     for name, q in b.items():
-        cells = " | ".join(f"{_f(q[c], '.2f' if 'psnr' in c else '.3f' if 'ssim' in c else '.4f')}" for c in cols)
+        cells = " | ".join(f"{_cell(q[c], '.2f' if 'psnr' in c else '.3f' if 'ssim' in c else '.4f')}" for c in cols)
         out.append(f"| *baseline: {name}* | {cells} |" + " |" * max(ncols - len(cols) - 1, 0))
     return out
 
@@ -793,9 +793,9 @@ def render_report(r: dict) -> str:
             mem = row["memory_bytes_batch16"]
             L.append(f"| {LABELS[name]} | {row['parameters']:,} | {row['flops_per_pattern'] / 1e9:.3f} | "
                      f"{row['phase_mse_50']:.4f} | {row['phase_psnr_50']:.2f} dB / {row['phase_ssim_50']:.3f} | "
-                     f"{_f(mem / 2**20 if mem is not None else None, '.0f')} MB ({row['memory_kind']}) | "
-                     f"{row['patterns_per_s']:.0f} | {_f(p.get('parameters_k'), ',')} k | {_f(p.get('phase_mse'), '.4f')} | "
-                     f"{p.get('gpu_share', '—')} | {_f(p.get('gpu_memory_gb'), '.1f')} GB |")
+                     f"{_cell(mem / 2**20 if mem is not None else None, '.0f')} MB ({row['memory_kind']}) | "
+                     f"{row['patterns_per_s']:.0f} | {_cell(p.get('parameters_k'), ',')} k | {_cell(p.get('phase_mse'), '.4f')} | "
+                     f"{p.get('gpu_share', '—')} | {_cell(p.get('gpu_memory_gb'), '.1f')} GB |")
         for bname, q in t1["baselines_50"].items():
             L.append(f"| *baseline: {bname}* | — | — | {q['phase_mse']:.4f} | {q['phase_psnr']:.2f} dB / "
                      f"{q['phase_ssim']:.3f} | | | | | | |")
@@ -816,8 +816,8 @@ def render_report(r: dict) -> str:
                 q = d[o]["mean"]
                 p = PAPER_TABLE2.get(name, {}).get(float(o))
                 L.append(f"| {LABELS[name]} | {float(o):.0%} | {q['phase_psnr']:.2f} | {q['phase_ssim']:.3f} | "
-                         f"{q['phase_mse']:.4f} | {_f(p[0] if p else None, '.3f')} | {_f(p[1] if p else None, '.3f')} | "
-                         f"{_f(p[2] if p else None, '.3f')} | {q['frc_resolution']:.3f} |")
+                         f"{q['phase_mse']:.4f} | {_cell(p[0] if p else None, '.3f')} | {_cell(p[1] if p else None, '.3f')} | "
+                         f"{_cell(p[2] if p else None, '.3f')} | {q['frc_resolution']:.3f} |")
             for bname, q in t2["baselines"][o].items():
                 L.append(f"| *baseline: {bname}* | {float(o):.0%} | {q['phase_psnr']:.2f} | {q['phase_ssim']:.3f} | "
                          f"{q['phase_mse']:.4f} | | | | {q['frc_resolution']:.3f} |")
@@ -865,7 +865,7 @@ def render_report(r: dict) -> str:
         for o, d in f9["overlaps"].items():
             its = d["iterations"] if d["iterations"] else "> %d" % f9["reference_iterations"]
             L.append(f"| {float(o):.0%} | {d['frames']} | {d['target_error']:.4g} | {its} | "
-                     f"{_f(d['speedup'], '.1f')}{'×' if d['speedup'] else ''} | {d['seconds']:.0f} |")
+                     f"{_cell(d['speedup'], '.1f')}{'×' if d['speedup'] else ''} | {d['seconds']:.0f} |")
         L += ["", "![convergence](figures/convergence.png)", ""]
     L += ["## Reproduce", "", "```", "ptyfast evaluate --protocol paper --images DIR -o OUT "
           f"--budget-minutes {cfg['budget_minutes']:g} --models {','.join(cfg['models'])}", "```", ""]

@@ -405,7 +405,7 @@ def finetune(
     import torch
 
     from ptyfast import __version__
-    from ptyfast.finetune import torch_forward as tf
+    from ptyfast.finetune import torch_forward
     from ptyfast.models.manifest import probe_hash
     from ptyfast.models.preprocess import fit_positions, preprocess
 
@@ -439,8 +439,8 @@ def finetune(
 
     model = model.to(dev)
     model.eval()  # BN uses (and keeps) its pre-training running statistics; see the module docstring
-    cl = dev.type == "cpu"
-    if cl:
+    channels_last = dev.type == "cpu"
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     net_params = _set_trainable(model, o.freeze)
     autocast = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=o.amp == "bf16")
@@ -454,7 +454,7 @@ def finetune(
         return probe_t
 
     def net(xb: torch.Tensor):
-        if cl:
+        if channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
         with torch.autocast(**autocast):
             a, ph = model(xb)
@@ -480,14 +480,14 @@ def finetune(
     if overlap:  # every patch's current prediction, and the stitched object's numerator built from them
         from ptyfast.finetune.torch_stitch import Footprints
 
-        feet = Footprints(pos, size, obj_shape, device=dev)
+        footprints = Footprints(pos, size, obj_shape, device=dev)
         cache = torch.empty((n, *size), dtype=torch.complex64, device=dev)
         w_t = torch.from_numpy(wnp).to(dev)
         every = torch.arange(n, device=dev)
         wsum = torch.zeros(obj_shape[0] * obj_shape[1], device=dev)
         for s in range(0, n, eval_batch):
             ib = every[s : s + eval_batch]
-            wsum = feet.add(wsum, w_t.expand(len(ib), *size), ib)
+            wsum = footprints.add(wsum, w_t.expand(len(ib), *size), ib)
         from ptyfast.kernels.numpy_twins import STITCH_FLOOR
 
         den = torch.clamp(wsum, min=max(STITCH_FLOOR * float(wsum.max()), 1e-30))
@@ -496,18 +496,18 @@ def finetune(
             """Numerator Σ w·patch of the stitched object from every cached patch (flat, complex64)."""
             acc = torch.zeros(obj_shape[0] * obj_shape[1], dtype=torch.complex64, device=dev)
             for s in range(0, n, eval_batch):
-                acc = feet.add(acc, w_t * cache[s : s + eval_batch], every[s : s + eval_batch])
+                acc = footprints.add(acc, w_t * cache[s : s + eval_batch], every[s : s + eval_batch])
             return acc
 
         def seen_through(num: torch.Tensor, ib: torch.Tensor) -> torch.Tensor:
             """Far-field amplitudes of the stitched object's windows ``ib`` lit by the current probe."""
-            psi = tf.far_field(current_probe()[None] * feet.gather(num / den, ib))
+            psi = torch_forward.far_field(current_probe()[None] * footprints.gather(num / den, ib))
             return torch.sqrt(psi.real**2 + psi.imag**2 + 1e-12)
     with torch.no_grad():
         for s in range(0, n, eval_batch):
             a, ph = net(x_all[s : s + eval_batch].to(dev))
             anchors[s : s + len(a)] = mean_phase(ph).cpu()
-            pred0[s : s + len(a)] = tf.predicted_amplitude(current_probe(), a, ph).cpu()
+            pred0[s : s + len(a)] = torch_forward.predicted_amplitude(current_probe(), a, ph).cpu()
             if overlap:
                 cache[s : s + len(a)] = torch.polar(a, ph)
             if need_object:
@@ -532,7 +532,7 @@ def finetune(
             "check the probe and the frames."
         )
     with torch.no_grad():
-        rn, rd = tf.r_factor(s0 * pred0, meas_all, m0)
+        rn, rd = torch_forward.r_factor(s0 * pred0, meas_all, m0)
         r_before = float(rn) / max(float(rd), 1e-30)
     del pred0
     # guided: the rPIE object's amplitude is relative to s·P, so a learnable s would feed back through the
@@ -584,14 +584,14 @@ def finetune(
     for epoch in range(1, o.epochs + 1):
         if o.learn_probe or guided:  # rPIE sweeps on the auxiliary object (+ probe) before the network's pass
             with torch.no_grad():
-                rr = refine(probe_scan, init=consensus, iterations=o.probe_iterations, update_probe=o.learn_probe,
+                probe_run = refine(probe_scan, init=consensus, iterations=o.probe_iterations, update_probe=o.learn_probe,
                             probe=(torch.exp(log_scale) * current_probe()).cpu().numpy(),
                             batch=o.batch if o.batch > 1 else None,
                             probe_step=o.probe_step, rescale_probe=False, seed=epoch)
-                if not rr.diverged:
-                    consensus = rr.object
+                if not probe_run.diverged:
+                    consensus = probe_run.object
                     if o.learn_probe:  # the network sees the new probe (s = 1 when learning the probe)
-                        probe_t.copy_(torch.from_numpy(np.asarray(rr.probe, np.complex64)).to(dev))
+                        probe_t.copy_(torch.from_numpy(np.asarray(probe_run.probe, np.complex64)).to(dev))
                 if guided:
                     targets = torch.from_numpy(gather(consensus.astype(np.complex64), pos, size)).to(dev)
         order = torch.randperm(n, generator=gen)
@@ -604,9 +604,9 @@ def finetune(
             if overlap:  # this batch's live patches replace their cached copies in the stitched object
                 ib_d = ib.to(dev)
                 live = torch.polar(a, ph)
-                pred = torch.exp(log_scale) * seen_through(feet.add(num, w_t * (live - cache[ib_d]), ib_d), ib_d)
+                pred = torch.exp(log_scale) * seen_through(footprints.add(num, w_t * (live - cache[ib_d]), ib_d), ib_d)
             else:
-                pred = torch.exp(log_scale) * tf.predicted_amplitude(current_probe(), a, ph, eps=1e-12)
+                pred = torch.exp(log_scale) * torch_forward.predicted_amplitude(current_probe(), a, ph, eps=1e-12)
             loss = losses(pred, mb, a, ph, ib.to(dev))
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -614,11 +614,11 @@ def finetune(
             if overlap:
                 with torch.no_grad():
                     fresh = live.detach()
-                    num = feet.add(num, w_t * (fresh - cache[ib_d]), ib_d)
+                    num = footprints.add(num, w_t * (fresh - cache[ib_d]), ib_d)
                     cache[ib_d] = fresh
             tot += float(loss.detach()) * len(ib)
             with torch.no_grad():
-                rn, rd = tf.r_factor(pred.detach(), mb, mask_t)
+                rn, rd = torch_forward.r_factor(pred.detach(), mb, mask_t)
                 rnum, rden = rnum + float(rn), rden + float(rd)
         sched.step()
         info = {"epoch": epoch, "loss": tot / n, "r_factor": rnum / max(rden, 1e-30),
@@ -644,8 +644,8 @@ def finetune(
             if overlap:  # R-factor through the stitched object, below
                 cache[s : s + len(a)] = torch.polar(a, ph)
             else:
-                pred = scale * tf.predicted_amplitude(current_probe(), a, ph)
-                rn, rd = tf.r_factor(pred, mb, mask_t)
+                pred = scale * torch_forward.predicted_amplitude(current_probe(), a, ph)
+                rn, rd = torch_forward.r_factor(pred, mb, mask_t)
                 rnum, rden = rnum + float(rn), rden + float(rd)
             if stitch:
                 patches = torch.polar(a, ph).cpu().numpy().astype(np.complex64)
@@ -654,7 +654,7 @@ def finetune(
             num = restitch()
             for s in range(0, n, eval_batch):
                 pred = scale * seen_through(num, every[s : s + eval_batch])
-                rn, rd = tf.r_factor(pred, meas_all[s : s + eval_batch].to(dev), mask_t)
+                rn, rd = torch_forward.r_factor(pred, meas_all[s : s + eval_batch].to(dev), mask_t)
                 rnum, rden = rnum + float(rn), rden + float(rd)
     after = normalise(stitch_num, stitch_w) if stitch else None
     weight_after = stitch_w if stitch else None
