@@ -1,7 +1,7 @@
 """The seed paper's experiments on its own protocol (Pan et al., iScience 2023): ``ptyfast evaluate --protocol paper``.
 
-Protocol (as the paper's code does it; see ``reference-architectures.md``)
------------------------------------------------------------------------
+Protocol (as the paper's published code does it; the networks are described in ``ptyfast/models/``)
+------------------------------------------------------------------------------------------------
 * Objects: amplitude from one held-out cat face and phase from another (amplitude in [1/3, 1], phase in
   [π/6, π/2]), ``object_size``² pixels (paper: 608–640); probe: the bundled ``pxy_probe1000.npy``; raster scans at
   75 / 50 / 25 / 0 % overlap (steps 32 / 64 / 96 / 128 px) with 0–2 px jitter; noise-free unless stated.
