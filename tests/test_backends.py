@@ -16,16 +16,14 @@ pytest.importorskip("onnxruntime")
 from ptyfast.errors import InputError  # noqa: E402
 from ptyfast.export.samples import simulated_patterns  # noqa: E402
 from ptyfast.export.tensorrt_engine import gpu_info, tensorrt_version  # noqa: E402
-from ptyfast.models import build_model, get_entry  # noqa: E402
-from ptyfast.models.checkpoint import save_checkpoint  # noqa: E402
+from ptyfast.models import get_entry  # noqa: E402
+from model_helpers import random_checkpoint  # noqa: E402
 from ptyfast.runtime.backends import OnnxRuntimeBackend, TorchBackend, open_backend  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    torch.manual_seed(1)
-    folder = tmp_path_factory.mktemp("ckpt")
-    return save_checkpoint(folder / "s.pt", build_model("ptynet-s"), get_entry("ptynet-s").manifest())
+    return random_checkpoint(tmp_path_factory.mktemp("ckpt") / "s.pt", seed=1)[0]
 
 
 @pytest.fixture(autouse=True)

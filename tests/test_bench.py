@@ -24,18 +24,13 @@ PTYNET_S_MACS = 224_329_728
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     """Seeded random PtyNet-S weights (throughput and FLOPs do not depend on the values), own cache."""
-    from ptyfast.models import build_model, get_entry
-    from ptyfast.models.checkpoint import save_checkpoint
-    from ptyfast.models.manifest import probe_hash
+    from model_helpers import random_checkpoint
     from ptyfast.physics.probe import default_probe
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PTYFAST_CACHE", str(tmp_path_factory.mktemp("cache")))
-        torch.manual_seed(0)
-        p = default_probe()
-        manifest = get_entry("ptynet-s").manifest(input_size=(128, 128), probe_sha256=probe_hash(p),
-                                                  probe_photons=1000.0)
-        yield save_checkpoint(tmp_path_factory.mktemp("w") / "ptynet-s.pt", build_model("ptynet-s"), manifest)
+        yield random_checkpoint(tmp_path_factory.mktemp("w") / "ptynet-s.pt", probe=default_probe(),
+                                input_size=(128, 128), probe_photons=1000.0)[0]
 
 
 @pytest.fixture(scope="module")

@@ -30,9 +30,7 @@ def _png(path, seed: int, size: int = 96) -> None:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """Two held-out-named images, seeded random PtyNet-S weights, an own model cache."""
-    from ptyfast.models import build_model, get_entry
-    from ptyfast.models.checkpoint import save_checkpoint
-    from ptyfast.models.manifest import probe_hash
+    from model_helpers import random_checkpoint
     from ptyfast.physics.probe import paper_probe
 
     with pytest.MonkeyPatch.context() as mp:
@@ -40,12 +38,10 @@ def env(tmp_path_factory):
         images = tmp_path_factory.mktemp("faces")
         _png(images / "cat_face_angle90.png", 1)
         _png(images / "cat_face_angle91.png", 2)
-        torch.manual_seed(0)
-        p = paper_probe()
-        manifest = get_entry("ptynet-s-paper").manifest(
-            input_size=(128, 128), probe_sha256=probe_hash(p), probe_photons=1000.0,
-            preprocessing={"transform": "sqrt", "normalise": "max"}, training={"lr": 3e-4, "schedule": "onecycle"})
-        s = save_checkpoint(tmp_path_factory.mktemp("w") / "ptynet-s.pt", build_model("ptynet-s-paper"), manifest)
+        s = random_checkpoint(tmp_path_factory.mktemp("w") / "ptynet-s.pt", "ptynet-s-paper", probe=paper_probe(),
+                              input_size=(128, 128), probe_photons=1000.0,
+                              preprocessing={"transform": "sqrt", "normalise": "max"},
+                              training={"lr": 3e-4, "schedule": "onecycle"})[0]
         yield images, s
 
 

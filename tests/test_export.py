@@ -29,6 +29,7 @@ from ptyfast.export.onnx_export import OPSET, export_onnx, parity_check  # noqa:
 from ptyfast.export.quantize import compare_models, convert_float, quantize_int8  # noqa: E402
 from ptyfast.export.samples import simulated_patterns  # noqa: E402
 from ptyfast.models import build_model, get_entry  # noqa: E402
+from model_helpers import random_checkpoint  # noqa: E402
 from ptyfast.models.checkpoint import save_checkpoint  # noqa: E402
 from ptyfast.models.pretrained import read_onnx_manifest, resolve_model, shipped_models  # noqa: E402
 
@@ -52,10 +53,8 @@ def exported(tmp_path_factory):
     def get(arch: str):
         if arch not in cache:
             folder = tmp_path_factory.mktemp(arch)
-            torch.manual_seed(0)
-            model = build_model(arch).eval()
-            manifest = get_entry(arch).manifest(training={"data": "none (random init, test)"})
-            ckpt = save_checkpoint(folder / f"{arch}.pt", model, manifest)
+            ckpt, model, manifest = random_checkpoint(folder / f"{arch}.pt", arch,
+                                                      training={"data": "none (random init, test)"})
             info = export_onnx(model, manifest, folder / f"{arch}.onnx")
             cache[arch] = (model, manifest, ckpt, info)
         return cache[arch]
