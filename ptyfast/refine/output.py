@@ -1,6 +1,6 @@
 """Writing a refinement: one HDF5 file (atomic) and optional PNGs.
 
-HDF5 layout (root, like reconstruct's output so the same readers work):
+HDF5 layout: reconstruct's result format (:func:`ptyfast.runtime.output.write_reconstruction`, one writer), plus:
 
 ==================  ======================  ===============================================================
 dataset             shape, dtype            meaning
@@ -40,35 +40,24 @@ def _np(a) -> np.ndarray:
 
 def write_refine_h5(path: str | Path, result, *, provenance: dict | None = None, origin=(0.0, 0.0),
                     weight: np.ndarray | None = None) -> Path:
-    """Write a :class:`~ptyfast.refine.RefineResult` to ``path`` atomically (see the module table)."""
-    from ptyfast import __version__
-    from ptyfast.io.atomic import atomic_path
+    """Write a :class:`~ptyfast.refine.RefineResult` to ``path`` atomically, in reconstruct's result format
+    (:func:`ptyfast.runtime.output.write_reconstruction`) plus its errors and timings (see the module table)."""
+    from ptyfast.runtime.output import write_reconstruction
+    from ptyfast.runtime.pipeline import Reconstruction
 
     obj = _np(result.object).astype(np.complex64)
-    probe = _np(result.probe).astype(np.complex64)
     positions = np.asarray(result.positions, dtype=np.float64)
     # the illumination Σ|P|² at each pixel, as `reconstruct` writes it: `evaluate` compares where it is high
     weight = result_weight(result) if weight is None else weight
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w", rdcc_nbytes=0) as f:
-            f["object"] = obj
-            f["amplitude"] = np.abs(obj).astype(np.float32)
-            f["phase"] = np.angle(obj).astype(np.float32)
-            f["probe"] = probe
-            f["positions"] = positions
-            f["weight"] = weight
-            f["origin"] = np.asarray(origin, dtype=np.float64)
-            f["errors"] = np.asarray(result.errors, dtype=np.float64)
-            f["timings"] = np.asarray(result.timings, dtype=np.float64)
-            attrs = {**{k: v for k, v in result.options.items()}, **(provenance or {})}
-            for k, v in attrs.items():
-                f.attrs[k] = v if isinstance(v, (int, float, str, bool, np.number)) else json.dumps(v, default=str)
-            f.attrs["diverged"] = bool(result.diverged)
-            f.attrs["message"] = result.message
-            f.attrs["meta"] = json.dumps(result.meta, default=float)
-            f.attrs["ptyfast_version"] = __version__
-            f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    return Path(path)
+    rec = Reconstruction(object=obj, weight=np.asarray(weight, np.float32), positions=positions,
+                         origin=np.asarray(origin, dtype=np.float64), probe=_np(result.probe).astype(np.complex64),
+                         n_frames=len(positions))
+    attrs = {**result.options, **(provenance or {}), "diverged": bool(result.diverged), "message": result.message,
+             "meta": json.dumps(result.meta, default=float),
+             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    return write_reconstruction(path, rec, {**result.options, **(provenance or {})},
+                                datasets={"errors": np.asarray(result.errors, dtype=np.float64),
+                                          "timings": np.asarray(result.timings, dtype=np.float64)}, attrs=attrs)
 
 
 def read_init(path: str | Path) -> dict:

@@ -22,8 +22,11 @@ from ptyfast.errors import InputError
 from ptyfast.io.atomic import atomic_path, json_default, save_figure
 
 
-def write_reconstruction(path: str | Path, rec, provenance: dict) -> Path:
-    """Write ``rec`` (a :class:`~ptyfast.runtime.pipeline.Reconstruction`) to ``path`` atomically."""
+def write_reconstruction(path: str | Path, rec, provenance: dict, *, datasets: dict | None = None,
+                         attrs: dict | None = None) -> Path:
+    """Write ``rec`` (a :class:`~ptyfast.runtime.pipeline.Reconstruction`) to ``path`` atomically: the one result
+    format of reconstruct, refine and fine-tuning (``datasets`` and root ``attrs`` add what a producer has
+    beyond it, e.g. refine's error per iteration)."""
     path = Path(path)
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w", rdcc_nbytes=0) as f:
@@ -45,6 +48,10 @@ def write_reconstruction(path: str | Path, rec, provenance: dict) -> Path:
             f.attrs["n_frames"] = rec.n_frames
             f.attrs["provenance"] = json.dumps(provenance, default=json_default)
             f.attrs["object_pixel_size_m"] = float(provenance.get("object_pixel_size_m", float("nan")))
+            for k, v in (datasets or {}).items():
+                f.create_dataset(k, data=v)
+            for k, v in (attrs or {}).items():
+                f.attrs[k] = v if isinstance(v, (int, float, str, bool, np.number)) else json.dumps(v, default=str)
     return path
 
 
