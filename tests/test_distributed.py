@@ -189,3 +189,12 @@ def test_documented_cluster_call(scans, single, tmp_path):
     assert res.returncode == 0, res.stderr
     for name in ("a_recon.h5", "b_recon.h5"):
         _same(_read(single / name)[0], _read(out / name)[0])
+
+
+def test_bad_scan_among_several_on_a_cluster_is_one_sentence(scans, tmp_path):
+    bad = tmp_path / "bad.cxi"
+    bad.write_bytes(b"junk")
+    out = tmp_path / "out"
+    out.mkdir()
+    one_error_line(run("reconstruct", scans[1], bad, "-o", out, "--scheduler", "local:2"), "not an HDF5/CXI file")
+    assert list(out.iterdir()) == []

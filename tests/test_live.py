@@ -166,3 +166,46 @@ def test_stream_writer_interrupted_leaves_no_file(tmp_path):
     writer.send_signal(signal.SIGTERM)
     assert writer.wait(30) != 0
     assert list(tmp_path.iterdir()) == []
+
+
+WRITER_THEN_NAN = """
+import sys, time, h5py, numpy as np
+from ptyfast.io.cxi import create_layout, translations
+from ptyfast.physics.simulate import random_scan
+scan = random_scan(340, 4)
+frames, trans, pos = scan.diffraction, translations(scan), scan.positions
+f = h5py.File(sys.argv[1], "w", libver="latest")
+data, t, p = create_layout(f, scan, None)
+f.swmr_mode = True
+for i in range(30):
+    frame = frames[i] if i < 25 else np.full(frames[i].shape, np.nan, np.float32)
+    for ds, row in ((data, frame), (t, trans[i]), (p, pos[i])):
+        ds.resize(i + 1, axis=0)
+        ds[i] = row
+        ds.flush()
+    time.sleep(0.1)
+print("done", flush=True)
+time.sleep(60)
+"""
+
+
+def test_follow_that_fails_midway_leaves_no_output(tmp_path):
+    """Refreshed outputs are temporary until the final one is written: bad data arriving after a few refreshes
+    is one sentence, exit 2, and removes them."""
+    live, out = tmp_path / "bad.cxi", tmp_path / "bad_recon.h5"
+    writer = subprocess.Popen([sys.executable, "-c", WRITER_THEN_NAN, str(live)], stdout=subprocess.PIPE, text=True)
+    try:
+        _wait_for(live)
+        follower = subprocess.Popen(ptyfast("reconstruct", live, "--follow", "-o", out, "--refresh-frames", 5,
+                                            "--idle-timeout", 30), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True)
+        refreshed = False
+        while follower.poll() is None:
+            refreshed |= out.exists()
+            time.sleep(0.02)
+        stdout, stderr = follower.communicate()
+    finally:
+        writer.kill()
+    assert refreshed, "no refresh was written before the bad frame"
+    assert follower.returncode == 2 and "NaN" in stderr, stdout + stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.cxi"]

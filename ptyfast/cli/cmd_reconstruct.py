@@ -156,6 +156,8 @@ def _many_on_cluster(client, scans: list[Path], outs: list[Path], job, finish: "
     from ptyfast.io.convert import load_any
     from ptyfast.runtime.distributed import gather, submit_scans
 
+    for p in scans:  # every scan opens (format, frames, near field) before any work is sent: one sentence, no output
+        load_any(p, validate=False, frames=finish.frames).close()
     futures = submit_scans(client, [(str(p), finish.frames) for p in scans], job)
     index = {f.key: k for k, f in enumerate(futures)}
     with progress_bar() as bar:
@@ -169,7 +171,9 @@ def _many_on_cluster(client, scans: list[Path], outs: list[Path], job, finish: "
 
 
 def _follow(scan_path: Path, out: Path, job, be, reason: str, finish: "Finisher", options) -> None:
-    """--follow: refresh ``out`` while the scan grows; the final write is the offline result's."""
+    """--follow: refresh ``out`` while the scan grows; the final write is the offline result's. Until it is
+    written the refreshed files count as temporary: an error or a signal removes them (no partial output)."""
+    from ptyfast.io.atomic import register_temporary, unregister_temporary
     from ptyfast.runtime.live import follow
 
     with progress_bar() as bar:
@@ -178,9 +182,14 @@ def _follow(scan_path: Path, out: Path, job, be, reason: str, finish: "Finisher"
         def on_frames(n):
             bar.update(task, completed=n, rate=f"{n} frames")
 
+        shown: set = set()  # refreshed outputs: removed again if the follow fails or is interrupted
+
         def on_refresh(rec, prov):
             prov["live"] = {"ended": "", "complete": False}
-            finish.write(out, rec, prov)
+            for p in [out, *finish.write(out, rec, prov)]:
+                if p not in shown:
+                    register_temporary(p)
+                    shown.add(p)
 
         res = follow(scan_path, job, be, reason, options, on_refresh=on_refresh, on_frames=on_frames)
     note = f"{scan_path.name}: {res.ended}"
@@ -190,6 +199,8 @@ def _follow(scan_path: Path, out: Path, job, be, reason: str, finish: "Finisher"
         console_err.print(f"[bold yellow]warning:[/] {escape(note)}; the output holds the {res.rec.n_frames} frames "
                           "received (a complete, valid reconstruction of those).", highlight=False)
     finish(None, scan_path, out, res.rec, res.provenance)
+    for p in shown:  # the final output is written: it stays
+        unregister_temporary(p)
 
 
 class Finisher:
@@ -204,26 +215,28 @@ class Finisher:
     def needs_scan(self) -> bool:
         return bool(self.refine or self.handoff)
 
-    def write(self, out: Path, rec, prov) -> list[Path]:
-        """The HDF5 and its previews, appearing together or not at all (each replaces the last atomically)."""
+    def write(self, out: Path, rec, prov, *, scan=None, scan_path: Path | None = None) -> list[Path]:
+        """The HDF5, its previews and (with a scan) the hand-off, appearing together or not at all (each
+        replaces the last atomically)."""
         from ptyfast.io.atomic import output_transaction
         from ptyfast.runtime.output import save_previews, write_reconstruction
 
         prov["frame_selection"] = self.frames or "all"
         with output_transaction():
             write_reconstruction(out, rec, prov)
-            return save_previews(rec, out.with_suffix("")) if self.png else []
+            written = save_previews(rec, out.with_suffix("")) if self.png else []
+            if self.handoff is not None and scan is not None:
+                from ptyfast.io.handoff import write_ptychi_handoff
+
+                _, folder, many = self.handoff
+                folder = folder / scan_path.name.split(".")[0] if many else folder
+                written += write_ptychi_handoff(folder, scan, rec)
+            return written
 
     def __call__(self, scan, scan_path: Path, out: Path, rec, prov) -> None:
         if self.refine:
             rec, prov = _refine(scan, rec, prov, self.refine, self.iterations, consistency=self.consistency)
-        previews = self.write(out, rec, prov)
-        if self.handoff is not None:
-            from ptyfast.io.handoff import write_ptychi_handoff
-
-            code, folder, many = self.handoff
-            folder = folder / scan_path.name.split(".")[0] if many else folder
-            previews += write_ptychi_handoff(folder, scan, rec)
+        previews = self.write(out, rec, prov, scan=scan, scan_path=scan_path)
         t = rec.timings
         rate = (f"followed for {t['wall']:.1f} s" if "live" in prov  # paced by the writer, not a throughput
                 else f"{prov['patterns_per_s']:.0f} patterns/s end to end")

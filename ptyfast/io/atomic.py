@@ -238,7 +238,11 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
 @contextmanager
 def output_transaction() -> Iterator[None]:
     """All files written through :func:`atomic_path` inside the block appear together at its end, or none
-    does: a reconstruction whose PNG previews hit a full disk leaves no HDF5 either."""
+    does: a reconstruction whose PNG previews hit a full disk leaves no HDF5 either. A transaction opened inside
+    another joins it (its files appear with the enclosing transaction's)."""
+    if _pending:
+        yield
+        return
     batch: list[tuple[Path, Path]] = []
     _pending.append(batch)
     try:

@@ -49,9 +49,10 @@ def local_cluster(n: int, device: str = "auto"):
             LocalCUDACluster = None
         if LocalCUDACluster is not None and gpu_info() is not None:  # not exercised here: no GPU on CI
             return LocalCUDACluster(n_workers=n, threads_per_worker=1, dashboard_address=":0",
-                                    silence_logs=logging.ERROR)
+                                    silence_logs=logging.CRITICAL)
+    # failures reach the user as one sentence from the client; the workers' own tracebacks are not shown
     return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                        silence_logs=logging.ERROR)
+                        silence_logs=logging.CRITICAL)
 
 
 def open_client(spec: str, device: str = "auto"):
