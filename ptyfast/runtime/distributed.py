@@ -184,14 +184,15 @@ def reconstruct_split(client, source: tuple[str, str | None], scan, plan, job, *
     t_start = time.perf_counter()
     path, frames = source
     n = scan.n_frames
-    parts = partitions(n, n_workers(client), minimum=job.batch)
+    workers = n_workers(client)
+    parts = partitions(n, workers, minimum=job.batch)
     plan_f = client.scatter(plan, broadcast=True)
     futures = [client.submit(partial_task, path, frames, job, plan_f, a, b, pure=False) for a, b in parts]
+    frames_of = {f.key: b - a for f, (a, b) in zip(futures, parts)}
     done = 0
     for fut in as_completed(futures):
         if fut.status == "finished" and progress is not None:
-            a, b = parts[futures.index(fut)]
-            done += b - a
+            done += frames_of[fut.key]
             progress(done, n, "stitch")
     t_partials = time.perf_counter()
     part = gather(client, tree_reduce(client, futures, combine_partials), f"reconstructing {path}")
@@ -205,7 +206,7 @@ def reconstruct_split(client, source: tuple[str, str | None], scan, plan, job, *
 
     rec = finish_reconstruction(scan, plan, part, consistency=job.consistency, consistency_fn=spread_consistency,
                                t_start=t_start)
-    rec.timings["workers"] = n_workers(client)
+    rec.timings["workers"] = workers
     rec.timings["partitions"] = len(parts)
     rec.timings["wall_partials"] = t_partials - t_start  # until every partition was inferred
     rec.timings["wall_reduce"] = t_reduced - t_partials  # tree reduction and transfer to the client
