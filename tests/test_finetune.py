@@ -404,16 +404,10 @@ def test_resolve_probe_fresnel_and_errors(scan64):
 def test_finetune_fit_crop_and_its_result_reads_like_a_reconstruction(tmp_path):
     """finetune --fit crop on 160² frames (the shipped 128² model), and the fine-tuned stitching written in
     reconstruct's result format: evaluate and refine --init read it."""
-    from ptyfast.io.cxi import write_cxi
-    from ptyfast.physics import default_probe
+    from scan_helpers import scan_160
     from ptyfast.runtime.output import read_reconstruction
 
-    rng = np.random.default_rng(0)
-    probe = np.zeros((160, 160), np.complex64)
-    probe[16:144, 16:144] = default_probe()
-    obj = random_object((300, 300), rng)
-    pos = raster_positions(obj.shape, probe.shape, overlap=0.75, jitter=1.0, rng=rng)
-    scan_path = write_cxi(tmp_path / "s160.cxi", simulate_scan(obj, probe, pos, photons=1e6, rng=rng))
+    scan_path = scan_160(tmp_path / "s160.cxi")
     out = tmp_path / "ft"
     res = runner.invoke(app, ["finetune", str(scan_path), "-o", str(out), "--epochs", "1", "--fit", "crop",
                               "--threads", "1"])

@@ -98,16 +98,9 @@ def test_ptychi_starts_lower_from_the_handoff(handed_off, tmp_path):
 def test_handoff_refused_after_fitting_leaves_no_output(tmp_path):
     """--fit crop reconstructs 160² frames with the 128² model, but the hand-off needs the frames as measured:
     refused in one sentence, and the reconstruction it would have accompanied is not written either."""
-    from ptyfast.io.cxi import write_cxi
-    from ptyfast.physics import default_probe, random_object, raster_positions
-    from ptyfast.physics.simulate import simulate_scan
+    from scan_helpers import scan_160
 
-    rng = np.random.default_rng(0)
-    probe = np.zeros((160, 160), np.complex64)
-    probe[16:144, 16:144] = default_probe()
-    obj = random_object((300, 300), rng)
-    pos = raster_positions(obj.shape, probe.shape, overlap=0.75, jitter=1.0, rng=rng)
-    scan = write_cxi(tmp_path / "s160.cxi", simulate_scan(obj, probe, pos, photons=1e6, rng=rng))
+    scan = scan_160(tmp_path / "s160.cxi")
     one_error_line(run("reconstruct", scan, "--fit", "crop", "--allow-probe-mismatch", "-o", tmp_path / "x.h5",
                        "--handoff", "ptychi", tmp_path / "pc"), "--handoff needs the frames as measured")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s160.cxi"]
