@@ -152,7 +152,7 @@ def probe_experiment(args) -> dict:
                       "r_factor": [round(r.r_factor_before, 4), round(r.r_factor_after, 4)],
                       "probe_error_after": round(probe_error(r.probe, true_probe), 4)}
         if learn and args.save_probe:
-            from ptyfast.finetune.finetune import save_probe
+            from ptyfast.finetune.output import save_probe
 
             save_probe(Path(args.save_probe), r.probe, stem="learned_probe")
         print(json.dumps({label: out[label]}), flush=True)
@@ -160,7 +160,7 @@ def probe_experiment(args) -> dict:
 
 
 def star(args) -> dict:
-    from ptyfast.finetune.finetune import save_preview
+    from ptyfast.finetune.output import save_preview
     from ptyfast.io.convert import load_any
 
     scan = load_any(STAR)

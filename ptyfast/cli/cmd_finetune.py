@@ -61,7 +61,7 @@ def finetune_cmd(
         raise InputError("fine-tuning needs PyTorch; install it with: pip install 'ptyfast[train]'.") from None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from ptyfast.finetune.finetune import FinetuneOptions, finetune_file
+    from ptyfast.finetune import FinetuneOptions, finetune_file
 
     opts = FinetuneOptions(epochs=epochs, lr=lr, batch=batch, subset=subset, freeze=freeze, loss=loss,
                            objective=objective, guide_weight=guide_weight, learn_probe=learn_probe, probe_step=probe_step, probe_iterations=probe_iterations,

@@ -5,10 +5,13 @@ Used by training, inference, fine-tuning and export parity checks (one place).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ptyfast.errors import InputError
 from ptyfast.physics.forward import back_propagate, far_field
+from ptyfast.scan import object_grid
 
 EPS = 1e-12
 
@@ -81,6 +84,42 @@ def fit_mask(mask: np.ndarray, size: tuple[int, int], mode: str = "none") -> np.
         k = mask.shape[0] // size[0]
         return mask.reshape(size[0], k, size[1], k).all(axis=(1, 3))
     return fit_frames(mask[None].astype(np.float32), size, mode)[0] > 0.5
+
+
+@dataclass(frozen=True)
+class ModelGrid:
+    """A scan's geometry as a model of input ``size`` sees it, after ``fit`` (the one preparation step of
+    reconstruct, the consistency pass and fine-tuning).
+
+    Attributes
+    ----------
+    size : (H, W) the model's pattern size; fit : how frames were brought to it (:func:`fit_frames`).
+    positions : (N, 2) float64 (y, x) top-left window corners on the object grid, in fitted object pixels.
+    origin : (2,) the scan position (fitted object pixels) of the grid's pixel (0, 0).
+    shape : (rows, cols) of the smallest grid holding every window plus the one-pixel bilinear margin.
+    mask : the detector mask fitted like the frames (True = valid), or None.
+    """
+
+    size: tuple[int, int]
+    fit: str
+    positions: np.ndarray
+    origin: np.ndarray
+    shape: tuple[int, int]
+    mask: np.ndarray | None
+
+    def frames(self, scan, indices: np.ndarray | None = None, chunk: int = 256) -> np.ndarray:
+        """The frames ``indices`` (all when None) of ``scan``, float32, fitted to ``size`` (read in chunks)."""
+        part = scan if indices is None else scan.select(np.asarray(indices))
+        return np.concatenate([fit_frames(fr, self.size, self.fit) for _, fr in part.iter_chunks(chunk)])
+
+
+def model_grid(positions: np.ndarray, frame_size: int, size: tuple[int, int], fit: str = "none",
+               mask: np.ndarray | None = None) -> ModelGrid:
+    """The :class:`ModelGrid` of a scan with these positions (scan pixels), frame size and detector mask."""
+    positions = fit_positions(positions, frame_size, size, fit)
+    origin, shape = object_grid(positions, size)
+    return ModelGrid(size=tuple(size), fit=fit, positions=positions - origin, origin=origin, shape=shape,
+                     mask=None if mask is None else fit_mask(mask, size, fit))
 
 
 TRANSFORMS = ("sqrt", "log1p", "quarter")

@@ -27,8 +27,8 @@ import numpy as np
 from ptyfast.errors import InputError
 from ptyfast.kernels import exit_waves, far_field_unshifted, normalise, overlap_add
 from ptyfast.runtime.phase_align import solve_phase_offsets, support_box
-from ptyfast.models.preprocess import fit_frames, fit_mask, fit_positions, fit_probe, preprocess
-from ptyfast.scan import Scan, object_grid, validate_frames
+from ptyfast.models.preprocess import fit_frames, fit_mask, fit_probe, model_grid, preprocess
+from ptyfast.scan import Scan, validate_frames
 
 WEIGHTINGS = ("probe", "uniform")
 
@@ -177,9 +177,8 @@ def plan_stitch(positions: np.ndarray, frame_size: int, manifest, probe: np.ndar
     size = tuple(manifest.input_size)
     if probe is not None:
         probe = fit_probe(probe, size, fit)
-    positions = fit_positions(positions, frame_size, size, fit)
-    origin, shape = object_grid(positions, size)
-    grid_pos = positions - origin
+    grid = model_grid(positions, frame_size, size, fit, mask)
+    grid_pos = grid.positions
     if weighting == "uniform":
         grid_pos = np.round(grid_pos)
         w = np.ones(size, np.float32)
@@ -188,8 +187,8 @@ def plan_stitch(positions: np.ndarray, frame_size: int, manifest, probe: np.ndar
     if align_phase is None:
         align_phase = getattr(manifest, "phase_offsets", "absolute") == "free"
     box = support_box(w) if align_phase else (slice(0, size[0]), slice(0, size[1]))
-    return StitchPlan(size=size, fit=fit, probe=probe, grid_pos=grid_pos, origin=origin, shape=shape, weight=w,
-                      align=bool(align_phase), box=box, mask=None if mask is None else fit_mask(mask, size, fit))
+    return StitchPlan(size=size, fit=fit, probe=probe, grid_pos=grid_pos, origin=grid.origin, shape=grid.shape,
+                      weight=w, align=bool(align_phase), box=box, mask=grid.mask)
 
 
 @dataclass

@@ -1,0 +1,423 @@
+"""Physics fine-tuning of a pre-trained network on one scan, without ground truth (Pan et al. 2023, STAR
+Methods "Fine-tuning method"), plus joint probe learning (the paper's stated future work).
+
+Method
+------
+For every pattern ``I_n`` of the scan the network predicts an object patch ``O_n = A_n·exp(iφ_n)`` from the
+preprocessed input (√I / max √I), the exit wave ``P·O_n`` is propagated with the project's forward model
+(:mod:`ptyfast.finetune.torch_forward`, ``Ψ = fftshift(fft2(·, norm="ortho"))``) and the loss compares
+predicted and measured amplitudes:
+
+* ``l1`` (paper): ``mean_valid |s·|Ψ_n| − √I_n| / mean_valid √I`` — an R-factor-like, dimensionless loss;
+* ``poisson``: the Poisson negative log-likelihood ``mean_valid (λ − I·log λ) / mean_valid I`` with
+  ``λ = s²·|Ψ_n|²``, the right likelihood for photon counts at low flux.
+
+Adam, learning rate 1e-4 halved every 20 % of the epochs (the paper's stepped schedule). Masked detector
+pixels (``scan.mask`` False) are left out of the loss and of the R-factor.
+
+Ambiguities the per-pattern loss cannot resolve, and what ptyfast does about them
+---------------------------------------------------------------------------------
+* **Absolute scale.** The network input is normalised per pattern, so it never sees the photon count;
+  the amplitude it predicts is the training prior's transmission. The predicted intensity scales as
+  ``|P|²·|O|²``, so a probe whose power is off (a converted file, a detector gain, a guessed probe) would
+  force the object amplitude to absorb the error — or saturate the sigmoid head. A per-scan scalar
+  ``s`` (learnable, as ``log s``) multiplies the predicted amplitudes; with ``scale="fit"`` (default) it
+  starts at the least-squares fit of the pre-trained predictions to the data and is learned with the
+  network; ``scale="fixed"`` keeps ``s = 1`` for probes known in absolute photons (simulations), which then
+  also pins the object's absolute amplitude. ``s`` is a property of the illumination: it is reported and
+  stored (``training.finetune.amplitude_scale``), and folded into the probe written by ``--learn-probe``.
+* **Global phase.** ``|far_field(P·O·e^{ic})| = |far_field(P·O)|``: each pattern constrains only the
+  relative phases inside its own patch, so the loss has no gradient along each patch's mean phase and the
+  optimiser noise would let the patches' phase offsets wander apart (visible as tiles in the stitched
+  phase). A small anchor term ``phase_anchor · mean_n (φ̄_n − φ̄_n⁰)²`` keeps each patch's
+  ``|P|²``-weighted mean phase at the pre-trained network's value ``φ̄_n⁰``. It acts (to first order) only
+  along the unconstrained direction, so it does not fight the data.
+* **Probe ↔ object** (``--learn-probe``): a per-pattern loss cannot separate ``P`` from ``O_n`` (any
+  ``P'`` with ``O'_n = P·O_n/P'`` fits every pattern): the probe is only identifiable through the overlap,
+  i.e. through *one* object explaining all patterns. So the probe is not learned through the per-patch
+  loss. ptyfast keeps an auxiliary object on the scan grid, started from the pre-trained network's
+  stitched prediction, and after every epoch runs ``probe_iterations`` rPIE passes
+  (:func:`ptyfast.refine.engines.refine`, object and probe updated) on it; the network is then fine-tuned
+  with the updated probe (its gradient w.r.t. the probe is not used). The remaining ambiguities of
+  ptychography (global complex factor, a linear phase ramp and a translation shared by ``P`` and ``O``)
+  stay: probe errors are reported after removing the best global complex factor only.
+
+Objectives (``--objective``)
+----------------------------
+* ``pattern`` (the paper): each pattern against its own predicted patch. Every pattern is a separate
+  phase-retrieval problem; with the paper's probe (nearly flat, filling the 128² window: no oversampling)
+  a single pattern does not determine its patch, so the loss can fall while the object does not improve.
+* ``overlap``: each pattern against the window of the *stitched* object (``|P|²``-weighted, bilinear, what
+  ``reconstruct`` writes; :mod:`ptyfast.finetune.torch_stitch`): overlapping patches must agree, as in
+  ptychography. The batch's live patches replace their cached copies in the stitched object, so a step
+  costs O(batch).
+* ``guided``: the paper's loss plus ``guide_weight ·‖O_n − W_n(Ô)‖² / ‖W_n(Ô)‖²``, where ``Ô`` is an
+  auxiliary object started from the network's stitched prediction and advanced by ``probe_iterations``
+  rPIE sweeps per epoch (:func:`ptyfast.refine.engines.refine`, measured data and known probe only) and
+  ``W_n`` its window at frame ``n``. The network learns the overlap-consistent solution and keeps it:
+  the fine-tuned network then reconstructs further scans of the sample at network speed.
+
+Batch normalisation
+-------------------
+The whole network is kept in ``eval()`` mode while its weights are updated: batch-norm layers (PtyNet-B)
+normalise with their frozen pre-training running statistics and never update them, so a fine-tuning
+batch of a few correlated patterns of one sample cannot corrupt them (the reference code trained in
+``train()`` mode and let them drift). BN's affine weights are trained like any other weight unless frozen.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ptyfast.errors import InputError
+from ptyfast.finetune.options import FinetuneOptions, FinetuneResult, select_frames
+
+__all__ = ["finetune", "predict_object"]
+
+
+def _set_trainable(model, freeze: str) -> list:
+    for p in model.parameters():
+        p.requires_grad_(True)
+    if freeze == "encoder":
+        enc = getattr(model, "encoder", None)
+        if enc is None:
+            raise InputError(f"--freeze encoder: the '{type(model).__name__}' network has no encoder block.")
+        for p in enc.parameters():
+            p.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise InputError("nothing left to fine-tune: every weight is frozen.")
+    return params
+
+
+class _Network:
+    """The network as fine-tuning calls it: channels-last on the CPU, bf16 autocast when asked, fp32 out."""
+
+    def __init__(self, model, device, amp: str) -> None:
+        import torch
+
+        self.model, self.device = model, torch.device(device)
+        self.channels_last = self.device.type == "cpu"
+        self.autocast = dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=amp == "bf16")
+
+    def __call__(self, xb):
+        import torch
+
+        if self.channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(**self.autocast):
+            a, ph = self.model(xb)
+        return a.float(), ph.float()
+
+    def over(self, x, batch: int):
+        """Yield ``(start, amplitude, phase)`` for consecutive batches of the (N, 1, H, W) tensor ``x``."""
+        for s in range(0, len(x), batch):
+            yield (s, *self(x[s : s + batch].to(self.device)))
+
+
+class _Stitch:
+    """``|P|²``-weighted overlap-add of predicted patches into a numpy object (what reconstruct writes)."""
+
+    def __init__(self, shape: tuple[int, int], weight: np.ndarray) -> None:
+        self.num = np.zeros(shape, np.complex64)
+        self.wsum = np.zeros(shape, np.float32)
+        self.weight = np.asarray(weight, np.float32)
+
+    def add(self, amplitude, phase, positions: np.ndarray) -> None:
+        import torch
+
+        from ptyfast.kernels import overlap_add
+
+        patches = torch.polar(amplitude, phase).cpu().numpy().astype(np.complex64)
+        overlap_add(self.num, patches, positions, weights=self.weight, weight_accum=self.wsum)
+
+    def object(self) -> np.ndarray:
+        from ptyfast.kernels import normalise
+
+        return normalise(self.num, self.wsum)
+
+
+def predict_object(model, x: np.ndarray, positions: np.ndarray, probe: np.ndarray, object_shape,
+                   *, batch: int = 64, amp: str = "bf16", device="cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Predict every patch and stitch them with ``|P|²`` weights (:func:`ptyfast.kernels.stitch` semantics).
+
+    Parameters
+    ----------
+    model : torch module (used in eval mode, no gradients).
+    x : (N, 1, H, W) float32 preprocessed patterns.
+    positions : (N, 2) (y, x) positions on the object grid (≥ 0).
+    probe : (H, W) complex probe (only ``|P|²`` is used, as the stitching weight).
+    object_shape : (rows, cols).
+
+    Returns
+    -------
+    object : complex64 (rows, cols); weight_map : float32 (rows, cols).
+    """
+    import torch
+
+    stitch = _Stitch(tuple(object_shape), np.abs(probe) ** 2)
+    net = _Network(model, device, amp)
+    net.channels_last = False  # the caller's module layout is left as it is
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        for s, a, ph in net.over(torch.from_numpy(np.ascontiguousarray(x)), batch):
+            stitch.add(a, ph, positions[s : s + len(a)])
+    model.train(was)
+    return stitch.object(), stitch.wsum
+
+
+def finetune(
+    scan,
+    model,
+    manifest,
+    probe: np.ndarray,
+    options: FinetuneOptions | None = None,
+    *,
+    source: str = "",
+    stitch: bool = False,
+    device="cpu",
+    progress: Callable[[int, dict], None] | None = None,
+) -> FinetuneResult:
+    """Fine-tune ``model`` on ``scan`` through the forward model (see the module docstring).
+
+    Parameters
+    ----------
+    scan : ptyfast.scan.Scan
+        Far-field scan; ``mask`` is respected; ``probe`` is not read (pass ``probe``).
+    model : torch.nn.Module
+        Pre-trained network (modified in place and returned).
+    manifest : ptyfast.models.Manifest
+        The network's manifest (input size, preprocessing).
+    probe : complex (H, W) ndarray
+        Probe in √photons, shape = the model's input size.
+    options : FinetuneOptions
+    source : str
+        Name of the scan (file) for the manifest's ``finetuned_on``.
+    stitch : bool
+        Also return the stitched objects before and after (from the selected frames).
+    device : str or torch.device
+        Where to run (CPU by default).
+    progress : callable(epoch, info) or None
+        Called after every epoch with ``loss``, ``r_factor``, ``lr``, ``scale``, ``time_s``.
+
+    Returns
+    -------
+    FinetuneResult
+    """
+    import torch
+
+    from ptyfast import __version__
+    from ptyfast.finetune import torch_forward
+    from ptyfast.finetune.objectives import DataTerm, OverlapObject, guide_term, mean_phase
+    from ptyfast.kernels import gather
+    from ptyfast.models.manifest import probe_hash
+    from ptyfast.models.preprocess import model_grid, preprocess
+    from ptyfast.refine.engines import refine
+    from ptyfast.scan import Scan
+
+    o = (options or FinetuneOptions()).validate()
+    if getattr(scan, "near_field", False):
+        raise InputError(f"{source or 'the scan'} is near-field data; fine-tuning uses the far-field model only.")
+    size = tuple(manifest.input_size)
+    probe = np.asarray(probe, np.complex64)
+    if tuple(probe.shape) != size:
+        raise InputError(
+            f"the probe has shape {tuple(probe.shape)} but the model expects {size} patterns; give a probe of that size."
+        )
+    if o.threads:
+        torch.set_num_threads(o.threads)
+    dev = torch.device(device)
+
+    # The selected frames on the model's grid.
+    idx = select_frames(scan.n_frames, o.subset)
+    n = len(idx)
+    grid = model_grid(scan.positions, scan.frame_shape[0], size, o.fit, scan.mask)
+    pos, mask = grid.positions[idx], grid.mask
+    frames = grid.frames(scan, idx)
+    x_all = torch.from_numpy(preprocess(frames, manifest, probe_power=float(np.sum(np.abs(probe) ** 2)), mask=mask))
+    meas_np = np.sqrt(np.maximum(frames, 0.0)).astype(np.float32)
+    meas_all = torch.from_numpy(meas_np)
+    data_term = DataTerm(o.loss, meas_np, mask, dev)
+    cpu_mask = torch.from_numpy(mask.astype(np.float32)) if mask is not None else None
+
+    model = model.to(dev)
+    model.eval()  # BN uses (and keeps) its pre-training running statistics; see the module docstring
+    if dev.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+    net = _Network(model, dev, o.amp)
+    net_params = _set_trainable(model, o.freeze)
+
+    probe_t = torch.from_numpy(probe).to(dev).clone()  # updated in place by the probe step when learning the probe
+    weight = probe_t.abs() ** 2
+    weight = weight / weight.sum()
+    guided, overlap = o.objective == "guided", o.objective == "overlap"
+    eval_batch = max(o.batch, 32)
+    stitched = OverlapObject(pos, size, grid.shape, np.abs(probe) ** 2, dev, eval_batch) if overlap else None
+
+    # Pass 0: pre-trained predictions → R-factor before, the scale fit, the phase anchors, the "before" object.
+    anchors = torch.empty(n)
+    pred0 = torch.empty(meas_all.shape)
+    first = _Stitch(grid.shape, np.abs(probe) ** 2) if (stitch or o.learn_probe or guided) else None
+    with torch.no_grad():
+        for s, a, ph in net.over(x_all, eval_batch):
+            anchors[s : s + len(a)] = mean_phase(ph, weight).cpu()
+            pred0[s : s + len(a)] = torch_forward.predicted_amplitude(probe_t, a, ph).cpu()
+            if overlap:
+                stitched.cache[s : s + len(a)] = torch.polar(a, ph)
+            if first is not None:
+                first.add(a, ph, pos[s : s + len(a)])
+        if overlap:  # the data as seen through the stitched object (what the objective compares)
+            stitched.restitch()
+            for s in range(0, n, eval_batch):
+                pred0[s : s + eval_batch] = stitched.seen_through(probe_t, stitched.every[s : s + eval_batch]).cpu()
+        m0 = cpu_mask if cpu_mask is not None else torch.ones(size)
+        den_aa = float((pred0 * pred0 * m0).sum())
+        s_fit = float((pred0 * meas_all * m0).sum()) / den_aa if den_aa > 0 else float("nan")
+    consensus = first.object() if first is not None else None
+    before, weight_before = (consensus, first.wsum) if stitch else (None, None)
+    s0 = s_fit if o.scale == "fit" else 1.0
+    if not (np.isfinite(s0) and s0 > 0):
+        raise InputError(
+            f"the pre-trained predictions of {source or 'the scan'} do not fit its data at any positive scale; "
+            "check the probe and the frames."
+        )
+    with torch.no_grad():
+        rn, rd = torch_forward.r_factor(s0 * pred0, meas_all, m0)
+        r_before = float(rn) / max(float(rd), 1e-30)
+    del pred0
+    # guided: the rPIE object's amplitude is relative to s·P, so a learnable s would feed back through the
+    # guide (s up → object down → patches down → s up): keep s at its fit.
+    learn_scale = o.scale == "fit" and not o.learn_probe and not guided
+    if o.learn_probe:  # the probe's own power carries the scale: fold the fit into it, keep s = 1
+        probe_t.mul_(s0)
+        s0 = 1.0
+    log_scale = torch.nn.Parameter(torch.tensor(math.log(s0), device=dev), requires_grad=learn_scale)
+    anchors = anchors.to(dev)
+    if o.learn_probe or guided:
+        probe_scan = Scan(diffraction=frames, positions=pos, probe=probe_t.cpu().numpy(), mask=mask)
+
+    groups = [{"params": net_params, "lr": o.lr}]
+    if learn_scale:
+        groups.append({"params": [log_scale], "lr": o.scale_lr})
+    opt = torch.optim.Adam(groups)
+    step = max(1, int(round(0.2 * o.epochs)))
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=step, gamma=0.5)
+
+    gen = torch.Generator().manual_seed(o.seed)
+    history: list[dict] = []
+    t0 = time.perf_counter()
+    for epoch in range(1, o.epochs + 1):
+        if o.learn_probe or guided:  # rPIE sweeps on the auxiliary object (+ probe) before the network's pass
+            with torch.no_grad():
+                probe_run = refine(probe_scan, init=consensus, iterations=o.probe_iterations,
+                                   update_probe=o.learn_probe, probe=(torch.exp(log_scale) * probe_t).cpu().numpy(),
+                                   batch=o.batch if o.batch > 1 else None, probe_step=o.probe_step,
+                                   rescale_probe=False, seed=epoch)
+                if not probe_run.diverged:
+                    consensus = probe_run.object
+                    if o.learn_probe:  # the network sees the new probe (s = 1 when learning the probe)
+                        probe_t.copy_(torch.from_numpy(np.asarray(probe_run.probe, np.complex64)).to(dev))
+                if guided:
+                    targets = torch.from_numpy(gather(consensus.astype(np.complex64), pos, size)).to(dev)
+        order = torch.randperm(n, generator=gen)
+        tot = rnum = rden = 0.0
+        for s in range(0, n, o.batch):
+            ib = order[s : s + o.batch]
+            ib_d = ib.to(dev)
+            mb = meas_all[ib].to(dev)
+            a, ph = net(x_all[ib].to(dev))
+            if overlap:  # this batch's live patches replace their cached copies in the stitched object
+                live = torch.polar(a, ph)
+                pred = torch.exp(log_scale) * stitched.seen_through(probe_t, ib_d, stitched.live(live, ib_d))
+            else:
+                pred = torch.exp(log_scale) * torch_forward.predicted_amplitude(probe_t, a, ph, eps=1e-12)
+            loss = data_term(pred, mb)
+            if guided:
+                loss = loss + o.guide_weight * guide_term(a, ph, targets[ib_d])
+            if o.phase_anchor > 0:
+                drift = mean_phase(ph, weight) - anchors[ib_d]
+                # overlap: the data fix every patch's phase relative to its neighbours; only the global offset is free
+                loss = loss + o.phase_anchor * (drift.mean() ** 2 if overlap else (drift**2).mean())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if overlap:
+                with torch.no_grad():
+                    stitched.commit(live, ib_d)
+            tot += float(loss.detach()) * len(ib)
+            with torch.no_grad():
+                rn, rd = data_term.r_factor(pred.detach(), mb)
+                rnum, rden = rnum + float(rn), rden + float(rd)
+        sched.step()
+        info = {"epoch": epoch, "loss": tot / n, "r_factor": rnum / max(rden, 1e-30),
+                "lr": opt.param_groups[0]["lr"], "scale": float(torch.exp(log_scale.detach())),
+                "time_s": time.perf_counter() - t0}
+        history.append(info)
+        if progress is not None:
+            progress(epoch, info)
+    elapsed = time.perf_counter() - t0
+
+    # Final pass: R-factor after (and the "after" object) with the final weights.
+    scale = float(torch.exp(log_scale).detach())
+    rnum = rden = 0.0
+    last = _Stitch(grid.shape, (probe_t.abs() ** 2).cpu().numpy()) if stitch else None
+    with torch.no_grad():
+        for s, a, ph in net.over(x_all, eval_batch):
+            if overlap:  # R-factor through the stitched object, below
+                stitched.cache[s : s + len(a)] = torch.polar(a, ph)
+            else:
+                pred = scale * torch_forward.predicted_amplitude(probe_t, a, ph)
+                rn, rd = data_term.r_factor(pred, meas_all[s : s + len(a)].to(dev))
+                rnum, rden = rnum + float(rn), rden + float(rd)
+            if last is not None:
+                last.add(a, ph, pos[s : s + len(a)])
+        if overlap:
+            stitched.restitch()
+            for s in range(0, n, eval_batch):
+                pred = scale * stitched.seen_through(probe_t, stitched.every[s : s + eval_batch])
+                rn, rd = data_term.r_factor(pred, meas_all[s : s + eval_batch].to(dev))
+                rnum, rden = rnum + float(rn), rden + float(rd)
+    r_after = rnum / max(rden, 1e-30)
+
+    # Back to a plain fp32, contiguous, CPU, eval-mode module (exportable like any other).
+    model = model.to("cpu").to(memory_format=torch.contiguous_format).float().eval()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    final_probe = (scale * probe_t.cpu().numpy()).astype(np.complex64)
+
+    summary = {
+        "scan": source, "frames": int(n), "frames_total": int(scan.n_frames), "subset": str(o.subset),
+        "epochs": o.epochs, "batch": o.batch, "lr": o.lr, "schedule": f"StepLR(step={step} epochs, gamma=0.5)",
+        "loss": o.loss, "objective": o.objective, "guide_weight": o.guide_weight if guided else None,
+        "freeze": o.freeze, "learn_probe": o.learn_probe, "scale_mode": o.scale,
+        "amplitude_scale": scale, "amplitude_scale_fit": float(s_fit), "phase_anchor": o.phase_anchor,
+        "r_factor_before": float(r_before), "r_factor_after": float(r_after), "time_s": round(elapsed, 2),
+        "amp": o.amp, "batch_norm": "eval mode, running statistics frozen",
+        "hardware": f"{platform.machine()} {os.cpu_count()} cores"
+        + (f", {torch.cuda.get_device_name()}" if dev.type == "cuda" else ""),
+        "torch": torch.__version__,
+    }
+    new_manifest = replace(
+        manifest,
+        finetuned_on=f"{Path(source).name if source else 'scan'}: {n} of {scan.n_frames} frames, {o.epochs} epochs",
+        training={**(manifest.training or {}), "finetune": summary},
+        ptyfast_version=__version__,
+    )
+    if o.learn_probe:
+        new_manifest = replace(new_manifest, probe_sha256=probe_hash(final_probe),
+                               probe_photons=float(np.sum(np.abs(final_probe) ** 2)))
+    return FinetuneResult(model=model, manifest=new_manifest, probe=final_probe, amplitude_scale=scale,
+                          frames=idx, history=history, r_factor_before=float(r_before),
+                          r_factor_after=float(r_after), time_s=elapsed, before=before,
+                          after=last.object() if last is not None else None, weight_before=weight_before,
+                          weight_after=last.wsum if last is not None else None,
+                          origin=tuple(float(v) for v in grid.origin), positions=pos, options=o)

@@ -1,0 +1,170 @@
+"""Fine-tuning options, the frame subset and the result record."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ptyfast.errors import InputError
+
+__all__ = ["FinetuneOptions", "FinetuneResult", "frame_subset", "select_frames"]
+
+SUBSETS = ("all", "half")
+FREEZE = ("none", "encoder")
+LOSSES = ("l1", "poisson")
+OBJECTIVES = ("pattern", "overlap", "guided")
+SCALES = ("fit", "fixed")
+
+
+@dataclass
+class FinetuneOptions:
+    """Fine-tuning options (the CLI flags map 1:1).
+
+    Attributes
+    ----------
+    epochs : passes over the selected frames (paper: 300 simulated, 400–500 experimental).
+    lr : initial learning rate of the network (paper: 1e-4), halved every 20 % of the epochs.
+    batch : patterns per optimiser step.
+    subset : ``all``, ``half`` (every other frame: a sparser scan, the paper's "fine-tune half") or a
+        fraction in (0, 1] (evenly spaced frames).
+    freeze : ``none`` (all weights, paper) or ``encoder`` (only the decoder learns).
+    loss : ``l1`` on amplitudes (paper) or ``poisson`` negative log-likelihood on intensities.
+    objective : ``pattern`` (paper: each pattern against its own predicted patch) or ``overlap`` (each
+        pattern against the window of the *stitched* object, so overlapping patches must agree) or
+        ``guided`` (the paper's loss plus ``guide_weight`` × the distance of every patch to the window of an
+        auxiliary object refined by ``probe_iterations`` rPIE sweeps per epoch, see the module docstring).
+    guide_weight : weight of the guide term (``guided``).
+    learn_probe : optimise the probe jointly (complex parameter).
+    probe_step : γ_P of the rPIE probe update (``learn_probe``), in (0, 1].
+    probe_iterations : rPIE passes over the frames per epoch on the auxiliary object (``learn_probe``).
+    scale : ``fit`` (learnable per-scan amplitude scale started at the least-squares fit) or ``fixed`` (1).
+    scale_lr : learning rate of ``log s``.
+    phase_anchor : weight of the per-patch mean-phase anchor (0 = off).
+    amp : ``bf16`` autocast for the network (the FFT stays fp32) or ``none``.
+    fit : how frames of another size are brought to the model's input size (see ``fit_frames``).
+    seed : shuffling seed.
+    threads : torch CPU threads (0 = torch's default).
+    """
+
+    epochs: int = 300
+    lr: float = 1e-4
+    batch: int = 16
+    subset: str = "all"
+    freeze: str = "none"
+    loss: str = "l1"
+    objective: str = "pattern"
+    guide_weight: float = 20.0
+    learn_probe: bool = False
+    probe_step: float = 1.0
+    probe_iterations: int = 5
+    scale: str = "fit"
+    scale_lr: float = 1e-3
+    phase_anchor: float = 1.0
+    amp: str = "bf16"
+    fit: str = "none"
+    seed: int = 0
+    threads: int = 0
+
+    def validate(self) -> "FinetuneOptions":
+        """Check every field; raise :class:`InputError` naming the first bad one."""
+        if self.epochs < 1:
+            raise InputError(f"--epochs must be at least 1; found {self.epochs}.")
+        if self.fit not in ("none", "crop", "bin", "pad"):
+            raise InputError(f"--fit must be none, crop, bin or pad; found '{self.fit}'.")
+        if self.batch < 1:
+            raise InputError(f"--batch must be at least 1; found {self.batch}.")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise InputError(f"--lr must be a positive number; found {self.lr}.")
+        if not (0 < self.probe_step <= 1):
+            raise InputError(f"--probe-step must be in (0, 1]; found {self.probe_step}.")
+        if self.probe_iterations < 1:
+            raise InputError(f"--probe-iterations must be at least 1; found {self.probe_iterations}.")
+        if self.freeze not in FREEZE:
+            raise InputError(f"--freeze must be one of {', '.join(FREEZE)}; found '{self.freeze}'.")
+        if self.loss not in LOSSES:
+            raise InputError(f"--loss must be one of {', '.join(LOSSES)}; found '{self.loss}'.")
+        if self.objective not in OBJECTIVES:
+            raise InputError(f"--objective must be one of {', '.join(OBJECTIVES)}; found '{self.objective}'.")
+        if not (self.guide_weight >= 0 and math.isfinite(self.guide_weight)):
+            raise InputError(f"--guide-weight must be a number ≥ 0; found {self.guide_weight}.")
+        if self.scale not in SCALES:
+            raise InputError(f"--scale must be one of {', '.join(SCALES)}; found '{self.scale}'.")
+        if self.amp not in ("bf16", "none"):
+            raise InputError(f"--amp must be bf16 or none; found '{self.amp}'.")
+        if self.phase_anchor < 0:
+            raise InputError(f"--phase-anchor must be ≥ 0; found {self.phase_anchor}.")
+        frame_subset(self.subset)
+        return self
+
+
+def frame_subset(subset: str | float) -> float:
+    """The fraction of frames a ``--subset`` value selects: ``all`` → 1, ``half`` → 0.5, or a number in (0, 1]."""
+    text = str(subset).strip().lower()
+    if text == "all":
+        return 1.0
+    if text == "half":
+        return 0.5
+    try:
+        f = float(text)
+    except ValueError:
+        raise InputError(f"--subset must be all, half or a fraction in (0, 1]; found '{subset}'.") from None
+    if not (0 < f <= 1):
+        raise InputError(f"--subset must be all, half or a fraction in (0, 1]; found '{subset}'.")
+    return f
+
+
+def select_frames(n: int, subset: str | float) -> np.ndarray:
+    """Indices of the frames used for fine-tuning: evenly spaced in acquisition order.
+
+    Parameters
+    ----------
+    n : number of frames in the scan.
+    subset : ``all``, ``half`` or a fraction in (0, 1] (see :func:`frame_subset`).
+
+    Returns
+    -------
+    (M,) int64, sorted, ``M = max(1, round(n · fraction))``.
+    """
+    f = frame_subset(subset)
+    m = max(1, int(round(n * f)))
+    return np.unique(np.floor(np.arange(m) * (n / m)).astype(np.int64))
+
+
+@dataclass
+class FinetuneResult:
+    """What :func:`finetune` produced.
+
+    Attributes
+    ----------
+    model : the fine-tuned torch module (eval mode, on the CPU).
+    manifest : the updated manifest (``finetuned_on``, ``training["finetune"]``).
+    probe : complex64 (H, W) probe in photon units as used at the end (``s·P``; learned with
+        ``learn_probe``).
+    amplitude_scale : the per-scan scale ``s`` (1 with ``scale="fixed"``).
+    frames : indices of the frames fine-tuned on.
+    history : per epoch ``{"epoch", "loss", "r_factor", "lr", "scale", "time_s"}``.
+    r_factor_before, r_factor_after : ``Σ|√I_pred − √I| / Σ√I`` over the frames, before and after.
+    time_s : wall time of the optimisation loop (seconds).
+    before, after : stitched complex objects (from the frames used) when ``stitch=True``, else None.
+    weight_before, weight_after : their ``Σ|P|²`` weight maps; ``origin`` : the scan position of pixel (0, 0);
+    ``positions`` : the frames' windows on that grid.
+    """
+
+    model: object
+    manifest: object
+    probe: np.ndarray
+    amplitude_scale: float
+    frames: np.ndarray
+    history: list = field(default_factory=list)
+    r_factor_before: float = float("nan")
+    r_factor_after: float = float("nan")
+    time_s: float = 0.0
+    before: np.ndarray | None = None
+    after: np.ndarray | None = None
+    weight_before: np.ndarray | None = None
+    weight_after: np.ndarray | None = None
+    origin: tuple[float, float] = (0.0, 0.0)
+    positions: np.ndarray | None = None
+    options: FinetuneOptions | None = None
