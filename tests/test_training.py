@@ -12,6 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from ptyfast.errors import InputError  # noqa: E402
 from ptyfast.models.checkpoint import load_checkpoint, read_checkpoint  # noqa: E402
 from ptyfast.physics.probe import fresnel_probe  # noqa: E402
 from ptyfast.training.data import DataOptions  # noqa: E402
@@ -51,6 +52,25 @@ def test_resume_continues_from_last_checkpoint(tmp_path):
     ck = read_checkpoint(run / "last.pt")
     assert ck["step"] == 60 and result["steps"] == 60
     assert [h[0] for h in ck["history"]] == [0, 40, 60]
+
+
+def test_ema_weights_are_validated_kept_and_resumed(tmp_path):
+    run = tmp_path / "run"
+    result = train([], run, tiny_options(steps=40, ema=0.9, schedule="cyclic", cycle_steps=20), probe=PROBE)
+    ck = read_checkpoint(run / "last.pt")
+    ema, raw = ck["ema_state_dict"], ck["state_dict"]
+    assert result["ema"] == 0.9
+    # the average lags the optimiser's weights, so they differ; best.pt holds averaged weights
+    assert any(not torch.equal(ema[k], raw[k]) for k in raw if raw[k].is_floating_point())
+    best = read_checkpoint(run / "best.pt")["state_dict"]
+    if ck["best_val"] == ck["history"][-1][2]:  # the last validation was the best: best.pt is that average
+        assert all(torch.equal(best[k], ema[k]) for k in ema)
+    train([], run, tiny_options(steps=60, ema=0.9, schedule="cyclic", cycle_steps=20), probe=PROBE, resume=True)
+    assert read_checkpoint(run / "last.pt")["step"] == 60
+    plain = tmp_path / "plain"
+    train([], plain, tiny_options(steps=20), probe=PROBE)
+    with pytest.raises(InputError, match="without --ema"):
+        train([], plain, tiny_options(steps=30, ema=0.9), probe=PROBE, resume=True)
 
 
 @pytest.mark.slow
@@ -226,6 +246,7 @@ def test_onecycle_schedule_accepts_short_runs(steps):
 
 @pytest.mark.parametrize("args, fragment", [
     (["--amp", "fp8"], "--amp must be bf16 or none"),
+    (["--ema", "1.0"], "--ema must be in [0, 1)"),
     (["--normalise", "foo"], "--normalise must be one of"),
     (["--photons", "5:1"], "--photons must be LO:HI with 0 < LO ≤ HI"),
     (["--schedule", "x"], "unknown schedule 'x'"),

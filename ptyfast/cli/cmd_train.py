@@ -28,6 +28,8 @@ def train_cmd(
     phase_weight: Annotated[float, typer.Option(min=0, help="Weight of the phase channel against the amplitude's "
                                                             "(lit).")] = 1.0,
     cycle_steps: Annotated[int, typer.Option(min=1, help="Half-cycle length of the cyclic schedule.")] = 1000,
+    ema: Annotated[float, typer.Option(help="Decay of a moving average of the weights used for validation and "
+                                            "best.pt (e.g. 0.999; 0 = off).")] = 0.0,
     amp: Annotated[str, typer.Option(help="bf16 autocast or none.")] = "bf16",
     channels_last: Annotated[bool, typer.Option(help="channels-last memory format.")] = True,
     clip: Annotated[float, typer.Option(min=0, help="Gradient-norm clip (0 = off).")] = 1.0,
@@ -93,7 +95,7 @@ def train_cmd(
         model=model, steps=steps, batch=batch, lr=lr, lr_min=lr_min, schedule=schedule, cycle_steps=cycle_steps,
         amp=amp, channels_last=channels_last, clip=clip, val_every=val_every, val_size=val_size, seed=seed,
         loss=loss, phase_mean_weight=phase_mean_weight, phase_weight=phase_weight, warmup=warmup, init_from=str(init_from or ""),
-        val_seed=val_seed,
+        val_seed=val_seed, ema=ema,
         threads=threads,
         data=DataOptions(object_size=object_size, pool_size=pool_size, procedural_fraction=procedural,
                          noise_fraction=noise, photons=(lo, hi), random_probes=random_probes,

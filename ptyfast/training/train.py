@@ -62,6 +62,9 @@ class TrainOptions:
         with ``init_from`` so their curves compare.
     init_from : start from the weights of this checkpoint (same architecture) with a fresh optimiser and
         schedule: continue a run under a new schedule, or adapt a model to a new probe.
+    ema : decay of an exponential moving average of the weights (and BatchNorm statistics), 0 = off. With it,
+        validation and ``best.pt`` use the averaged weights: less step-to-step noise, and less over-fitting on
+        small labelled sets.
     """
 
     model: str = "ptynet-s"
@@ -86,6 +89,7 @@ class TrainOptions:
     warmup: float = 0.02
     init_from: str = ""
     val_seed: int | None = None
+    ema: float = 0.0
     data: DataOptions = field(default_factory=DataOptions)
 
     def validate(self) -> "TrainOptions":
@@ -97,6 +101,8 @@ class TrainOptions:
             raise InputError(f"unknown schedule '{self.schedule}'; choose cyclic or onecycle.")
         if self.amp not in ("bf16", "none"):
             raise InputError(f"--amp must be bf16 or none; found '{self.amp}'.")
+        if not 0.0 <= self.ema < 1.0:
+            raise InputError(f"--ema must be in [0, 1) (0 = off); found {self.ema}.")
         self.data.validate()
         return self
 
@@ -334,10 +340,18 @@ def train(
     opt = torch.optim.Adam(model.parameters(), lr=options.lr,
                            betas=getattr(getattr(model, "module", model), "ADAM_BETAS", (0.9, 0.999)))
     sched = _make_scheduler(opt, options)
+    averaged = (torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(options.ema), use_buffers=True)
+        if options.ema else None)
     step, best, history, elapsed = 0, float("inf"), [], 0.0
     if resume and last_path.exists():
         ck = read_checkpoint(last_path)
         model.load_state_dict(ck["state_dict"])
+        if averaged is not None:
+            if "ema_state_dict" not in ck:
+                raise InputError(f"{last_path} was trained without --ema; resume it without --ema.")
+            averaged.module.load_state_dict(ck["ema_state_dict"])
+            averaged.n_averaged.fill_(max(ck["step"], 1))
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         step, best, history, elapsed = ck["step"], ck["best_val"], ck["history"], ck["elapsed"]
@@ -369,16 +383,20 @@ def train(
             "transform": options.data.transform, "photons": list(options.data.photons),
             "clean_photons": list(options.data.clean_photons) if options.data.clean_photons else None,
             "parameters": count_parameters(getattr(model, "module", model)), "torch": torch.__version__,
-            "loss": options.loss, "phase_mean_weight": options.phase_mean_weight, "phase_weight": options.phase_weight, "heads": heads,
+            "loss": options.loss, "phase_mean_weight": options.phase_mean_weight,
+            "phase_weight": options.phase_weight, "ema": options.ema, "heads": heads,
             "init_from": options.init_from and Path(options.init_from).name,
             "object_mean": list(obj_mean), "object_std": list(std), **figures,
         }
 
     figures: dict = {}
 
+    def kept():  # the weights validated and written to best.pt: the running average when --ema is on
+        return averaged.module if averaged is not None else getattr(model, "module", model)
+
     def validate(train_loss: float) -> float:
         nonlocal figures
-        f = evaluate(getattr(model, "module", model), val, options, device, std)
+        f = evaluate(kept(), val, options, device, std)
         figures = {"val_relative": round(f["relative"], 4), "val_struct_amplitude": round(f["struct_amplitude"], 4),
                    "val_struct_phase": round(f["struct_phase"], 4)}
         history.append((step, train_loss, f["loss"], f["relative"], f["struct_amplitude"], f["struct_phase"]))
@@ -403,6 +421,8 @@ def train(
             torch.nn.utils.clip_grad_norm_(model.parameters(), options.clip)
         opt.step()
         sched.step()
+        if averaged is not None:
+            averaged.update_parameters(model)
         step += 1
         window_n += options.batch * world
         info = {"loss": float(loss.detach()), "lr": sched.get_last_lr()[0]}
@@ -415,9 +435,11 @@ def train(
                 if vl < best:
                     best = vl
                     manifest.training = summary(vl)
-                    save_checkpoint(best_path, model, manifest)
+                    save_checkpoint(best_path, kept(), manifest)
                 manifest.training = summary(vl)
-                save_checkpoint(last_path, model, manifest, optimizer=opt.state_dict(),
+                ema_state = {"ema_state_dict": {k: v.detach().float().cpu() if v.is_floating_point() else v.cpu()
+                                                for k, v in averaged.module.state_dict().items()}} if averaged else {}
+                save_checkpoint(last_path, model, manifest, **ema_state, optimizer=opt.state_dict(),
                                 scheduler=sched.state_dict(), step=step, best_val=best, history=history,
                                 elapsed=elapsed, options=asdict(options))
         now = time.perf_counter()
