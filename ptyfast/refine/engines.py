@@ -350,6 +350,63 @@ class RefineSettings:
         return RefineSettings(algorithm, int(self.iterations), alpha, beta, batch, probe_step, int(self.probe_start))
 
 
+@dataclass
+class RefineStart:
+    """What a refinement starts from, checked: the object on its grid, the probe, the positions on that grid
+    (N, 2), the measured intensities and mask on the array module, and the data's total photons."""
+
+    object: object
+    probe: object
+    positions: np.ndarray
+    intensity: object
+    mask: object
+    photons: float
+
+
+def prepare_refinement(scan, *, init="flat", probe=None, positions=None, seed: int | None = 0, xp=np
+                       ) -> RefineStart:
+    """Check the probe, positions and data of ``scan`` and build the starting object (see :func:`refine`).
+
+    Raises
+    ------
+    InputError
+        A missing or non-finite probe, one of another size than the frames, positions of the wrong shape,
+        negative positions with a flat/random start, windows outside the object grid, or data without photons.
+    """
+    n = scan.n_frames
+    probe0 = scan.probe if probe is None else probe
+    if probe0 is None:
+        raise InputError("the scan has no probe; give one (probe=... or --probe) to refine.")
+    probe_d = xp.asarray(_to_numpy(probe0).astype(np.complex64))
+    window = tuple(int(s) for s in probe_d.shape)
+    if window != scan.frame_shape:
+        raise InputError(f"the probe is {window} but the frames are {scan.frame_shape}; they must match.")
+    if not bool(xp.all(xp.isfinite(probe_d))):
+        raise InputError("the probe contains NaN or Inf.")
+
+    pos = np.asarray(scan.positions if positions is None else positions, dtype=np.float64)
+    if pos.shape != (n, 2):
+        raise InputError(f"positions must have shape ({n}, 2) for {n} frames; found {pos.shape}.")
+    if isinstance(init, str) or init is None:
+        if np.any(pos < -1e-6):
+            raise InputError(
+                f"positions reach {pos.min(axis=0).round(1).tolist()} (y, x) but must be ≥ 0 for a "
+                f"{init or 'flat'} initial object; shift them (the converters do) or give an initial object."
+            )
+        shape = object_grid_shape(np.maximum(pos, 0), window)
+    else:
+        shape = tuple(int(s) for s in init.shape[-2:])
+    obj = initial_object(init, shape, seed=seed, xp=xp)
+    check_positions(pos, tuple(obj.shape), window)
+
+    intensity = _measured_intensity(scan, xp)
+    mask = None if scan.mask is None else xp.asarray(np.asarray(scan.mask, dtype=bool))
+    total = float(xp.sum(intensity if mask is None else intensity * mask))
+    if total <= 0:
+        raise InputError("the diffraction data hold no photons (all frames are zero).")
+    return RefineStart(object=obj, probe=probe_d, positions=pos, intensity=intensity, mask=mask, photons=total)
+
+
 def refine(
     scan,
     *,
@@ -431,40 +488,11 @@ def refine(
     algorithm, iterations, alpha, beta = st.algorithm, st.iterations, st.alpha, st.beta
     batch, probe_step, probe_start = st.batch, st.probe_step, st.probe_start
     n = scan.n_frames
-
     if xp is None:
         xp = get_array_module(init) if not isinstance(init, str) and init is not None else np
-    probe0 = scan.probe if probe is None else probe
-    if probe0 is None:
-        raise InputError("the scan has no probe; give one (probe=... or --probe) to refine.")
-    probe_d = xp.asarray(_to_numpy(probe0).astype(np.complex64))
-    window = tuple(int(s) for s in probe_d.shape)
-    if window != scan.frame_shape:
-        raise InputError(f"the probe is {window} but the frames are {scan.frame_shape}; they must match.")
-    if not bool(xp.all(xp.isfinite(probe_d))):
-        raise InputError("the probe contains NaN or Inf.")
-
-    pos = np.asarray(scan.positions if positions is None else positions, dtype=np.float64)
-    if pos.shape != (n, 2):
-        raise InputError(f"positions must have shape ({n}, 2) for {n} frames; found {pos.shape}.")
-    if isinstance(init, str) or init is None:
-        if np.any(pos < -1e-6):
-            raise InputError(
-                f"positions reach {pos.min(axis=0).round(1).tolist()} (y, x) but must be ≥ 0 for a "
-                f"{init or 'flat'} initial object; shift them (the converters do) or give an initial object."
-            )
-        shape = object_grid_shape(np.maximum(pos, 0), window)
-    else:
-        shape = tuple(int(s) for s in init.shape[-2:])
-    obj = initial_object(init, shape, seed=seed, xp=xp)
-    check_positions(pos, tuple(obj.shape), window)
-
-    intensity = _measured_intensity(scan, xp)
-    mask = None if scan.mask is None else xp.asarray(np.asarray(scan.mask, dtype=bool))
-    total = float(xp.sum(intensity if mask is None else intensity * mask))
-    if total <= 0:
-        raise InputError("the diffraction data hold no photons (all frames are zero).")
-
+    start = prepare_refinement(scan, init=init, probe=probe, positions=positions, seed=seed, xp=xp)
+    obj, probe_d, pos, intensity, mask, total = (start.object, start.probe, start.positions, start.intensity,
+                                                 start.mask, start.photons)
     meta: dict = {"object_shape": tuple(obj.shape)}
     ratio = _probe_power_ratio(probe_d, obj, pos, intensity, xp)
     meta["probe_power_ratio"] = ratio
