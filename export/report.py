@@ -15,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ptyfast.choices import Precision
 from ptyfast.errors import InputError
 from ptyfast.metrics import psnr
 from ptyfast.io.atomic import ensure_dir, write_text
 
 FORMATS = ("onnx", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+PRECISIONS = Precision.values()
 #: Patch-level PSNR (dB, vs fp32) above which a reduced-precision model counts as validated.
 MIN_PSNR = {"int8": 30.0, "fp16": 40.0, "bf16": 30.0, "fp32": 60.0}
 
@@ -117,8 +118,7 @@ def run_export(
     fmt = str(fmt).lower()
     if fmt not in FORMATS:
         raise InputError(f"unknown export format '{fmt}'; choose one of {', '.join(FORMATS)}.")
-    if precision not in PRECISIONS:
-        raise InputError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}.")
+    precision = Precision.check(precision, "precision")
     profile = te.parse_batch(batch)
     if fmt == "tensorrt":  # fail before any work
         te.require_tensorrt()

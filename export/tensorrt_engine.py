@@ -33,12 +33,13 @@ from typing import Any
 
 import numpy as np
 
+from ptyfast.choices import Precision
 from ptyfast.errors import InputError
 from ptyfast.models.manifest import Manifest, file_hash
 
 INPUT_NAME = "diffraction"
 OUTPUT_NAMES = ("amplitude", "phase")
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+PRECISIONS = Precision.values()
 DEFAULT_BATCH = (1, 64, 256)
 SIDECAR_FORMAT = "ptyfast-tensorrt-engine"
 _FLAG = {"fp16": "FP16", "bf16": "BF16", "int8": "INT8"}

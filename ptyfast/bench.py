@@ -33,10 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ptyfast.choices import Precision
 from ptyfast.errors import InputError
 
 BENCH_BACKENDS = ("onnxruntime", "torch", "tensorrt")
-BENCH_PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+BENCH_PRECISIONS = Precision.values()
 
 #: Published figures the measured ones are read against.
 REFERENCES = [

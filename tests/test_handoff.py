@@ -62,7 +62,7 @@ def test_handoff_follows_ptychi_conventions(handed_off):
 def test_handoff_bad_input(handed_off, tmp_path):
     scan_path = handed_off[0]
     one_error_line(run("reconstruct", scan_path, "-o", tmp_path / "x.h5", "--handoff", "ptypy", tmp_path / "d"),
-                   "--handoff ptypy")
+                   "unknown --handoff code 'ptypy'")
     (tmp_path / "file").write_text("")
     one_error_line(run("reconstruct", scan_path, "-o", tmp_path / "x.h5", "--handoff", "ptychi", tmp_path / "file"),
                    "give a folder")

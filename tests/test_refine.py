@@ -105,7 +105,7 @@ def test_positions_outside_grid_refused(sim):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(algorithm="dm"), "algorithm must be one of"),
+        (dict(algorithm="dm"), "unknown algorithm 'dm'"),
         (dict(iterations=0), "iterations must be ≥ 1"),
         (dict(alpha=1.5), r"rPIE alpha is a regularisation weight in \[0, 1\]"),
         (dict(algorithm="epie", beta=-1), "ePIE beta is a step size > 0"),
@@ -170,7 +170,7 @@ def test_cli_refine_writes_outputs(scan_file, tmp_path):
     "extra, match",
     [
         (["--init", "nothing.h5"], "does not exist"),
-        (["--algorithm", "dm"], "algorithm must be one of epie, rpie"),
+        (["--algorithm", "dm"], "unknown algorithm 'dm'; choose epie or rpie"),
         (["--iterations", "0"], "iterations must be ≥ 1"),
         (["--batch", "0"], "batch must be ≥ 1"),
         (["--alpha", "3"], "regularisation weight in [0, 1]"),

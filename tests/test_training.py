@@ -221,7 +221,7 @@ def test_init_from_starts_a_new_schedule_from_earlier_weights(tmp_path):
 def test_cli_rejects_unknown_normalisation_before_any_work(tmp_path):
     res = subprocess.run([sys.executable, "-m", "ptyfast", "train", "-o", str(tmp_path / "r"), "--normalise", "l2"],
                          capture_output=True, text=True)
-    assert res.returncode == 2 and "--normalise must be one of photons" in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 2 and "unknown input normalisation (--normalise) 'l2'; choose photons, max, std or none" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "r").exists()
 
 
@@ -245,11 +245,11 @@ def test_onecycle_schedule_accepts_short_runs(steps):
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["--amp", "fp8"], "--amp must be bf16 or none"),
+    (["--amp", "fp8"], "unknown --amp mode 'fp8'; choose bf16 or none"),
     (["--ema", "1.0"], "--ema must be in [0, 1)"),
-    (["--normalise", "foo"], "--normalise must be one of"),
+    (["--normalise", "foo"], "unknown input normalisation (--normalise) 'foo'"),
     (["--photons", "5:1"], "--photons must be LO:HI with 0 < LO ≤ HI"),
-    (["--schedule", "x"], "unknown schedule 'x'"),
+    (["--schedule", "x"], "unknown schedule 'x'; choose onecycle or cyclic"),
     (["--loss", "y"], "unknown loss 'y'"),
     (["--model", "nope"], "unknown model 'nope'"),
 ])

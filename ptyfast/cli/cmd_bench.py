@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ptyfast.cli.app import command, console
+from ptyfast.choices import Device
 
 
 @command("bench")
@@ -28,7 +29,7 @@ def bench_cmd(
     e2e_batch: Annotated[int, typer.Option(help="Inference batch of the end-to-end cases.")] = 128,
     finetune: Annotated[bool, typer.Option("--finetune/--no-finetune",
                                            help="Also time one fine-tuning epoch of 256 patterns (torch).")] = False,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Annotated[str, typer.Option(help=f"{Device.listing()}.")] = "auto",
     threads: Annotated[Optional[int], typer.Option(help="CPU threads (default: all usable cores).")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write every figure as JSON (atomic).")] = None,
 ) -> None:

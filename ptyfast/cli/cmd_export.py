@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ptyfast.cli.app import command, console, console_err
+from ptyfast.choices import Precision
 
 
 @command("export")
@@ -15,7 +16,7 @@ def export(
     model: Annotated[Optional[str], typer.Argument(
         help="Shipped model name (default ptynet-s), a .pt checkpoint, an .onnx file or a folder.")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="onnx or tensorrt.")] = "onnx",
-    precision: Annotated[str, typer.Option("--precision", "-p", help="fp32, fp16, bf16 or int8.")] = "fp32",
+    precision: Annotated[str, typer.Option("--precision", "-p", help=f"{Precision.listing()}.")] = "fp32",
     batch: Annotated[Optional[str], typer.Option(
         "--batch", help="TensorRT batch profile MIN:OPT:MAX (default 1:64:256).")] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="Output folder.")] = Path("."),

@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 
 from ptyfast.cli.app import Frames, command, console, console_err
+from ptyfast.choices import Algorithm, Backend, Device, Fit, Precision
 
 
 def progress_bar():
@@ -33,12 +34,12 @@ def reconstruct_cmd(
     output: Annotated[Optional[Path], typer.Option("-o", "--output",
                                                    help="Output .h5 (a folder when several scans).")] = None,
     model: Annotated[Optional[str], typer.Option(help="Shipped model name or .pt/.onnx/.engine path.")] = None,
-    backend: Annotated[str, typer.Option(help="auto, onnxruntime, tensorrt or torch.")] = "auto",
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    precision: Annotated[str, typer.Option(help="fp32, fp16, bf16 or int8.")] = "fp32",
+    backend: Annotated[str, typer.Option(help=f"{Backend.listing()}.")] = "auto",
+    device: Annotated[str, typer.Option(help=f"{Device.listing()}.")] = "auto",
+    precision: Annotated[str, typer.Option(help=f"{Precision.listing()}.")] = "fp32",
     batch: Annotated[int, typer.Option(min=1, help="Inference batch size.")] = 128,
     chunk: Annotated[int, typer.Option(min=1, help="Frames read from disk per chunk.")] = 512,
-    fit: Annotated[str, typer.Option(help="Adapt frames to the model input: none, crop, bin, pad.")] = "none",
+    fit: Annotated[str, typer.Option(help=f"Adapt frames to the model input: {Fit.listing()}.")] = "none",
     weighting: Annotated[str, typer.Option(help="Stitching weights: probe (|P|², sub-pixel) or uniform "
                                                 "(the paper's plain average).")] = "probe",
     align_phase: Annotated[Optional[bool], typer.Option(
@@ -48,7 +49,7 @@ def reconstruct_cmd(
     consistency: Annotated[bool, typer.Option(help="Forward-model data-consistency pass.")] = True,
     allow_probe_mismatch: Annotated[bool, typer.Option(help="Run even if the scan's probe differs from the "
                                                             "model's.")] = False,
-    refine: Annotated[Optional[str], typer.Option(help="Refine the network's result: rpie or epie.")] = None,
+    refine: Annotated[Optional[str], typer.Option(help=f"Refine the network's result: {Algorithm.listing()}.")] = None,
     iterations: Annotated[int, typer.Option(min=1, help="Refinement iterations.")] = 50,
     png: Annotated[bool, typer.Option("--png/--no-png", help="Write PNG previews.")] = True,
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for every library: torch, ONNX Runtime, "
@@ -90,10 +91,9 @@ def reconstruct_cmd(
                          chunk=chunk, fit=fit, weighting=weighting, align_phase=align_phase,
                          consistency=consistency, allow_probe_mismatch=allow_probe_mismatch, threads=threads)
     if handoff is not None:
-        from ptyfast.io.handoff import HANDOFFS
+        from ptyfast.choices import Handoff
 
-        if handoff[0] not in HANDOFFS:
-            raise InputError(f"--handoff {handoff[0]}: the codes ptyfast hands off to are {', '.join(HANDOFFS)}.")
+        Handoff.check(handoff[0], "--handoff code")
         if handoff[1].exists() and not handoff[1].is_dir():
             raise InputError(f"--handoff {handoff[0]} {handoff[1]}: that is a file; give a folder.")
     finish = Finisher(frames=frames, refine=refine, iterations=iterations, consistency=consistency, png=png,

@@ -9,6 +9,7 @@ import numpy as np
 import typer
 
 from ptyfast.cli.app import Frames, OutPath, Seed, command, console, console_err
+from ptyfast.choices import Algorithm
 
 
 def _init_arg(init: str) -> dict:
@@ -23,7 +24,7 @@ def refine_cmd(
     scan_path: Annotated[Path, typer.Argument(metavar="SCAN", help="Scan file (CXI/HDF5, Tike npz, PtyNet npz/dir).")],
     init: Annotated[str, typer.Option("--init", help="Initial object: 'flat', 'random' or an HDF5 output "
                                                      "holding 'object' (e.g. of `ptyfast reconstruct`).")] = "flat",
-    algorithm: Annotated[str, typer.Option("--algorithm", "-a", help="Engine: epie or rpie.")] = "rpie",
+    algorithm: Annotated[str, typer.Option("--algorithm", "-a", help=f"Engine: {Algorithm.listing()}.")] = "rpie",
     iterations: Annotated[int, typer.Option("--iterations", "-n", help="Passes over all positions (≥ 1).")] = 50,
     batch: Annotated[Optional[int], typer.Option("--batch", help="Mini-batch size; omit for the "
                                                  "sequential textbook algorithm.")] = None,

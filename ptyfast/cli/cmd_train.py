@@ -10,6 +10,7 @@ import numpy as np
 import typer
 
 from ptyfast.cli.app import Frames, command, console
+from ptyfast.choices import Autocast
 
 
 @command("train")
@@ -30,7 +31,7 @@ def train_cmd(
     cycle_steps: Annotated[int, typer.Option(min=1, help="Half-cycle length of the cyclic schedule.")] = 1000,
     ema: Annotated[float, typer.Option(help="Decay of a moving average of the weights used for validation and "
                                             "best.pt (e.g. 0.999; 0 = off).")] = 0.0,
-    amp: Annotated[str, typer.Option(help="bf16 autocast or none.")] = "bf16",
+    amp: Annotated[str, typer.Option(help=f"Mixed precision: {Autocast.listing()}.")] = "bf16",
     channels_last: Annotated[bool, typer.Option(help="channels-last memory format.")] = True,
     clip: Annotated[float, typer.Option(min=0, help="Gradient-norm clip (0 = off).")] = 1.0,
     val_every: Annotated[int, typer.Option(min=1)] = 200,

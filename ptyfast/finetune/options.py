@@ -7,15 +7,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ptyfast.choices import Autocast, FinetuneLoss, Fit, Freeze, Objective, Scale
 from ptyfast.errors import InputError
 
 __all__ = ["FinetuneOptions", "FinetuneResult", "frame_subset", "select_frames"]
 
-SUBSETS = ("all", "half")
-FREEZE = ("none", "encoder")
-LOSSES = ("l1", "poisson")
-OBJECTIVES = ("pattern", "overlap", "guided")
-SCALES = ("fit", "fixed")
 
 
 @dataclass
@@ -71,8 +67,7 @@ class FinetuneOptions:
         """Check every field; raise :class:`InputError` naming the first bad one."""
         if self.epochs < 1:
             raise InputError(f"--epochs must be at least 1; found {self.epochs}.")
-        if self.fit not in ("none", "crop", "bin", "pad"):
-            raise InputError(f"--fit must be none, crop, bin or pad; found '{self.fit}'.")
+        self.fit = Fit.check(self.fit, "--fit mode")
         if self.batch < 1:
             raise InputError(f"--batch must be at least 1; found {self.batch}.")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -81,18 +76,13 @@ class FinetuneOptions:
             raise InputError(f"--probe-step must be in (0, 1]; found {self.probe_step}.")
         if self.probe_iterations < 1:
             raise InputError(f"--probe-iterations must be at least 1; found {self.probe_iterations}.")
-        if self.freeze not in FREEZE:
-            raise InputError(f"--freeze must be one of {', '.join(FREEZE)}; found '{self.freeze}'.")
-        if self.loss not in LOSSES:
-            raise InputError(f"--loss must be one of {', '.join(LOSSES)}; found '{self.loss}'.")
-        if self.objective not in OBJECTIVES:
-            raise InputError(f"--objective must be one of {', '.join(OBJECTIVES)}; found '{self.objective}'.")
+        self.freeze = Freeze.check(self.freeze, "--freeze mode")
+        self.loss = FinetuneLoss.check(self.loss, "--loss")
+        self.objective = Objective.check(self.objective, "--objective")
         if not (self.guide_weight >= 0 and math.isfinite(self.guide_weight)):
             raise InputError(f"--guide-weight must be a number ≥ 0; found {self.guide_weight}.")
-        if self.scale not in SCALES:
-            raise InputError(f"--scale must be one of {', '.join(SCALES)}; found '{self.scale}'.")
-        if self.amp not in ("bf16", "none"):
-            raise InputError(f"--amp must be bf16 or none; found '{self.amp}'.")
+        self.scale = Scale.check(self.scale, "--scale mode")
+        self.amp = Autocast.check(self.amp, "--amp mode")
         if self.phase_anchor < 0:
             raise InputError(f"--phase-anchor must be ≥ 0; found {self.phase_anchor}.")
         frame_subset(self.subset)

@@ -26,10 +26,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ptyfast.choices import Handoff
 from ptyfast.errors import InputError
 
 MARGIN = 2
-HANDOFFS = ("ptychi",)
 
 RUN_PTYCHI = '''"""Start Pty-Chi's rPIE from ptyfast's hand-off (written by `ptyfast reconstruct --handoff ptychi`).
 

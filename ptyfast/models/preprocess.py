@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ptyfast.choices import Normalisation, Transform
 from ptyfast.errors import InputError
 from ptyfast.physics.forward import back_propagate, far_field
 from ptyfast.scan import object_grid
@@ -122,10 +123,10 @@ def model_grid(positions: np.ndarray, frame_size: int, size: tuple[int, int], fi
                      mask=None if mask is None else fit_mask(mask, size, fit))
 
 
-TRANSFORMS = ("sqrt", "log1p", "quarter")
+TRANSFORMS = Transform.values()
 
 
-NORMALISATIONS = ("photons", "max", "std", "none")
+NORMALISATIONS = Normalisation.values()
 
 
 def preprocess(frames: np.ndarray, manifest=None, *, preprocessing: dict | None = None,

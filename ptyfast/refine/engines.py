@@ -61,15 +61,15 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ptyfast.choices import Algorithm
 from ptyfast.errors import InputError
 from ptyfast.kernels import gather, overlap_add, project_exit_waves
 from ptyfast.physics.xp import get_array_module
 
-ALGORITHMS = ("epie", "rpie")
+ALGORITHMS = Algorithm.values()
 #: Default (alpha, beta) per algorithm. ePIE: step sizes (Maiden & Rodenburg 2009 use 1). rPIE: the
 #: regularisation weights of Maiden et al. 2017, Table 1 (0.05–0.25 recommended; Pty-Chi's default 0.1).
 DEFAULT_PARAMETERS = {"epie": (1.0, 1.0), "rpie": (0.1, 0.1)}
-INIT_CHOICES = ("flat", "random")
 DIVERGENCE_FACTOR = 10.0  # an error this many times its best so far ends the run as diverged (best iterate kept)
 
 ProgressFn = Callable[[int, int, float], Any]
@@ -325,9 +325,7 @@ class RefineSettings:
     probe_start: int = 0
 
     def resolve(self, n_frames: int) -> "RefineSettings":
-        algorithm = str(self.algorithm).lower()
-        if algorithm not in ALGORITHMS:
-            raise InputError(f"algorithm must be one of {', '.join(ALGORITHMS)}; found {algorithm!r}.")
+        algorithm = Algorithm.check(self.algorithm, "algorithm")
         if int(self.iterations) < 1:
             raise InputError(f"iterations must be ≥ 1; found {self.iterations}.")
         a_def, b_def = DEFAULT_PARAMETERS[algorithm]

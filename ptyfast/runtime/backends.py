@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ptyfast.choices import Backend as BackendChoice, Device, Precision
 from ptyfast.errors import InputError
 from ptyfast.models.manifest import Manifest, file_hash
 from ptyfast.export.model_files import fp32_onnx, reduced_onnx
@@ -26,9 +27,7 @@ from ptyfast.models.pretrained import ModelSource, cache_dir, resolve_model
 
 INPUT_NAME = "diffraction"
 OUTPUT_NAMES = ("amplitude", "phase")
-BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+BACKENDS, DEVICES, PRECISIONS = BackendChoice.values(), Device.values(), Precision.values()
 ORT_PRECISIONS = ("fp32", "int8", "fp16")
 TORCH_PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -344,12 +343,9 @@ def open_backend(
     """
     from ptyfast.export.tensorrt_engine import gpu_info, tensorrt_version
 
-    if backend not in BACKENDS:
-        raise InputError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}.")
-    if device not in DEVICES:
-        raise InputError(f"unknown device '{device}'; choose one of {', '.join(DEVICES)}.")
-    if precision not in PRECISIONS:
-        raise InputError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}.")
+    backend = BackendChoice.check(backend, "backend")
+    device = Device.check(device, "device")
+    precision = Precision.check(precision, "precision")
     source = model_spec if isinstance(model_spec, ModelSource) else resolve_model(model_spec)
     b: Backend
 

@@ -28,9 +28,9 @@ from ptyfast.errors import InputError
 from ptyfast.kernels import exit_waves, far_field_unshifted, normalise, overlap_add
 from ptyfast.runtime.phase_align import solve_phase_offsets, support_box
 from ptyfast.models.preprocess import fit_frames, fit_mask, fit_probe, model_grid, preprocess
+from ptyfast.choices import Fit, Weighting
 from ptyfast.scan import Scan, validate_frames
 
-WEIGHTINGS = ("probe", "uniform")
 
 
 @dataclass
@@ -172,8 +172,8 @@ def plan_stitch(positions: np.ndarray, frame_size: int, manifest, probe: np.ndar
                 weighting: str = "probe", align_phase: bool | None = None, mask: np.ndarray | None = None
                 ) -> StitchPlan:
     """The :class:`StitchPlan` of a scan (see :func:`reconstruct_scan` for the options)."""
-    if weighting not in WEIGHTINGS:
-        raise InputError(f"unknown stitching weighting '{weighting}'; choose {' or '.join(WEIGHTINGS)}.")
+    weighting = Weighting.check(weighting, "stitching weighting")
+    fit = Fit.check(fit, "--fit mode")
     size = tuple(manifest.input_size)
     if probe is not None:
         probe = fit_probe(probe, size, fit)

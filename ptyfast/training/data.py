@@ -55,12 +55,10 @@ class DataOptions:
 
     def validate(self) -> "DataOptions":
         """Raise :class:`InputError` (one sentence, named as the CLI option) on an unusable setting."""
-        from ptyfast.models.preprocess import NORMALISATIONS, TRANSFORMS
+        from ptyfast.choices import Normalisation, Transform
 
-        if self.normalise not in NORMALISATIONS:
-            raise InputError(f"--normalise must be one of {', '.join(NORMALISATIONS)}; found '{self.normalise}'.")
-        if self.transform not in TRANSFORMS:
-            raise InputError(f"--transform must be one of {', '.join(TRANSFORMS)}; found '{self.transform}'.")
+        self.normalise = Normalisation.check(self.normalise, "input normalisation (--normalise)")
+        self.transform = Transform.check(self.transform, "input transform (--transform)")
         for name, rng in (("--photons", self.photons), ("--clean-photons", self.clean_photons)):
             if rng is not None and not (len(rng) == 2 and 0 < rng[0] <= rng[1] and np.all(np.isfinite(rng))):
                 raise InputError(f"{name} must be LO:HI with 0 < LO ≤ HI; found {rng[0]:g}:{rng[-1]:g}.")

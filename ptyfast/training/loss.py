@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import torch
 
-LOSSES = ("lit", "mse")
-
-
 def _moments(err: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-patch masked mean and variance of ``err`` (B, H, W) → (B,), (B,)."""
     n = mask.sum((-2, -1)).clamp_min(1.0)

@@ -30,13 +30,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from ptyfast import __version__
+from ptyfast.choices import Autocast, Schedule, TrainLoss
 from ptyfast.errors import InputError
 from ptyfast.io.images import read_image
 from ptyfast.models import build_model, count_parameters, get_entry
 from ptyfast.models.checkpoint import read_checkpoint, save_checkpoint
 from ptyfast.models.manifest import Manifest, probe_hash
 from ptyfast.training.data import DataOptions, PatternSampler, build_pool, fixed_set, list_images, lit_mask
-from ptyfast.training.loss import LOSSES, learning_figures, loss_function
+from ptyfast.training.loss import learning_figures, loss_function
 
 
 @dataclass
@@ -95,12 +96,9 @@ class TrainOptions:
     def validate(self) -> "TrainOptions":
         """Raise :class:`InputError` (one sentence, named as the CLI option) on an unusable setting."""
         get_entry(self.model)  # an unknown architecture names the registered ones
-        if self.loss not in LOSSES:
-            raise InputError(f"unknown loss '{self.loss}'; choose {' or '.join(LOSSES)}.")
-        if self.schedule not in ("onecycle", "cyclic"):
-            raise InputError(f"unknown schedule '{self.schedule}'; choose cyclic or onecycle.")
-        if self.amp not in ("bf16", "none"):
-            raise InputError(f"--amp must be bf16 or none; found '{self.amp}'.")
+        self.loss = TrainLoss.check(self.loss, "loss")
+        self.schedule = Schedule.check(self.schedule, "schedule")
+        self.amp = Autocast.check(self.amp, "--amp mode")
         if not 0.0 <= self.ema < 1.0:
             raise InputError(f"--ema must be in [0, 1) (0 = off); found {self.ema}.")
         self.data.validate()
