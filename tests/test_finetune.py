@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import h5py
 import numpy as np
 import pytest
 
@@ -15,6 +16,7 @@ from typer.testing import CliRunner  # noqa: E402
 from ptyfast.cli import _load_commands, app  # noqa: E402
 from cli_helpers import assert_one_line_error  # noqa: E402
 from ptyfast.errors import InputError  # noqa: E402
+from ptyfast.io.cxi import read_cxi  # noqa: E402
 from ptyfast.finetune import (  # noqa: E402
     FinetuneOptions, finetune, finetune_file, probe_error, resolve_probe, save_finetuned, select_frames,
 )
@@ -415,5 +417,7 @@ def test_finetune_fit_crop_and_its_result_reads_like_a_reconstruction(tmp_path):
     rec = read_reconstruction(out / "preview.h5")
     assert rec["object"].shape == rec["weight"].shape and np.all(np.isfinite(rec["object"]))
     assert rec["positions"].shape == (16, 2) and rec["probe"].shape == (128, 128)  # the cropped frames' grid
+    with h5py.File(out / "preview.h5", "r") as f:  # cropping 160 → 128 coarsens the object pixel by 160/128
+        assert f.attrs["object_pixel_size_m"] == pytest.approx(read_cxi(scan_path).object_pixel_size() * 160 / 128)
     res = runner.invoke(app, ["evaluate", str(out / "preview.h5"), "--truth", str(scan_path)])
     assert res.exit_code == 0 and "PSNR" in res.output, res.output

@@ -265,3 +265,37 @@ def test_phase_alignment_keeps_isolated_patches_and_is_invariant_to_order():
     order = [2, 0, 1]
     z2 = solve_phase_offsets(p[order], near[order], np.ones((16, 16), np.float32))
     np.testing.assert_allclose(z1[order] / z1[order][0], z2 / z2[0], atol=1e-4)
+
+
+def test_outputs_store_the_pixel_size_and_previews_share_one_style(held_out_scan, tmp_path):
+    """reconstruct and refine store the object pixel (m) and draw previews alike: cropped to the scanned area,
+    a scale bar, the pixel size in the label."""
+    from PIL import Image
+
+    from ptyfast.runtime.output import scale_bar
+
+    path, scan = held_out_scan
+    dx = read_cxi(path).object_pixel_size()
+    assert np.isfinite(dx) and dx > 0
+    for out, cmd in ((tmp_path / "nn.h5", ("reconstruct", path)), (tmp_path / "rpie.h5", ("refine", path, "-n", "2"))):
+        res = run(*cmd, "-o", out)
+        assert res.returncode == 0, res.stderr
+        with h5py.File(out, "r") as f:
+            assert f.attrs["object_pixel_size_m"] == pytest.approx(dx)
+            weight = f["weight"][()]
+        covered = weight >= 0.05 * weight.max()
+        rows, cols = (int(np.ptp(ix)) + 1 for ix in np.nonzero(covered))
+        image = np.asarray(Image.open(out.with_name(out.stem + "_phase.png")).convert("L"))
+        assert image.shape[0] == rows + 14 + 30  # the covered rows, the scale-bar strip, the colour bar
+        length, label = scale_bar(cols, dx)
+        assert label.endswith(("um", "nm"))
+        strip = image[rows + 4: rows + 8, :]
+        assert (strip[:, 2: 2 + length] < 10).all()  # the black bar
+
+
+def test_scale_bar_is_a_round_length_near_a_fifth_of_the_width():
+    from ptyfast.runtime.output import scale_bar
+
+    assert scale_bar(300, 10e-9) == (50, "0.5 um")  # 20 % of 3 µm → 0.5 µm = 50 px
+    assert scale_bar(100, 1e-9) == (20, "20 nm")
+    assert scale_bar(1000, 1e-6) == (200, "200 um")

@@ -224,7 +224,8 @@ class Finisher:
         prov["frame_selection"] = self.frames or "all"
         with output_transaction():
             write_reconstruction(out, rec, prov)
-            written = save_previews(rec, out.with_suffix("")) if self.png else []
+            written = save_previews(rec, out.with_suffix(""), pixel_size_m=prov.get("object_pixel_size_m")) \
+                if self.png else []
             if self.handoff is not None and scan is not None:
                 from ptyfast.io.handoff import write_ptychi_handoff
 

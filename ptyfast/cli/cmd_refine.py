@@ -72,7 +72,8 @@ def refine_cmd(
     weight = result_weight(result)  # computed once for the HDF5 and the PNGs
     with output_transaction():  # the HDF5 and its PNGs appear together or not at all
         write_refine_h5(output, result, provenance=provenance, origin=start["origin"], weight=weight)
-        files = [output] + (save_pngs(result, output.with_suffix(""), weight=weight) if png else [])
+        files = [output] + (save_pngs(result, output.with_suffix(""), weight=weight,
+                                                  pixel_size_m=provenance["object_pixel_size_m"]) if png else [])
     if result.iterations:
         console.print(f"{result.algorithm}: {result.iterations} iterations, error {result.errors[0]:.4g} → "
                       f"{result.errors[-1]:.4g}, {result.seconds_per_iteration:.3g} s/iteration")

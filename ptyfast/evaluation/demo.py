@@ -99,7 +99,7 @@ def run_demo(output: str | Path, o: DemoOptions | None = None, *, log=print) -> 
                                                                      obj)[0]
         shown[f"+ {o.refine} rPIE"] = np.asarray(res.object)
     lazy.close()
-    pics = save_previews(rec, output / "demo_recon")
+    pics = save_previews(rec, output / "demo_recon", pixel_size_m=prov.get("object_pixel_size_m"))
     pics.append(comparison_figure(output / "demo_truth_vs_recon.png", shown,
                                   truth_on_grid(obj, rec.origin, rec.object.shape), region,
                                   f"held-out scan, {o.overlap:.0%} overlap: " + ", ".join(

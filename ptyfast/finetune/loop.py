@@ -420,4 +420,5 @@ def finetune(
                           r_factor_after=float(r_after), time_s=elapsed, before=before,
                           after=last.object() if last is not None else None, weight_before=weight_before,
                           weight_after=last.wsum if last is not None else None,
-                          origin=tuple(float(v) for v in grid.origin), positions=pos, options=o)
+                          origin=tuple(float(v) for v in grid.origin), positions=pos, options=o,
+                          pixel_size_m=float(scan.object_pixel_size(size[0], o.fit)))

@@ -139,7 +139,7 @@ class FinetuneResult:
     time_s : wall time of the optimisation loop (seconds).
     before, after : stitched complex objects (from the frames used) when ``stitch=True``, else None.
     weight_before, weight_after : their ``Σ|P|²`` weight maps; ``origin`` : the scan position of pixel (0, 0);
-    ``positions`` : the frames' windows on that grid.
+    ``positions`` : the frames' windows on that grid; ``pixel_size_m`` : its object pixel (NaN without geometry).
     """
 
     model: object
@@ -158,3 +158,4 @@ class FinetuneResult:
     origin: tuple[float, float] = (0.0, 0.0)
     positions: np.ndarray | None = None
     options: FinetuneOptions | None = None
+    pixel_size_m: float = float("nan")

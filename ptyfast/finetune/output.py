@@ -130,7 +130,7 @@ def _write_result(path: Path, result: FinetuneResult) -> None:
     write_reconstruction(path, rec, {"source": "ptyfast finetune", "model_manifest": result.manifest.to_json(),
                                      "r_factor_before": result.r_factor_before,
                                      "r_factor_after": result.r_factor_after,
-                                     "frames": len(result.frames)})
+                                     "frames": len(result.frames), "object_pixel_size_m": result.pixel_size_m})
 
 
 def finetune_file(

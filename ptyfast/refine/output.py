@@ -93,18 +93,17 @@ def result_weight(result) -> np.ndarray:
     return illumination(_np(result.probe), np.asarray(result.positions, np.float64), _np(result.object).shape)
 
 
-def save_pngs(result, stem: str | Path, *, crop: bool = True, weight: np.ndarray | None = None) -> list[Path]:
-    """Amplitude and phase previews in ``reconstruct``'s style (:func:`ptyfast.runtime.output.write_preview`:
-    covered pixels, percentile limits printed under a colour bar), plus probe (amplitude | phase) and
-    error-curve figures, beside ``stem``.
-
-    ``crop`` limits the object images to the covered area (illumination ≥ 5 % of its maximum). Returns the
-    written paths: ``<stem>_amplitude.png``, ``_phase.png``, ``_probe.png``, ``_errors.png``.
-    """
+def save_pngs(result, stem: str | Path, *, weight: np.ndarray | None = None, pixel_size_m: float | None = None
+              ) -> list[Path]:
+    """Amplitude and phase previews in ``reconstruct``'s style (:func:`ptyfast.runtime.output.object_previews`:
+    cropped to the covered area — illumination ≥ 5 % of its maximum —, percentile limits printed under a colour
+    bar, a µm scale bar when ``pixel_size_m`` is known), plus probe (amplitude | phase) and error-curve figures,
+    beside ``stem``. Returns the written paths: ``<stem>_amplitude.png``, ``_phase.png``, ``_probe.png``,
+    ``_errors.png``."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from ptyfast.runtime.output import write_preview
+    from ptyfast.runtime.output import object_previews
 
     stem = Path(stem)
     obj = _np(result.object)
@@ -112,17 +111,7 @@ def save_pngs(result, stem: str | Path, *, crop: bool = True, weight: np.ndarray
     if weight is None:
         weight = result_weight(result)
     shown = weight >= 0.05 * float(weight.max()) if weight.max() > 0 else np.ones(obj.shape, bool)
-    if crop and shown.any():
-        ys, xs = np.nonzero(shown)
-        box = slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1)
-        obj, shown = obj[box], shown[box]
-    out = []
-    title = f"{result.algorithm}, {result.iterations} iterations"
-    for name, data, cmap, label in (("amplitude", np.abs(obj), "gray", "amplitude"),
-                                    ("phase", np.angle(obj), "viridis", "phase (rad)")):
-        lo, hi = (float(v) for v in np.percentile(data[shown], [0.5, 99.5]))
-        out.append(write_preview(stem.with_name(f"{stem.name}_{name}.png"), data, shown, cmap, (lo, hi),
-                                 f"{title}: {label}"))
+    out = object_previews(stem, obj, shown, title=f"{result.algorithm}, {result.iterations} iterations", pixel_size_m=pixel_size_m)
 
     def _save(fig, name):
         p = stem.with_name(f"{stem.name}_{name}.png")

@@ -76,30 +76,51 @@ def read_reconstruction(path: str | Path) -> dict:
     return out
 
 
-def save_previews(rec, stem: str | Path, *, title: str = "") -> list[Path]:
-    """PNG previews written directly with Pillow (no figure on the hot path): ``<stem>_amplitude.png``,
-    ``<stem>_phase.png`` (covered pixels; colour limits the 0.5–99.5 % percentiles of the covered region,
-    printed under the image beside a colour bar, so a flat object looks flat) and ``<stem>_consistency.png``
-    (each frame's normalised error as a square at its probe centre, limits 0…max). Written atomically."""
+def covered_box(covered: np.ndarray) -> tuple[slice, slice]:
+    """The bounding box of the covered pixels (the whole array when none is): previews show the scanned area."""
+    if not covered.any():
+        return slice(0, covered.shape[0]), slice(0, covered.shape[1])
+    ys, xs = np.nonzero(covered)
+    return slice(int(ys.min()), int(ys.max()) + 1), slice(int(xs.min()), int(xs.max()) + 1)
+
+
+def object_previews(stem: str | Path, obj: np.ndarray, covered: np.ndarray, *, title: str = "",
+                    pixel_size_m: float | None = None) -> list[Path]:
+    """``<stem>_amplitude.png`` and ``<stem>_phase.png`` of ``obj`` cropped to the covered area: the one preview
+    style of reconstruct and refine (colour limits the 0.5–99.5 % percentiles of the covered pixels, printed
+    under a colour bar, so a flat object looks flat; a scale bar in µm when the pixel size is known)."""
     stem = Path(stem)
-    covered = rec.covered(0.05)
+    box = covered_box(covered)
+    obj, covered = obj[box], covered[box]
     paths = []
-    for name, data, cmap, label in (("amplitude", rec.amplitude, "gray", "amplitude"),
-                                    ("phase", rec.phase, "viridis", "phase (rad)")):
+    for name, data, cmap, label in (("amplitude", np.abs(obj), "gray", "amplitude"),
+                                    ("phase", np.angle(obj), "viridis", "phase (rad)")):
         vals = data[covered] if covered.any() else data.ravel()
         lo, hi = (float(v) for v in np.percentile(vals, [0.5, 99.5]))
         paths.append(write_preview(stem.with_name(f"{stem.name}_{name}.png"), data, covered, cmap, (lo, hi),
-                                   f"{title} {label}".strip()))
+                                   f"{title}: {label}" if title else label, pixel_size_m=pixel_size_m))
+    return paths
+
+
+def save_previews(rec, stem: str | Path, *, title: str = "", pixel_size_m: float | None = None) -> list[Path]:
+    """PNG previews written directly with Pillow (no figure on the hot path): the amplitude and phase of
+    :func:`object_previews` and ``<stem>_consistency.png`` (each frame's normalised error as a square at its
+    probe centre, limits 0…max, on the same crop). Written atomically."""
+    stem = Path(stem)
+    covered = rec.covered(0.05)
+    paths = object_previews(stem, rec.object, covered, title=title, pixel_size_m=pixel_size_m)
     if rec.consistency is not None:
         h, w = rec.weight.shape
         errors = np.full((h, w), np.nan, np.float32)
         half = np.asarray(rec.probe.shape if rec.probe is not None else (0, 0)) / 2
         for (y, x), e in zip(np.round(rec.positions + half).astype(int), rec.consistency.per_frame):
             errors[max(y - 2, 0): y + 3, max(x - 2, 0): x + 3] = e
+        errors = errors[covered_box(covered)]
         shown = np.isfinite(errors)
         top = float(np.max(rec.consistency.per_frame)) if len(rec.consistency.per_frame) else 1.0
         paths.append(write_preview(stem.with_name(f"{stem.name}_consistency.png"), np.nan_to_num(errors), shown,
-                                   "magma", (0.0, top), f"error per frame (eps = {rec.consistency.error:.3g})"))
+                                   "magma", (0.0, top), f"error per frame (eps = {rec.consistency.error:.3g})",
+                                   pixel_size_m=pixel_size_m))
     return paths
 
 
@@ -114,30 +135,53 @@ def colour_table(name: str, levels: int = 256) -> np.ndarray:
     return (colormaps[name](np.linspace(0.0, 1.0, levels))[:, :3] * 255).round().astype(np.uint8)
 
 
-def write_preview(path: Path, data: np.ndarray, shown: np.ndarray, cmap: str, limits: tuple[float, float],
-                  label: str) -> Path:
-    """One image at one object pixel per screen pixel: ``data`` through the colour map between ``limits``
-    (pixels outside ``shown`` grey), a colour bar and the limits as text below it. A palette PNG at zlib
-    level 1: a 1,187² preview takes tens of milliseconds."""
-    from PIL import Image, ImageDraw
+def scale_bar(width_px: int, pixel_size_m: float) -> tuple[int, str]:
+    """A round length (1, 2 or 5 × 10^k m) near a fifth of ``width_px`` pixels: (its length in pixels, label)."""
+    target = 0.2 * width_px * pixel_size_m
+    exponent = np.floor(np.log10(target))
+    length = max((m * 10.0**exponent for m in (1, 2, 5) if m * 10.0**exponent <= target * (1 + 1e-9)),
+                 default=10.0**exponent)
+    um = length * 1e6
+    # "um": Pillow's built-in font has no µ glyph
+    return max(int(round(length / pixel_size_m)), 1), f"{um:.3g} um" if um >= 0.1 else f"{um * 1e3:.3g} nm"
 
+
+def write_preview(path: Path, data: np.ndarray, shown: np.ndarray, cmap: str, limits: tuple[float, float],
+                  label: str, *, pixel_size_m: float | None = None) -> Path:
+    """One image at one object pixel per screen pixel: ``data`` through the colour map between ``limits``
+    (pixels outside ``shown`` grey), a colour bar and the limits as text below it, and with a known object
+    pixel size a scale bar (µm, written "um") and the pixel size in the label. A palette PNG at zlib level 1: a 1,187²
+    preview takes tens of milliseconds."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
     lo, hi = limits
     span = hi - lo if hi > lo else 1.0  # lo == hi: a flat image stays one colour
     idx = np.clip((np.asarray(data, np.float32) - lo) * ((LEVELS - 1) / span), 0, LEVELS - 1).astype(np.uint8)
     idx[~shown] = GREY
     h, w = idx.shape
-    width = max(w, 240)
-    page = np.full((h + 30, width), WHITE, np.uint8)
+    known = pixel_size_m is not None and np.isfinite(pixel_size_m) and pixel_size_m > 0
+    if known:
+        label = f"{label}, {pixel_size_m * 1e9:.3g} nm/px"
+    left, right = f"{lo:.4g}", f"{hi:.4g}"
+    text_w = {t: int(np.ceil(font.getlength(t, mode="1"))) for t in (left, right, label)}  # as drawn on "P"
+    width = max(w, sum(text_w.values()) + 24)  # every label fits under a narrow image
+    bar_rows = 14 if known else 0
+    page = np.full((h + bar_rows + 30, width), WHITE, np.uint8)
     page[:h, :w] = idx
-    page[h + 2: h + 10] = np.linspace(0, LEVELS - 1, width).astype(np.uint8)
+    top = h + bar_rows
+    page[top + 2: top + 10] = np.linspace(0, LEVELS - 1, width).astype(np.uint8)
     image = Image.fromarray(page, mode="P")
     palette = np.vstack([colour_table(cmap, LEVELS), [[48, 48, 48], [255, 255, 255], [0, 0, 0]]])
     image.putpalette(palette.astype(np.uint8).ravel().tolist())
     draw = ImageDraw.Draw(image)
-    right = f"{hi:.4g}"
-    draw.text((2, h + 12), f"{lo:.4g}", fill=BLACK)
-    draw.text((width - 6 * len(right) - 2, h + 12), right, fill=BLACK)
-    draw.text((width // 2 - 3 * len(label), h + 12), label, fill=BLACK)
+    if known:
+        length, text = scale_bar(w, pixel_size_m)
+        draw.rectangle([2, h + 4, 2 + length, h + 7], fill=BLACK)
+        draw.text((length + 8, h + 1), text, fill=BLACK, font=font)
+    draw.text((2, top + 12), left, fill=BLACK, font=font)
+    draw.text((width - text_w[right] - 2, top + 12), right, fill=BLACK, font=font)
+    draw.text((text_w[left] + 12, top + 12), label, fill=BLACK, font=font)
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG", compress_level=1)
     return path
