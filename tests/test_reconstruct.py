@@ -299,3 +299,25 @@ def test_scale_bar_is_a_round_length_near_a_fifth_of_the_width():
     assert scale_bar(300, 10e-9) == (50, "0.5 um")  # 20 % of 3 µm → 0.5 µm = 50 px
     assert scale_bar(100, 1e-9) == (20, "20 nm")
     assert scale_bar(1000, 1e-6) == (200, "200 um")
+
+
+def test_stitch_stage_runs_in_order_and_surfaces_its_error():
+    """The background stitching stage keeps batch order, and an error in it reaches the caller (no hang)."""
+    from ptyfast.runtime.pipeline import _StitchStage
+
+    seen = []
+    stage = _StitchStage(lambda i, a, b: seen.append(i))
+    for i in range(20):
+        stage.put(i, None, None)
+    stage.close()
+    assert seen == list(range(20))
+
+    def fail(i, a, b):
+        if i == 3:
+            raise ValueError("bad batch")
+
+    stage = _StitchStage(fail)
+    with pytest.raises(ValueError, match="bad batch"):
+        for i in range(50):  # put() raises once the stage has failed; close() would too
+            stage.put(i, None, None)
+        stage.close()

@@ -1,8 +1,13 @@
 """The streaming reconstruct pipeline: HDF5 chunks → preprocess → batched inference → stitching,
 then a data-consistency pass through the forward model.
 
-Memory: a background thread reads ``chunk`` frames at a time into a bounded queue (at most ``queue_depth``
-chunks in flight), so peak memory is O(chunk · H · W) for the data plus O(object area) for the stitched
+Stages overlap: a background thread reads (and validates) ``chunk`` frames at a time into a bounded queue (at
+most ``queue_depth`` chunks in flight), the calling thread preprocesses and runs inference, and a second
+background thread turns each batch's outputs into complex patches and stitches them (a queue of two batches)
+while the next batch is inferred — so the wall time approaches the inference time, not the sum of the stages.
+These two helper threads are pipeline stages, not thread pools: ``--threads`` sets the libraries' pools.
+
+Memory: at most ``queue_depth`` chunks read ahead and two batches of outputs waiting, so peak memory is O(chunk · H · W) for the data plus O(object area) for the stitched
 object and its weight map, independent of the number of frames.
 
 Stitching (see :func:`ptyfast.kernels.stitch`): each predicted patch A·exp(iφ) is placed at its true
@@ -24,13 +29,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ptyfast.choices import Fit, Weighting
 from ptyfast.errors import InputError
 from ptyfast.kernels import exit_waves, far_field_unshifted, normalise, overlap_add
-from ptyfast.runtime.phase_align import solve_phase_offsets, support_box
 from ptyfast.models.preprocess import fit_frames, fit_mask, fit_probe, model_grid, preprocess
-from ptyfast.choices import Fit, Weighting
+from ptyfast.runtime.phase_align import solve_phase_offsets, support_box
 from ptyfast.scan import Scan, validate_frames
-
 
 
 @dataclass
@@ -215,10 +219,48 @@ def complex_patches(amp: np.ndarray, pha: np.ndarray) -> np.ndarray:
     return out
 
 
+class _StitchStage:
+    """The stitching stage in a background thread: ``put(start, amplitude, phase)`` hands over one batch's
+    outputs (blocking while ``depth`` batches wait), ``close()`` waits for them and re-raises the stage's
+    error, if any. Numpy releases the GIL in the heavy parts, so stitching overlaps the next inference."""
+
+    def __init__(self, work, depth: int = 2) -> None:
+        self._work = work
+        self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            if self._error is None:  # after an error, drain without working so put() never blocks forever
+                try:
+                    self._work(*item)
+                except BaseException as exc:
+                    self._error = exc
+
+    def put(self, *item) -> None:
+        if self._error is not None:
+            raise self._error
+        self._q.put(item)
+
+    def close(self) -> None:
+        self._q.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
 def stitch_frames(scan: Scan, backend, plan: StitchPlan, start: int = 0, stop: int | None = None, *,
                   batch: int = 128, chunk: int = 512, keep_patches: bool | None = None, progress=None
                   ) -> PartialStitch:
-    """Read, preprocess and infer frames [start, stop) of ``scan`` and stitch them (see :class:`PartialStitch`)."""
+    """Read, preprocess and infer frames [start, stop) of ``scan`` and stitch them (see :class:`PartialStitch`).
+
+    Reading and stitching run in background threads beside inference (see the module docstring);
+    ``timings`` holds each stage's own busy time, so their sum may exceed the wall time."""
     stop = scan.n_frames if stop is None else stop
     keep = plan.align if keep_patches is None else keep_patches
     timings = {"read": 0.0, "preprocess": 0.0, "infer": 0.0, "stitch": 0.0}
@@ -228,25 +270,33 @@ def stitch_frames(scan: Scan, backend, plan: StitchPlan, start: int = 0, stop: i
         part.wsum = np.zeros(plan.shape, np.float32)
     kept: list[np.ndarray] = []
     w = plan.weight
-    for s, frames in stream_frames(scan, chunk, start=start, stop=stop, stats=timings):
+
+    def stitch(first: int, amp: np.ndarray, pha: np.ndarray) -> None:
         t = time.perf_counter()
-        x = preprocess(fit_frames(frames, plan.size, plan.fit), backend.manifest, probe_power=plan.probe_power,
-                       mask=plan.mask)
-        timings["preprocess"] += time.perf_counter() - t
-        for b in range(0, len(x), batch):
+        if keep:  # only the box is kept: build the complex patches there alone
+            kept.append(complex_patches(amp[:, plan.box[0], plan.box[1]], pha[:, plan.box[0], plan.box[1]]))
+        else:
+            patches = complex_patches(amp, pha)
+            overlap_add(part.num, patches, plan.grid_pos[first : first + len(patches)], weights=w,
+                        weight_accum=part.wsum)
+        timings["stitch"] += time.perf_counter() - t
+
+    stage = _StitchStage(stitch)
+    try:
+        for s, frames in stream_frames(scan, chunk, start=start, stop=stop, stats=timings):
             t = time.perf_counter()
-            amp, pha = backend(x[b : b + batch])
-            t2 = time.perf_counter()
-            timings["infer"] += t2 - t
-            if keep:  # only the box is kept: build the complex patches there alone
-                kept.append(complex_patches(amp[:, plan.box[0], plan.box[1]], pha[:, plan.box[0], plan.box[1]]))
-            else:
-                patches = complex_patches(amp, pha)
-                pos = plan.grid_pos[s + b : s + b + len(patches)]
-                overlap_add(part.num, patches, pos, weights=w, weight_accum=part.wsum)
-            timings["stitch"] += time.perf_counter() - t2
-        if progress is not None:
-            progress(s + len(frames) - start, stop - start, "stitch")
+            x = preprocess(fit_frames(frames, plan.size, plan.fit), backend.manifest, probe_power=plan.probe_power,
+                           mask=plan.mask)
+            timings["preprocess"] += time.perf_counter() - t
+            for b in range(0, len(x), batch):
+                t = time.perf_counter()
+                amp, pha = backend(x[b : b + batch])
+                timings["infer"] += time.perf_counter() - t
+                stage.put(s + b, amp, pha)
+            if progress is not None:
+                progress(s + len(frames) - start, stop - start, "stitch")
+    finally:
+        stage.close()
     if keep:
         h, wd = w[plan.box].shape
         part.patches = np.concatenate(kept) if kept else np.zeros((0, h, wd), np.complex64)
