@@ -1,8 +1,8 @@
 """The streaming reconstruct pipeline: HDF5 chunks → preprocess → batched inference → stitching,
 then a data-consistency pass through the forward model.
 
-Stages overlap: a background thread reads (and validates) ``chunk`` frames at a time into a bounded queue (at
-most ``queue_depth`` chunks in flight), the calling thread preprocesses and runs inference, and a second
+Stages overlap: a background thread reads, validates and preprocesses ``chunk`` frames at a time into a bounded
+queue (at most ``queue_depth`` chunks in flight), the calling thread runs inference, and a second
 background thread turns each batch's outputs into complex patches and stitches them (a queue of two batches)
 while the next batch is inferred — so the wall time approaches the inference time, not the sum of the stages.
 These two helper threads are pipeline stages, not thread pools: ``--threads`` sets the libraries' pools.
@@ -87,7 +87,7 @@ def probe_similarity(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _reader(scan: Scan, chunk: int, start: int, stop: int, out: queue.Queue, stop_event: threading.Event,
-            stats: dict) -> None:
+            stats: dict, transform=None) -> None:
     try:
         for s in range(start, stop, chunk):
             if stop_event.is_set():
@@ -95,7 +95,11 @@ def _reader(scan: Scan, chunk: int, start: int, stop: int, out: queue.Queue, sto
             t = time.perf_counter()
             frames = scan.frames(s, min(s + chunk, stop))
             validate_frames(frames, start=s, mask=scan.mask, source=scan.meta.get("source", "the scan"))
-            stats["read"] += time.perf_counter() - t
+            t2 = time.perf_counter()
+            stats["read"] += t2 - t
+            if transform is not None:
+                frames = transform(frames)
+                stats["preprocess"] = stats.get("preprocess", 0.0) + time.perf_counter() - t2
             out.put((s, frames))
         out.put(None)
     except BaseException as exc:  # forwarded to the consumer, which re-raises
@@ -103,15 +107,15 @@ def _reader(scan: Scan, chunk: int, start: int, stop: int, out: queue.Queue, sto
 
 
 def stream_frames(scan: Scan, chunk: int, *, start: int = 0, stop: int | None = None, queue_depth: int = 3,
-                  stats: dict | None = None):
-    """Yield (start, frames) chunks of frames [start, stop) read and validated by a background thread
-    (bounded queue)."""
+                  stats: dict | None = None, transform=None):
+    """Yield (start, frames) chunks of frames [start, stop) read and validated — and passed through
+    ``transform`` when given (e.g. preprocessing) — by a background thread (bounded queue)."""
     stats = stats if stats is not None else {"read": 0.0}
     stats.setdefault("read", 0.0)
     stop = scan.n_frames if stop is None else stop
     q: queue.Queue = queue.Queue(maxsize=queue_depth)
     halt = threading.Event()
-    th = threading.Thread(target=_reader, args=(scan, chunk, start, stop, q, halt, stats), daemon=True)
+    th = threading.Thread(target=_reader, args=(scan, chunk, start, stop, q, halt, stats, transform), daemon=True)
     th.start()
     try:
         while True:
@@ -283,18 +287,18 @@ def stitch_frames(scan: Scan, backend, plan: StitchPlan, start: int = 0, stop: i
 
     stage = _StitchStage(stitch)
     try:
-        for s, frames in stream_frames(scan, chunk, start=start, stop=stop, stats=timings):
-            t = time.perf_counter()
-            x = preprocess(fit_frames(frames, plan.size, plan.fit), backend.manifest, probe_power=plan.probe_power,
-                           mask=plan.mask)
-            timings["preprocess"] += time.perf_counter() - t
+        def prepare(frames: np.ndarray) -> np.ndarray:  # in the reader's thread
+            return preprocess(fit_frames(frames, plan.size, plan.fit), backend.manifest,
+                              probe_power=plan.probe_power, mask=plan.mask)
+
+        for s, x in stream_frames(scan, chunk, start=start, stop=stop, stats=timings, transform=prepare):
             for b in range(0, len(x), batch):
                 t = time.perf_counter()
                 amp, pha = backend(x[b : b + batch])
                 timings["infer"] += time.perf_counter() - t
                 stage.put(s + b, amp, pha)
             if progress is not None:
-                progress(s + len(frames) - start, stop - start, "stitch")
+                progress(s + len(x) - start, stop - start, "stitch")
     finally:
         stage.close()
     if keep:
