@@ -72,6 +72,17 @@ def save_preview(path: Path, before: np.ndarray, after: np.ndarray, weight_mask:
     return Path(path)
 
 
+def model_folder(path: str | os.PathLike) -> Path:
+    """The folder a fine-tuned model goes to, refused (one sentence) when it is a file or its parent is missing."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"cannot write the model to {out}: it is a file; give a folder with -o.")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"cannot write {out}: directory {parent} does not exist; create it first.")
+    return out
+
+
 def save_finetuned(out_dir: str | os.PathLike, result: FinetuneResult, *, name: str = "finetuned",
                    preview: bool = True) -> dict[str, Path]:
     """Write a fine-tuned model atomically: ``<name>.pt`` + ``<name>.json`` (manifest), and with a learned
@@ -91,12 +102,7 @@ def save_finetuned(out_dir: str | os.PathLike, result: FinetuneResult, *, name: 
     from ptyfast.io.atomic import output_folder, output_transaction
     from ptyfast.models.checkpoint import save_checkpoint
 
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"cannot write the model to {out}: it is a file; give a folder with -o.")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"cannot write {out}: directory {parent} does not exist; create it first.")
+    out = model_folder(out_dir)
     with output_folder(out), output_transaction():
         o = result.options or FinetuneOptions()
         extra = {
@@ -165,12 +171,7 @@ def finetune_file(
     from ptyfast.models.pretrained import resolve_model
 
     o = (options or FinetuneOptions()).validate()
-    out = Path(output)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"cannot write the model to {out}: it is a file; give a folder with -o.")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"cannot write {out}: directory {parent} does not exist; create it first.")
+    out = model_folder(output)  # checked before any work
     scan = load_any(scan_path, frames=frames)
     src = str(scan_path)
     if scan.near_field:
