@@ -30,14 +30,15 @@ def write_reconstruction(path: str | Path, rec, provenance: dict, *, datasets: d
     path = Path(path)
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w", rdcc_nbytes=0) as f:
-            f.create_dataset("object", data=rec.object.astype(np.complex64), compression="gzip", compression_opts=1)
+            f.create_dataset("object", data=np.asarray(rec.object, np.complex64), compression="gzip",
+                             compression_opts=1)  # asarray: no copy of a large object that is complex64 already
             f.create_dataset("amplitude", data=np.abs(rec.object).astype(np.float32))
             f.create_dataset("phase", data=np.angle(rec.object).astype(np.float32))
-            f.create_dataset("weight", data=rec.weight.astype(np.float32))
+            f.create_dataset("weight", data=np.asarray(rec.weight, np.float32))
             f.create_dataset("positions", data=rec.positions)
             f.create_dataset("origin", data=np.asarray(rec.origin, dtype=np.float64))
             if rec.probe is not None:
-                f.create_dataset("probe", data=rec.probe.astype(np.complex64))
+                f.create_dataset("probe", data=np.asarray(rec.probe, np.complex64))
             if rec.consistency is not None:
                 g = f.create_group("consistency")
                 g.create_dataset("per_frame", data=rec.consistency.per_frame)

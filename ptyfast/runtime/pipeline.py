@@ -328,6 +328,9 @@ def combine_partials(parts: list[PartialStitch]) -> PartialStitch:
     return out
 
 
+BLEND_CHUNK = 1024  # patches rotated by their phase offsets and blended at a time
+
+
 def finish_stitch(plan: StitchPlan, part: PartialStitch) -> tuple[np.ndarray, np.ndarray, dict]:
     """(object, weight map, timings) from the partial of all frames: solve the phase offsets when the plan
     says so, blend kept patches, normalise."""
@@ -336,12 +339,16 @@ def finish_stitch(plan: StitchPlan, part: PartialStitch) -> tuple[np.ndarray, np
     if part.patches is not None:
         patches = part.patches
         pos = plan.grid_pos[part.start : part.stop] + plan.box_offset
+        z = np.ones(len(patches), np.complex64)
         if plan.align and len(patches):
-            patches = patches * solve_phase_offsets(patches, pos, plan.box_weight)[:, None, None]
+            z = solve_phase_offsets(patches, pos, plan.box_weight)
             timings["align"] = time.perf_counter() - t
         num = np.zeros(plan.shape, np.complex64)
         wsum = np.zeros(plan.shape, np.float32)
-        overlap_add(num, patches, pos, weights=plan.box_weight, weight_accum=wsum)
+        for s in range(0, len(patches), BLEND_CHUNK):  # rotated in chunks: no second copy of every patch
+            e = s + BLEND_CHUNK
+            overlap_add(num, patches[s:e] * z[s:e, None, None], pos[s:e], weights=plan.box_weight,
+                        weight_accum=wsum)
     else:
         num, wsum = part.num, part.wsum
     obj = normalise(num, wsum)
@@ -392,16 +399,20 @@ def reconstruct_scan(
                        align_phase=align_phase, mask=scan.mask)
     part = stitch_frames(scan, backend, plan, batch=batch, chunk=chunk, progress=progress)
     return finish_reconstruction(scan, plan, part, consistency=consistency, chunk=chunk, progress=progress,
-                                 t_start=t_start)
+                                 t_start=t_start, release=True)
 
 
 def finish_reconstruction(scan: Scan, plan: StitchPlan, part: PartialStitch, *, consistency: bool = True,
                           chunk: int = 512, progress=None, t_start: float | None = None,
-                          consistency_fn=None) -> Reconstruction:
+                          consistency_fn=None, release: bool = False) -> Reconstruction:
     """The :class:`Reconstruction` from the partial of all frames: blend, then (with a probe) the consistency
-    pass, computed by ``consistency_fn(obj)`` when given (e.g. spread over a cluster)."""
+    pass, computed by ``consistency_fn(obj)`` when given (e.g. spread over a cluster). ``release`` drops the
+    partial's sums or kept patches once blended (the caller is done with it: 1.3 GB of patches at 20,000
+    frames no longer held through the consistency pass and the output)."""
     t_start = time.perf_counter() if t_start is None else t_start
     obj, wsum, extra = finish_stitch(plan, part)
+    if release:
+        part.num = part.patches = None
     timings = dict(part.timings)
     timings["stitch"] = timings.get("stitch", 0.0) + extra.pop("stitch")
     timings.update(extra)

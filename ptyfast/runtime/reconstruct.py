@@ -129,7 +129,7 @@ def run_reconstruct(scan: Scan, job: ReconstructJob, *, backend=None, reason: st
         if client is None:
             part = stitch_frames(scan, backend, plan, batch=job.batch, chunk=job.chunk, progress=progress)
             rec = finish_reconstruction(scan, plan, part, consistency=job.consistency, chunk=job.chunk,
-                                        progress=progress, t_start=t_start)
+                                        progress=progress, t_start=t_start, release=True)
         else:
             from ptyfast.runtime.distributed import absolute_job, reconstruct_split
 
