@@ -48,7 +48,7 @@ def env(tmp_path_factory):
 def tiny_config(model_s, **kw):
     from ptyfast.evaluation.paper import PaperConfig
 
-    base = dict(models=("ptynet-s", "ptychonn"), model_s=str(model_s), train_steps=1, train_batch=2, pool_size=2,
+    base = dict(models=("ptynet-s", "ptychonn", "ptychonet"), model_s=str(model_s), train_steps=1, train_batch=2, pool_size=2,
                 train_object_size=140, val_size=2, test_objects=1, object_size=200, overlaps=(0.5,),
                 refine_overlaps=(0.5,), finetune_epochs=1, refine_iterations=2, threads=2)
     return PaperConfig(**{**base, **kw})
@@ -74,11 +74,12 @@ def test_report_and_results(report):
     assert "14.349" in text and "0.0852" in text and "25.314" in text  # the paper's numbers beside ours
     res = json.loads((out / "results.json").read_text())
     t2 = res["table2"]["models"]
-    for name in ("ptynet-s", "ptychonn"):
+    for name in ("ptynet-s", "ptychonn", "ptychonet"):
         q = t2[name]["0.5"]["mean"]
         assert np.isfinite(q["phase_psnr"]) and 0 <= q["phase_ssim"] <= 1 and q["phase_mse"] >= 0
     assert res["table1"]["rows"]["ptynet-s"]["parameters"] == 324_452
     assert res["table1"]["rows"]["ptychonn"]["parameters"] == 1_247_074
+    assert res["table1"]["rows"]["ptychonet"]["parameters"] == 5_510_850 and "| PtychoNet |" in text
     assert set(res["table3"]["conditions"]) == {"clear", "noise", "finetune_clear", "finetune_noise"}
     f9 = res["figure9"]["overlaps"]["0.5"]
     assert len(f9["reference_errors"]) == 2 and f9["target_error"] > 0

@@ -45,6 +45,7 @@ PAPER_TRAINING = {
     "ptynet-s": "1000 epochs, batch 16, on one NVIDIA A100 80 GB, ≈ 3.2 h (100 training faces)",
     "ptynet-b": "1000 epochs, batch 64, on one NVIDIA A100 80 GB, ≈ 23.4 h (≈ 60,000 patterns, 4 overlaps)",
     "ptychonn": "same strategy as PtyNet-S (Table 1), on an A100",
+    "ptychonet": "not given (Table 1 only); Guan & Tsai's own recipe: Adam, lr 2e-4, β₁ 0.5",
 }
 PAPER_FINETUNE = "256 patterns of 128² (75 % overlap), all parameters, < 90 s on one A100; 300 epochs (simulated)"
 

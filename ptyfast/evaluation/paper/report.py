@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 
-from ptyfast.evaluation.paper.protocol import LABELS, PAPER_FINETUNE, PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3, PAPER_TRAINING
+from ptyfast.evaluation.paper.protocol import (LABELS, PAPER_FINETUNE, PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3,
+                                               PAPER_TRAINING)
+
 
 def _cell(v, spec=".3f", none="—") -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
@@ -26,7 +28,7 @@ def _budget_section(r: dict) -> list[str]:
         secs = t.get("total_time_s", t.get("time_s"))
         lines.append(f"| {LABELS[name]} | {m['origin']} | {steps} × {batch} | {_cell(seen, ',')} | "
                      f"{_cell(secs / 60 if secs else None, '.1f')} min | {_cell(t.get('best_val_loss'), '.4f')} | "
-                     f"{PAPER_TRAINING[name]} |")
+                     f"{PAPER_TRAINING.get(name, '—')} |")
     cfg = r["config"]
     lines += ["", f"Each model trained here had a budget of **{cfg['budget_minutes']:g} minutes** of this machine"
               + (f" (fixed at {cfg['train_steps']} steps)" if cfg["train_steps"] else "")
@@ -112,7 +114,7 @@ def render_report(r: dict) -> str:
               f"{t3['overlap']:.0%} overlap)", "",
               f"Noise: Poisson at {t3['noise_photons']:.3g} photons per frame. Fine-tuning: ptyfast.finetune "
               f"(L1 amplitude loss, paper schedule), {t3['epochs']} epochs (the paper: 300). The paper fine-tuned "
-              "PtyNet-B; here the shipped PtyNet-S is fine-tuned.", "",
+              "PtyNet-B; here the PtyNet-S of Table 1 is fine-tuned.", "",
               "| channel | condition | PSNR (dB) | SSIM | MSE | paper PSNR | paper SSIM | paper MSE |",
               "|---|---|---|---|---|---|---|---|"]
         for ch in ("amplitude", "phase"):
@@ -145,5 +147,6 @@ def render_report(r: dict) -> str:
                      f"{_cell(d['speedup'], '.1f')}{'×' if d['speedup'] else ''} | {d['seconds']:.0f} |")
         L += ["", "![convergence](figures/convergence.png)", ""]
     L += ["## Reproduce", "", "```", "ptyfast evaluate --protocol paper --images DIR -o OUT "
-          f"--budget-minutes {cfg['budget_minutes']:g} --models {','.join(cfg['models'])}", "```", ""]
+          f"--budget-minutes {cfg['budget_minutes']:g} --models {','.join(cfg['models'])}"
+          + (" --model PTYNET_S.pt  # PtyNet-S weights for the paper's probe" if cfg.get("model_s") else ""), "```", ""]
     return "\n".join(L)
