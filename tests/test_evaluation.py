@@ -1,4 +1,4 @@
-"""``ptyfast evaluate --protocol paper``: the harness end to end on a tiny configuration, the image split, caching
+"""``ptyfast paper``: the harness end to end on a tiny configuration, the image split, caching
 of trained models, and bad input (exit 2, one line)."""
 
 from __future__ import annotations
@@ -115,29 +115,33 @@ def _one_line(r, fragment):
 
 
 def test_cli_missing_images_folder(tmp_path):
-    _one_line(runner.invoke(app, ["evaluate", "--protocol", "paper", "--images", str(tmp_path / "nope"),
+    _one_line(runner.invoke(app, ["paper", "--images", str(tmp_path / "nope"),
                                   "-o", str(tmp_path / "o")]), "does not exist")
 
 
 def test_cli_empty_images_folder(tmp_path):
     (tmp_path / "empty").mkdir()
-    _one_line(runner.invoke(app, ["evaluate", "--protocol", "paper", "--images", str(tmp_path / "empty"),
+    _one_line(runner.invoke(app, ["paper", "--images", str(tmp_path / "empty"),
                                   "-o", str(tmp_path / "o")]), "holds 0 image(s)")
     assert not (tmp_path / "o").exists()
 
 
 def test_cli_no_images_option(tmp_path):
-    _one_line(runner.invoke(app, ["evaluate", "--protocol", "paper", "-o", str(tmp_path / "o")]), "--images DIR")
+    _one_line(runner.invoke(app, ["paper", "-o", str(tmp_path / "o")]), "--images DIR")
 
 
 def test_cli_bad_models(env, tmp_path):
-    _one_line(runner.invoke(app, ["evaluate", "--protocol", "paper", "--images", str(env[0]), "--models", "resnet",
+    _one_line(runner.invoke(app, ["paper", "--images", str(env[0]), "--models", "resnet",
                                   "-o", str(tmp_path / "o")]), "--models must name")
 
 
 def test_cli_bad_overlap(env, tmp_path):
-    _one_line(runner.invoke(app, ["evaluate", "--protocol", "paper", "--images", str(env[0]), "--overlaps", "75",
+    _one_line(runner.invoke(app, ["paper", "--images", str(env[0]), "--overlaps", "75",
                                   "-o", str(tmp_path / "o")]), "overlaps are fractions")
+
+
+def test_evaluate_protocol_points_to_the_paper_command(tmp_path):
+    _one_line(runner.invoke(app, ["evaluate", "--protocol", "paper", "--images", str(tmp_path)]), "ptyfast paper")
 
 
 def test_budgeted_training_calibrates_steps(env, tmp_path):

@@ -14,7 +14,7 @@ from ptyfast.cli.app import app, fail
 # Command modules register on import (order = order in --help).
 _COMMANDS = [
     "simulate", "info", "convert", "models", "train", "finetune", "export",
-    "reconstruct", "refine", "evaluate", "bench", "demo",
+    "reconstruct", "refine", "evaluate", "paper", "bench", "demo",
 ]
 
 

@@ -46,46 +46,16 @@ def evaluate_cmd(
              "with, on the pixels both cover well (real data have no ground truth).")] = None,
     coverage: Annotated[float, typer.Option(min=0, max=1, help="Compare where weight ≥ this × max.")] = 0.1,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON.")] = None,
-    protocol: Annotated[Optional[str], typer.Option(help="'paper': reproduce the seed paper's tables.")] = None,
-    images: Annotated[Optional[Path], typer.Option(help="Folder of the paper's cat-face images (--protocol paper).")] = None,
-    output: Annotated[Path, typer.Option("-o", "--output", help="Report folder (--protocol paper).")] = Path("paper-report"),
-    budget_minutes: Annotated[float, typer.Option(help="--protocol paper: training budget per trained model "
-                                                       "(minutes of this machine).")] = 5.0,
-    models: Annotated[str, typer.Option(help="--protocol paper: comma-separated models to evaluate.")]
-    = "ptynet-s,ptychonn,ptychonet,ptynet-b",
-    model: Annotated[Optional[str], typer.Option(help="--protocol paper: PtyNet-S weights (default: shipped).")] = None,
-    test_objects: Annotated[int, typer.Option(help="--protocol paper: held-out test objects.")] = 5,
-    object_size: Annotated[int, typer.Option(help="--protocol paper: test object side in px (paper 608–640).")] = 608,
-    overlaps: Annotated[str, typer.Option(help="--protocol paper: Table 2 overlaps.")] = "0.75,0.5,0.25,0",
-    refine_overlaps: Annotated[str, typer.Option(help="--protocol paper: Figure 9 overlaps.")] = "0.75,0.5,0.25",
-    train_steps: Annotated[Optional[int], typer.Option(help="--protocol paper: fixed training steps instead of "
-                                                            "the budget.")] = None,
-    finetune_epochs: Annotated[int, typer.Option(help="--protocol paper: Table 3 fine-tuning epochs.")] = 30,
-    refine_iterations: Annotated[int, typer.Option(help="--protocol paper: Figure 9 rPIE iterations.")] = 50,
-    experiments: Annotated[str, typer.Option(help="--protocol paper: any of table1,table2,table3,figure9.")]
-    = "table1,table2,table3,figure9",
+    protocol: Annotated[Optional[str], typer.Option(hidden=True)] = None,  # moved: ptyfast paper
+    images: Annotated[Optional[Path], typer.Option(hidden=True)] = None,
 ) -> None:
     """MSE / PSNR / SSIM / FRC of a reconstruction against ground truth, beside flat and blurred baselines."""
     from ptyfast.errors import InputError
 
-    if protocol is not None:
-        if protocol != "paper":
-            raise InputError(f"unknown protocol '{protocol}'; the only protocol is 'paper'.")
-        from ptyfast.cli.app import parse_list
-        from ptyfast.evaluation.paper import PaperConfig, run_paper_protocol
-
-        config = PaperConfig(
-            models=parse_list(models, what="model"), model_s=model, budget_minutes=budget_minutes,
-            train_steps=train_steps, test_objects=test_objects, object_size=object_size,
-            overlaps=parse_list(overlaps, kind=float, what="overlap"),
-            refine_overlaps=parse_list(refine_overlaps, kind=float, what="overlap"),
-            finetune_epochs=finetune_epochs, refine_iterations=refine_iterations,
-            experiments=parse_list(experiments, what="experiment"))
-        run_paper_protocol(images, output, console=console, config=config)
-        return
+    if protocol is not None or images is not None:  # the paper protocol was part of evaluate before it became its own command
+        raise InputError("the paper protocol is its own command now: ptyfast paper --images DIR -o OUT.")
     if reconstruction is None or (truth is None) == (reference is None):
-        raise InputError("give a reconstruction file and either --truth SCAN or --reference REC.h5 (or --protocol "
-                         "paper --images DIR).")
+        raise InputError("give a reconstruction file and either --truth SCAN or --reference REC.h5.")
     from ptyfast.io.atomic import atomic_path
     from ptyfast.io.convert import load_any
     from ptyfast.metrics import evaluate_against_truth

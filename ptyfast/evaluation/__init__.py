@@ -1,6 +1,6 @@
 """Evaluation harnesses: reproduce the seed paper's experiments on its own protocol.
 
-:func:`ptyfast.evaluation.paper.run_paper_protocol` (``ptyfast evaluate --protocol paper --images DIR``) trains the
+:func:`ptyfast.evaluation.paper.run_paper_protocol` (``ptyfast paper --images DIR``) trains the
 comparison models within a stated CPU budget, reconstructs held-out cat-face scans and writes a markdown report
 with the paper's Table 1 analogue, Tables 2 and 3 and Figure 9, every figure beside the paper's number and the
 flat / blurred baselines.

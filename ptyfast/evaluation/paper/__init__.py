@@ -1,4 +1,4 @@
-"""The seed paper's experiments on its own protocol (Pan et al., iScience 2023): ``ptyfast evaluate --protocol paper``.
+"""The seed paper's experiments on its own protocol (Pan et al., iScience 2023): ``ptyfast paper``.
 
 Protocol (as the paper's published code does it; the networks are described in ``ptyfast/models/``)
 ------------------------------------------------------------------------------------------------

@@ -148,7 +148,7 @@ def split_images(folder: str | os.PathLike | None) -> tuple[list[Path], list[Pat
     from ptyfast.training.data import list_images
 
     if folder is None:
-        raise InputError("--protocol paper needs --images DIR, the folder of the paper's cat-face PNGs "
+        raise InputError("the paper protocol needs --images DIR, the folder of the paper's cat-face PNGs "
                          "(e.g. ../shared/data/ptynet-cat-faces/cat_face).")
     path = Path(folder)
     if not path.is_dir():

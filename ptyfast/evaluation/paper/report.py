@@ -146,7 +146,7 @@ def render_report(r: dict) -> str:
             L.append(f"| {float(o):.0%} | {d['frames']} | {d['target_error']:.4g} | {its} | "
                      f"{_cell(d['speedup'], '.1f')}{'×' if d['speedup'] else ''} | {d['seconds']:.0f} |")
         L += ["", "![convergence](figures/convergence.png)", ""]
-    L += ["## Reproduce", "", "```", "ptyfast evaluate --protocol paper --images DIR -o OUT "
+    L += ["## Reproduce", "", "```", "ptyfast paper --images DIR -o OUT "
           f"--budget-minutes {cfg['budget_minutes']:g} --models {','.join(cfg['models'])}"
           + (" --model PTYNET_S.pt  # PtyNet-S weights for the paper's probe" if cfg.get("model_s") else ""), "```", ""]
     return "\n".join(L)
