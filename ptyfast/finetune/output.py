@@ -14,30 +14,10 @@ from ptyfast.errors import InputError
 from ptyfast.finetune.loop import finetune
 from ptyfast.finetune.options import FinetuneOptions, FinetuneResult, select_frames
 from ptyfast.finetune.probe import resolve_probe
-from ptyfast.io.atomic import atomic_path, save_figure
+from ptyfast.io.atomic import atomic_path
+from ptyfast.runtime.output import panel_figure, probe_figure
 
 __all__ = ["save_finetuned", "save_probe", "save_preview", "finetune_file"]
-
-
-def _save_png(path: Path, panels: list[tuple], title: str = "") -> None:
-    """Side-by-side images ``(title, array, colormap[, (vmin, vmax)])`` as one PNG (matplotlib, Agg)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
-    for ax, (name, img, cmap, *limits) in zip(axes[0], panels):
-        vmin, vmax = limits[0] if limits else (None, None)
-        im = ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax)
-        ax.set_title(name)
-        ax.axis("off")
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=100)
-    plt.close(fig)
 
 
 def save_probe(directory: Path, probe: np.ndarray, *, stem: str = "probe") -> list[Path]:
@@ -47,8 +27,7 @@ def save_probe(directory: Path, probe: np.ndarray, *, stem: str = "probe") -> li
     with atomic_path(npy) as tmp, open(tmp, "wb") as fh:  # np.save(name) would append ".npy" to the name
         np.save(fh, np.asarray(probe, np.complex64))
     png = directory / f"{stem}.png"
-    _save_png(png, [("|P|", np.abs(probe), "gray"), ("arg P (rad)", np.angle(probe), "twilight")],
-              title=f"probe, Σ|P|² = {float(np.sum(np.abs(probe) ** 2)):.4g}")
+    probe_figure(png, probe)
     return [npy, png]
 
 
@@ -68,7 +47,7 @@ def save_preview(path: Path, before: np.ndarray, after: np.ndarray, weight_mask:
         lo, hi = np.percentile(vals, [1, 99])
         for name in ("before", "after"):
             panels.append((f"{label} {name}", np.clip(imgs[name][k], lo, hi), "gray", (lo, hi)))
-    _save_png(Path(path), panels)
+    panel_figure(Path(path), panels)
     return Path(path)
 
 

@@ -103,7 +103,7 @@ def save_pngs(result, stem: str | Path, *, weight: np.ndarray | None = None, pix
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from ptyfast.runtime.output import object_previews
+    from ptyfast.runtime.output import object_previews, probe_figure
 
     stem = Path(stem)
     obj = _np(result.object)
@@ -119,13 +119,7 @@ def save_pngs(result, stem: str | Path, *, weight: np.ndarray | None = None, pix
         save_figure(fig, p, dpi=110)
         out.append(p)
 
-    fig = Figure(figsize=(9, 4.2))
-    a1, a2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    fig.colorbar(a1.imshow(np.abs(probe), cmap="magma"), ax=a1)
-    a1.set_title("probe amplitude")
-    fig.colorbar(a2.imshow(np.angle(probe), cmap="twilight"), ax=a2)
-    a2.set_title("probe phase (rad)")
-    _save(fig, "probe")
+    out.append(probe_figure(stem.with_name(f"{stem.name}_probe.png"), probe))
 
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()

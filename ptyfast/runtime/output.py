@@ -188,5 +188,32 @@ def write_preview(path: Path, data: np.ndarray, shown: np.ndarray, cmap: str, li
     return path
 
 
+def panel_figure(path: Path, panels: list[tuple], title: str = "", *, dpi: int = 100) -> Path:
+    """Side-by-side labelled images ``(title, array, colormap[, (vmin, vmax)])``, each with a colour bar, as one
+    PNG (matplotlib's object API, no pyplot state): the figures of probes and before/after comparisons."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4 * len(panels), 4))
+    FigureCanvasAgg(fig)
+    for i, (name, img, cmap, *limits) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        vmin, vmax = limits[0] if limits else (None, None)
+        fig.colorbar(ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax), ax=ax, fraction=0.046, pad=0.04)
+        ax.set_title(name)
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=dpi)
+
+
+def probe_figure(path: Path, probe: np.ndarray, title: str = "") -> Path:
+    """The probe's amplitude and phase side by side (refine's and fine-tuning's ``*_probe.png``)."""
+    probe = np.asarray(probe)
+    return panel_figure(path, [("|P|", np.abs(probe), "magma"), ("arg P (rad)", np.angle(probe), "twilight")],
+                        title or f"probe, Σ|P|² = {float(np.sum(np.abs(probe) ** 2)):.4g}")
+
+
 def _savefig(fig, path: Path) -> Path:
     return save_figure(fig, path, bbox_inches="tight")
