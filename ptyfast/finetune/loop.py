@@ -71,7 +71,7 @@ import math
 import os
 import platform
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -175,6 +175,141 @@ def predict_object(model, x: np.ndarray, positions: np.ndarray, probe: np.ndarra
     return stitch.object(), stitch.wsum
 
 
+@dataclass
+class _Run:
+    """What every pass of one fine-tuning run shares: the network, the selected frames (network input ``x``,
+    measured amplitudes ``meas``, both on the CPU), the data term, the probe (on the device, updated in place
+    when it is learned) and its normalised intensity ``weight``, the windows on the object grid, and for
+    ``--objective overlap`` the stitched object."""
+
+    options: FinetuneOptions
+    net: _Network
+    device: object
+    x: object
+    meas: object
+    data_term: object
+    probe: object
+    weight: object
+    positions: np.ndarray
+    shape: tuple[int, int]
+    stitched: object = None
+
+    @property
+    def eval_batch(self) -> int:
+        return max(self.options.batch, 32)
+
+
+def _initial_pass(run: _Run, keep_object: bool):
+    """The pre-trained network's predictions of every frame: each patch's mean phase (the anchors), the
+    predicted amplitudes (through the stitched object for ``overlap``) and, when asked, their stitch."""
+    import torch
+
+    from ptyfast.finetune import torch_forward
+    from ptyfast.finetune.objectives import mean_phase
+
+    n = len(run.x)
+    anchors, pred = torch.empty(n), torch.empty(run.meas.shape)
+    first = _Stitch(run.shape, (run.probe.abs() ** 2).cpu().numpy()) if keep_object else None
+    with torch.no_grad():
+        for s, a, ph in run.net.over(run.x, run.eval_batch):
+            anchors[s : s + len(a)] = mean_phase(ph, run.weight).cpu()
+            pred[s : s + len(a)] = torch_forward.predicted_amplitude(run.probe, a, ph).cpu()
+            if run.stitched is not None:
+                run.stitched.cache[s : s + len(a)] = torch.polar(a, ph)
+            if first is not None:
+                first.add(a, ph, run.positions[s : s + len(a)])
+        if run.stitched is not None:  # the data as seen through the stitched object (what the objective compares)
+            run.stitched.restitch()
+            for s in range(0, n, run.eval_batch):
+                pred[s : s + run.eval_batch] = run.stitched.seen_through(
+                    run.probe, run.stitched.every[s : s + run.eval_batch]).cpu()
+    return anchors.to(run.device), pred, first
+
+
+def _epoch(run: _Run, opt, order, log_scale, anchors, targets) -> tuple[float, float]:
+    """One pass over the frames in ``order`` (optimiser steps of ``batch`` frames); returns the mean loss and
+    the R-factor of the predictions made on the way."""
+    import torch
+
+    from ptyfast.finetune import torch_forward
+    from ptyfast.finetune.objectives import guide_term, mean_phase
+
+    o, dev, stitched = run.options, run.device, run.stitched
+    tot = rnum = rden = 0.0
+    for s in range(0, len(order), o.batch):
+        ib = order[s : s + o.batch]
+        ib_d = ib.to(dev)
+        mb = run.meas[ib].to(dev)
+        a, ph = run.net(run.x[ib].to(dev))
+        if stitched is not None:  # this batch's live patches replace their cached copies in the stitched object
+            live = torch.polar(a, ph)
+            pred = torch.exp(log_scale) * stitched.seen_through(run.probe, ib_d, stitched.live(live, ib_d))
+        else:
+            pred = torch.exp(log_scale) * torch_forward.predicted_amplitude(run.probe, a, ph, eps=1e-12)
+        loss = run.data_term(pred, mb)
+        if targets is not None:
+            loss = loss + o.guide_weight * guide_term(a, ph, targets[ib_d])
+        if o.phase_anchor > 0:
+            drift = mean_phase(ph, run.weight) - anchors[ib_d]
+            # overlap: the data fix every patch's phase relative to its neighbours; only the global offset is free
+            loss = loss + o.phase_anchor * (drift.mean() ** 2 if stitched is not None else (drift**2).mean())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if stitched is not None:
+            with torch.no_grad():
+                stitched.commit(live, ib_d)
+        tot += float(loss.detach()) * len(ib)
+        with torch.no_grad():
+            rn, rd = run.data_term.r_factor(pred.detach(), mb)
+            rnum, rden = rnum + float(rn), rden + float(rd)
+    return tot / len(order), rnum / max(rden, 1e-30)
+
+
+def _final_pass(run: _Run, scale: float, keep_object: bool):
+    """R-factor of the fine-tuned network over every frame (through the stitched object for ``overlap``) and,
+    when asked, the stitch of its patches."""
+    import torch
+
+    from ptyfast.finetune import torch_forward
+
+    rnum = rden = 0.0
+    last = _Stitch(run.shape, (run.probe.abs() ** 2).cpu().numpy()) if keep_object else None
+    stitched, dev = run.stitched, run.device
+    with torch.no_grad():
+        for s, a, ph in run.net.over(run.x, run.eval_batch):
+            if stitched is not None:  # R-factor through the stitched object, below
+                stitched.cache[s : s + len(a)] = torch.polar(a, ph)
+            else:
+                pred = scale * torch_forward.predicted_amplitude(run.probe, a, ph)
+                rn, rd = run.data_term.r_factor(pred, run.meas[s : s + len(a)].to(dev))
+                rnum, rden = rnum + float(rn), rden + float(rd)
+            if last is not None:
+                last.add(a, ph, run.positions[s : s + len(a)])
+        if stitched is not None:
+            stitched.restitch()
+            for s in range(0, len(run.x), run.eval_batch):
+                pred = scale * stitched.seen_through(run.probe, stitched.every[s : s + run.eval_batch])
+                rn, rd = run.data_term.r_factor(pred, run.meas[s : s + run.eval_batch].to(dev))
+                rnum, rden = rnum + float(rn), rden + float(rd)
+    return rnum / max(rden, 1e-30), last
+
+
+def _finetuned_manifest(manifest, summary: dict, *, source: str, frames: int, total: int, epochs: int,
+                        probe: np.ndarray | None):
+    """The manifest of the fine-tuned network (``finetuned_on``, ``training["finetune"]``; a learned probe's
+    hash and power when ``probe`` is given)."""
+    from ptyfast import __version__
+    from ptyfast.models.manifest import probe_hash
+
+    new = replace(manifest, finetuned_on=f"{Path(source).name if source else 'scan'}: {frames} of {total} frames, "
+                                         f"{epochs} epochs",
+                  training={**(manifest.training or {}), "finetune": summary}, ptyfast_version=__version__)
+    if probe is not None:
+        new = replace(new, probe_sha256=probe_hash(probe), probe_photons=float(np.sum(np.abs(probe) ** 2)))
+    return new
+
+
 def finetune(
     scan,
     model,
@@ -215,11 +350,9 @@ def finetune(
     """
     import torch
 
-    from ptyfast import __version__
     from ptyfast.finetune import torch_forward
-    from ptyfast.finetune.objectives import DataTerm, OverlapObject, guide_term, mean_phase
+    from ptyfast.finetune.objectives import DataTerm, OverlapObject
     from ptyfast.kernels import gather
-    from ptyfast.models.manifest import probe_hash
     from ptyfast.models.preprocess import model_grid, preprocess
     from ptyfast.refine.engines import refine
     from ptyfast.scan import Scan
@@ -243,45 +376,28 @@ def finetune(
     grid = model_grid(scan.positions, scan.frame_shape[0], size, o.fit, scan.mask)
     pos, mask = grid.positions[idx], grid.mask
     frames = grid.frames(scan, idx)
-    x_all = torch.from_numpy(preprocess(frames, manifest, probe_power=float(np.sum(np.abs(probe) ** 2)), mask=mask))
     meas_np = np.sqrt(np.maximum(frames, 0.0)).astype(np.float32)
-    meas_all = torch.from_numpy(meas_np)
-    data_term = DataTerm(o.loss, meas_np, mask, dev)
-    cpu_mask = torch.from_numpy(mask.astype(np.float32)) if mask is not None else None
 
     model = model.to(dev)
     model.eval()  # BN uses (and keeps) its pre-training running statistics; see the module docstring
     if dev.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
-    net = _Network(model, dev, o.amp)
     net_params = _set_trainable(model, o.freeze)
-
     probe_t = torch.from_numpy(probe).to(dev).clone()  # updated in place by the probe step when learning the probe
-    weight = probe_t.abs() ** 2
-    weight = weight / weight.sum()
     guided, overlap = o.objective == "guided", o.objective == "overlap"
-    eval_batch = max(o.batch, 32)
-    stitched = OverlapObject(pos, size, grid.shape, np.abs(probe) ** 2, dev, eval_batch) if overlap else None
+    run = _Run(options=o, net=_Network(model, dev, o.amp), device=dev,
+               x=torch.from_numpy(preprocess(frames, manifest, probe_power=float(np.sum(np.abs(probe) ** 2)),
+                                             mask=mask)),
+               meas=torch.from_numpy(meas_np), data_term=DataTerm(o.loss, meas_np, mask, dev), probe=probe_t,
+               weight=(probe_t.abs() ** 2) / (probe_t.abs() ** 2).sum(), positions=pos, shape=grid.shape)
+    if overlap:
+        run.stitched = OverlapObject(pos, size, grid.shape, np.abs(probe) ** 2, dev, run.eval_batch)
 
     # Pass 0: pre-trained predictions → R-factor before, the scale fit, the phase anchors, the "before" object.
-    anchors = torch.empty(n)
-    pred0 = torch.empty(meas_all.shape)
-    first = _Stitch(grid.shape, np.abs(probe) ** 2) if (stitch or o.learn_probe or guided) else None
-    with torch.no_grad():
-        for s, a, ph in net.over(x_all, eval_batch):
-            anchors[s : s + len(a)] = mean_phase(ph, weight).cpu()
-            pred0[s : s + len(a)] = torch_forward.predicted_amplitude(probe_t, a, ph).cpu()
-            if overlap:
-                stitched.cache[s : s + len(a)] = torch.polar(a, ph)
-            if first is not None:
-                first.add(a, ph, pos[s : s + len(a)])
-        if overlap:  # the data as seen through the stitched object (what the objective compares)
-            stitched.restitch()
-            for s in range(0, n, eval_batch):
-                pred0[s : s + eval_batch] = stitched.seen_through(probe_t, stitched.every[s : s + eval_batch]).cpu()
-        m0 = cpu_mask if cpu_mask is not None else torch.ones(size)
-        den_aa = float((pred0 * pred0 * m0).sum())
-        s_fit = float((pred0 * meas_all * m0).sum()) / den_aa if den_aa > 0 else float("nan")
+    anchors, pred0, first = _initial_pass(run, keep_object=stitch or o.learn_probe or guided)
+    m0 = torch.from_numpy(mask.astype(np.float32)) if mask is not None else torch.ones(size)
+    den_aa = float((pred0 * pred0 * m0).sum())
+    s_fit = float((pred0 * run.meas * m0).sum()) / den_aa if den_aa > 0 else float("nan")
     consensus = first.object() if first is not None else None
     before, weight_before = (consensus, first.wsum) if stitch else (None, None)
     s0 = s_fit if o.scale == "fit" else 1.0
@@ -290,9 +406,8 @@ def finetune(
             f"the pre-trained predictions of {source or 'the scan'} do not fit its data at any positive scale; "
             "check the probe and the frames."
         )
-    with torch.no_grad():
-        rn, rd = torch_forward.r_factor(s0 * pred0, meas_all, m0)
-        r_before = float(rn) / max(float(rd), 1e-30)
+    rn, rd = torch_forward.r_factor(s0 * pred0, run.meas, m0)
+    r_before = float(rn) / max(float(rd), 1e-30)
     del pred0
     # guided: the rPIE object's amplitude is relative to s·P, so a learnable s would feed back through the
     # guide (s up → object down → patches down → s up): keep s at its fit.
@@ -301,7 +416,6 @@ def finetune(
         probe_t.mul_(s0)
         s0 = 1.0
     log_scale = torch.nn.Parameter(torch.tensor(math.log(s0), device=dev), requires_grad=learn_scale)
-    anchors = anchors.to(dev)
     if o.learn_probe or guided:
         probe_scan = Scan(diffraction=frames, positions=pos, probe=probe_t.cpu().numpy(), mask=mask)
 
@@ -314,6 +428,7 @@ def finetune(
 
     gen = torch.Generator().manual_seed(o.seed)
     history: list[dict] = []
+    targets = None
     t0 = time.perf_counter()
     for epoch in range(1, o.epochs + 1):
         if o.learn_probe or guided:  # rPIE sweeps on the auxiliary object (+ probe) before the network's pass
@@ -328,39 +443,10 @@ def finetune(
                         probe_t.copy_(torch.from_numpy(np.asarray(probe_run.probe, np.complex64)).to(dev))
                 if guided:
                     targets = torch.from_numpy(gather(consensus.astype(np.complex64), pos, size)).to(dev)
-        order = torch.randperm(n, generator=gen)
-        tot = rnum = rden = 0.0
-        for s in range(0, n, o.batch):
-            ib = order[s : s + o.batch]
-            ib_d = ib.to(dev)
-            mb = meas_all[ib].to(dev)
-            a, ph = net(x_all[ib].to(dev))
-            if overlap:  # this batch's live patches replace their cached copies in the stitched object
-                live = torch.polar(a, ph)
-                pred = torch.exp(log_scale) * stitched.seen_through(probe_t, ib_d, stitched.live(live, ib_d))
-            else:
-                pred = torch.exp(log_scale) * torch_forward.predicted_amplitude(probe_t, a, ph, eps=1e-12)
-            loss = data_term(pred, mb)
-            if guided:
-                loss = loss + o.guide_weight * guide_term(a, ph, targets[ib_d])
-            if o.phase_anchor > 0:
-                drift = mean_phase(ph, weight) - anchors[ib_d]
-                # overlap: the data fix every patch's phase relative to its neighbours; only the global offset is free
-                loss = loss + o.phase_anchor * (drift.mean() ** 2 if overlap else (drift**2).mean())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if overlap:
-                with torch.no_grad():
-                    stitched.commit(live, ib_d)
-            tot += float(loss.detach()) * len(ib)
-            with torch.no_grad():
-                rn, rd = data_term.r_factor(pred.detach(), mb)
-                rnum, rden = rnum + float(rn), rden + float(rd)
+        loss, r_factor = _epoch(run, opt, torch.randperm(n, generator=gen), log_scale, anchors, targets)
         sched.step()
-        info = {"epoch": epoch, "loss": tot / n, "r_factor": rnum / max(rden, 1e-30),
-                "lr": opt.param_groups[0]["lr"], "scale": float(torch.exp(log_scale.detach())),
-                "time_s": time.perf_counter() - t0}
+        info = {"epoch": epoch, "loss": loss, "r_factor": r_factor, "lr": opt.param_groups[0]["lr"],
+                "scale": float(torch.exp(log_scale.detach())), "time_s": time.perf_counter() - t0}
         history.append(info)
         if progress is not None:
             progress(epoch, info)
@@ -368,25 +454,7 @@ def finetune(
 
     # Final pass: R-factor after (and the "after" object) with the final weights.
     scale = float(torch.exp(log_scale).detach())
-    rnum = rden = 0.0
-    last = _Stitch(grid.shape, (probe_t.abs() ** 2).cpu().numpy()) if stitch else None
-    with torch.no_grad():
-        for s, a, ph in net.over(x_all, eval_batch):
-            if overlap:  # R-factor through the stitched object, below
-                stitched.cache[s : s + len(a)] = torch.polar(a, ph)
-            else:
-                pred = scale * torch_forward.predicted_amplitude(probe_t, a, ph)
-                rn, rd = data_term.r_factor(pred, meas_all[s : s + len(a)].to(dev))
-                rnum, rden = rnum + float(rn), rden + float(rd)
-            if last is not None:
-                last.add(a, ph, pos[s : s + len(a)])
-        if overlap:
-            stitched.restitch()
-            for s in range(0, n, eval_batch):
-                pred = scale * stitched.seen_through(probe_t, stitched.every[s : s + eval_batch])
-                rn, rd = data_term.r_factor(pred, meas_all[s : s + eval_batch].to(dev))
-                rnum, rden = rnum + float(rn), rden + float(rd)
-    r_after = rnum / max(rden, 1e-30)
+    r_after, last = _final_pass(run, scale, keep_object=stitch)
 
     # Back to a plain fp32, contiguous, CPU, eval-mode module (exportable like any other).
     model = model.to("cpu").to(memory_format=torch.contiguous_format).float().eval()
@@ -406,15 +474,8 @@ def finetune(
         + (f", {torch.cuda.get_device_name()}" if dev.type == "cuda" else ""),
         "torch": torch.__version__,
     }
-    new_manifest = replace(
-        manifest,
-        finetuned_on=f"{Path(source).name if source else 'scan'}: {n} of {scan.n_frames} frames, {o.epochs} epochs",
-        training={**(manifest.training or {}), "finetune": summary},
-        ptyfast_version=__version__,
-    )
-    if o.learn_probe:
-        new_manifest = replace(new_manifest, probe_sha256=probe_hash(final_probe),
-                               probe_photons=float(np.sum(np.abs(final_probe) ** 2)))
+    new_manifest = _finetuned_manifest(manifest, summary, source=source, frames=n, total=scan.n_frames,
+                                       epochs=o.epochs, probe=final_probe if o.learn_probe else None)
     return FinetuneResult(model=model, manifest=new_manifest, probe=final_probe, amplitude_scale=scale,
                           frames=idx, history=history, r_factor_before=float(r_before),
                           r_factor_after=float(r_after), time_s=elapsed, before=before,
