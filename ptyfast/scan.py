@@ -82,10 +82,12 @@ class Geometry:
         return self.wavelength * self.distance / (n * self.pixel_size)
 
 
-def object_grid(positions: np.ndarray, window: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
+def object_grid(positions: np.ndarray, window: tuple[int, int], origin=None) -> tuple[np.ndarray, tuple[int, int]]:
     """(origin (y, x), object shape) of the smallest grid holding every window at ``positions`` (top-left corners):
-    the grid's pixel (0, 0) is scan position ``origin`` = floor of the smallest position; +1 px for bilinear."""
-    origin = np.floor(positions.min(axis=0))
+    the grid's pixel (0, 0) is scan position ``origin`` — by default the floor of the smallest position, or the
+    one given (refinement keeps the scan's own origin (0, 0)); +1 px for bilinear."""
+    positions = np.asarray(positions, dtype=np.float64)
+    origin = np.floor(positions.min(axis=0)) if origin is None else np.asarray(origin, dtype=np.float64)
     span = np.ceil(positions.max(axis=0) - origin)
     return origin, (int(span[0]) + window[0] + 1, int(span[1]) + window[1] + 1)
 

@@ -65,6 +65,7 @@ from ptyfast.choices import Algorithm
 from ptyfast.errors import InputError
 from ptyfast.kernels import gather, overlap_add, project_exit_waves
 from ptyfast.physics.xp import get_array_module
+from ptyfast.scan import object_grid
 
 ALGORITHMS = Algorithm.values()
 #: Default (alpha, beta) per algorithm. ePIE: step sizes (Maiden & Rodenburg 2009 use 1). rPIE: the
@@ -134,13 +135,6 @@ class RefineResult:
 
 def _to_numpy(a) -> np.ndarray:
     return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
-
-
-def object_grid_shape(positions: np.ndarray, window: tuple[int, int]) -> tuple[int, int]:
-    """Smallest object grid (rows, cols) holding every window at ``positions`` (all ≥ 0), one spare pixel
-    for bilinear sampling."""
-    hi = np.ceil(np.asarray(positions, dtype=np.float64).max(axis=0)).astype(int)
-    return int(hi[0]) + window[0] + 1, int(hi[1]) + window[1] + 1
 
 
 def check_positions(positions: np.ndarray, object_shape: tuple[int, int], window: tuple[int, int]) -> None:
@@ -391,7 +385,7 @@ def prepare_refinement(scan, *, init="flat", probe=None, positions=None, seed: i
                 f"positions reach {pos.min(axis=0).round(1).tolist()} (y, x) but must be ≥ 0 for a "
                 f"{init or 'flat'} initial object; shift them (the converters do) or give an initial object."
             )
-        shape = object_grid_shape(np.maximum(pos, 0), window)
+        shape = object_grid(np.maximum(pos, 0), window, origin=(0.0, 0.0))[1]  # the scan's own origin
     else:
         shape = tuple(int(s) for s in init.shape[-2:])
     obj = initial_object(init, shape, seed=seed, xp=xp)
