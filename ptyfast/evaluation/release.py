@@ -140,15 +140,10 @@ def release_check(model: str | None, pairs: list[tuple[np.ndarray, np.ndarray]],
 
 
 def _figures(folder: Path, scan: dict, o: ReleaseOptions) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from ptyfast.evaluation.figures import comparison_figure
     from ptyfast.io.atomic import ensure_dir
     from ptyfast.metrics import truth_on_grid
-    from ptyfast.runtime.output import _savefig
+    from ptyfast.runtime.output import error_curves_figure
 
     ensure_dir(folder)
     rec, region = scan["_rec"], scan["_region"]
@@ -157,15 +152,9 @@ def _figures(folder: Path, scan: dict, o: ReleaseOptions) -> None:
                       truth_on_grid(scan["_truth"], rec.origin, rec.object.shape), region,
                       f"held-out scan, {o.overlap:.0%} overlap, {o.photons:.0e} photons/frame: network phase "
                       f"{r['network']['phase_psnr']:.1f} dB vs flat {r['flat']['phase_psnr']:.1f} dB")
-    fig, axes = plt.subplots(1, len(scan["rpie"]), figsize=(6 * len(scan["rpie"]), 4), dpi=100, squeeze=False)
-    for ax, (data, curves) in zip(axes[0], scan["rpie"].items()):
-        for key, label in (("network_start", "rPIE from the network"), ("flat_start", "rPIE from a flat object")):
-            e = curves[key]
-            ax.semilogy(np.arange(1, len(e) + 1), e, label=label)
-        ax.axhline(curves["flat_error_at_end"], color="grey", lw=0.8, ls="--")
-        ax.set_xlabel("iteration")
-        ax.set_ylabel("data error E")
-        ax.legend()
-        ax.set_title(f"{data} data: network-initialised vs flat-start rPIE")
-    _savefig(fig, folder / "release_rpie_curves.png")
-    plt.close(fig)
+    panels = {f"{data} data: network-initialised vs flat-start rPIE": {
+        "rPIE from the network": curves["network_start"], "rPIE from a flat object": curves["flat_start"]}
+        for data, curves in scan["rpie"].items()}
+    lines = {f"{data} data: network-initialised vs flat-start rPIE": curves["flat_error_at_end"]
+             for data, curves in scan["rpie"].items()}
+    error_curves_figure(folder / "release_rpie_curves.png", panels, ylabel="data error E", lines=lines, width=6.0)

@@ -31,7 +31,6 @@ import h5py
 import numpy as np
 
 from ptyfast.errors import InputError
-from ptyfast.io.atomic import save_figure
 
 
 def _np(a) -> np.ndarray:
@@ -100,10 +99,7 @@ def save_pngs(result, stem: str | Path, *, weight: np.ndarray | None = None, pix
     bar, a µm scale bar when ``pixel_size_m`` is known), plus probe (amplitude | phase) and error-curve figures,
     beside ``stem``. Returns the written paths: ``<stem>_amplitude.png``, ``_phase.png``, ``_probe.png``,
     ``_errors.png``."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from ptyfast.runtime.output import object_previews, probe_figure
+    from ptyfast.runtime.output import error_curves_figure, object_previews, probe_figure
 
     stem = Path(stem)
     obj = _np(result.object)
@@ -113,20 +109,8 @@ def save_pngs(result, stem: str | Path, *, weight: np.ndarray | None = None, pix
     shown = weight >= 0.05 * float(weight.max()) if weight.max() > 0 else np.ones(obj.shape, bool)
     out = object_previews(stem, obj, shown, title=f"{result.algorithm}, {result.iterations} iterations", pixel_size_m=pixel_size_m)
 
-    def _save(fig, name):
-        p = stem.with_name(f"{stem.name}_{name}.png")
-        FigureCanvasAgg(fig)
-        save_figure(fig, p, dpi=110)
-        out.append(p)
-
     out.append(probe_figure(stem.with_name(f"{stem.name}_probe.png"), probe))
-
-    fig = Figure(figsize=(6, 4))
-    ax = fig.add_subplot()
-    ax.semilogy(np.arange(1, result.iterations + 1), result.errors, marker=".")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("Σ(|Ψ|−√I)² / Σ I")
-    ax.set_title(f"{result.algorithm} error")
-    ax.grid(True, which="both", alpha=0.3)
-    _save(fig, "errors")
+    out.append(error_curves_figure(stem.with_name(f"{stem.name}_errors.png"),
+                                   {f"{result.algorithm} error": {"error": result.errors}},
+                                   ylabel="Σ(|Ψ|−√I)² / Σ I", width=6.0, dpi=110))
     return out

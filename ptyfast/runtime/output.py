@@ -208,6 +208,31 @@ def panel_figure(path: Path, panels: list[tuple], title: str = "", *, dpi: int =
     return save_figure(fig, path, dpi=dpi)
 
 
+def error_curves_figure(path: Path, panels: dict[str, dict], *, ylabel: str = "data error",
+                        xlabel: str = "iteration", lines: dict[str, float] | None = None, width: float = 5.0,
+                        dpi: int = 100) -> Path:
+    """Iterative error curves on log axes, one panel per ``panels`` key (its title), each a ``{label: errors}``
+    dict (iteration 1 first), a dotted horizontal line per panel from ``lines`` (e.g. a target error): refine's
+    error curve, the release check's and the paper protocol's network-start vs flat/random-start rPIE."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * len(panels), 3.8))
+    FigureCanvasAgg(fig)
+    for i, (title, curves) in enumerate(panels.items()):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        for label, e in curves.items():
+            ax.semilogy(np.arange(1, len(e) + 1), e, marker="." if len(curves) == 1 else None, label=label)
+        if lines and title in lines:
+            ax.axhline(lines[title], color="grey", ls=":", lw=0.8)
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+        ax.grid(True, which="both", alpha=0.3)
+        if len(curves) > 1:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=dpi)
+
+
 def probe_figure(path: Path, probe: np.ndarray, title: str = "") -> Path:
     """The probe's amplitude and phase side by side (refine's and fine-tuning's ``*_probe.png``)."""
     probe = np.asarray(probe)

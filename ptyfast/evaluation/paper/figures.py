@@ -93,17 +93,13 @@ def figure_table3(out: Path, panels: dict, cfg: PaperConfig) -> list[Path]:
 
 
 def figure_convergence(out: Path, f9: dict) -> list[Path]:
-    plt = _plt()
-    ovs = list(f9["overlaps"])
-    fig, axes = plt.subplots(1, len(ovs), figsize=(4.4 * len(ovs), 3.5), squeeze=False)
-    for c, o in enumerate(ovs):
-        d, ax = f9["overlaps"][o], axes[0, c]
-        ax.semilogy(np.arange(1, len(d["reference_errors"]) + 1), d["reference_errors"], label="random start")
-        ax.semilogy(np.arange(1, len(d["errors"]) + 1), d["errors"], label="PtyNet start")
-        ax.axhline(d["target_error"], color="gray", ls=":", lw=0.8)
-        ax.set(xlabel="rPIE iteration", ylabel="error", title=f"{float(o):.0%} overlap")
-        ax.legend(fontsize=8)
-    return [_savefig(fig, out / "figures" / "convergence.png")]
+    from ptyfast.runtime.output import error_curves_figure
+
+    panels = {f"{float(o):.0%} overlap": {"random start": d["reference_errors"], "PtyNet start": d["errors"]}
+              for o, d in f9["overlaps"].items()}
+    lines = {f"{float(o):.0%} overlap": d["target_error"] for o, d in f9["overlaps"].items()}
+    return [error_curves_figure(out / "figures" / "convergence.png", panels, xlabel="rPIE iteration",
+                                ylabel="error", lines=lines, width=4.4, dpi=90)]
 
 
 # -- report ---------------------------------------------------------------------------------------------------
