@@ -7,8 +7,9 @@ background thread turns each batch's outputs into complex patches and stitches t
 while the next batch is inferred — so the wall time approaches the inference time, not the sum of the stages.
 These two helper threads are pipeline stages, not thread pools: ``--threads`` sets the libraries' pools.
 
-Memory: at most ``queue_depth`` chunks read ahead and two batches of outputs waiting, so peak memory is O(chunk · H · W) for the data plus O(object area) for the stitched
-object and its weight map, independent of the number of frames.
+Memory: at most ``queue_depth`` chunks read ahead and two batches of outputs waiting, so peak memory is
+O(chunk · H · W) for the data plus O(object area) for the stitched object and its weight map, independent of
+the number of frames (except for the patches kept when their phase offsets are solved, below).
 
 Stitching (see :func:`ptyfast.kernels.stitch`): each predicted patch A·exp(iφ) is placed at its true
 sub-pixel position (bilinear) and blended with weights w = |P|² (the probe intensity: pixels the probe
@@ -215,9 +216,10 @@ class PartialStitch:
     timings: dict = field(default_factory=dict)
 
 
-def complex_patches(amp: np.ndarray, pha: np.ndarray) -> np.ndarray:
-    """A·exp(iφ) as complex64, computed in float32 (``np.exp(1j * φ)`` would go through complex128)."""
-    out = np.empty(amp.shape, np.complex64)
+def complex_patches(amp: np.ndarray, pha: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """A·exp(iφ) as complex64, computed in float32 (``np.exp(1j * φ)`` would go through complex128), into
+    ``out`` when given."""
+    out = np.empty(amp.shape, np.complex64) if out is None else out
     np.multiply(amp, np.cos(pha, dtype=np.float32), out=out.real)
     np.multiply(amp, np.sin(pha, dtype=np.float32), out=out.imag)
     return out
@@ -269,16 +271,18 @@ def stitch_frames(scan: Scan, backend, plan: StitchPlan, start: int = 0, stop: i
     keep = plan.align if keep_patches is None else keep_patches
     timings = {"read": 0.0, "preprocess": 0.0, "infer": 0.0, "stitch": 0.0}
     part = PartialStitch(start, stop, timings=timings)
-    if not keep:
+    w = plan.weight
+    if keep:  # filled in place: no list of batches to concatenate (a second copy of every patch) at the end
+        part.patches = np.empty((stop - start, *w[plan.box].shape), np.complex64)
+    else:
         part.num = np.zeros(plan.shape, np.complex64)
         part.wsum = np.zeros(plan.shape, np.float32)
-    kept: list[np.ndarray] = []
-    w = plan.weight
 
     def stitch(first: int, amp: np.ndarray, pha: np.ndarray) -> None:
         t = time.perf_counter()
         if keep:  # only the box is kept: build the complex patches there alone
-            kept.append(complex_patches(amp[:, plan.box[0], plan.box[1]], pha[:, plan.box[0], plan.box[1]]))
+            complex_patches(amp[:, plan.box[0], plan.box[1]], pha[:, plan.box[0], plan.box[1]],
+                            out=part.patches[first - start : first - start + len(amp)])
         else:
             patches = complex_patches(amp, pha)
             overlap_add(part.num, patches, plan.grid_pos[first : first + len(patches)], weights=w,
@@ -301,9 +305,6 @@ def stitch_frames(scan: Scan, backend, plan: StitchPlan, start: int = 0, stop: i
                 progress(s + len(x) - start, stop - start, "stitch")
     finally:
         stage.close()
-    if keep:
-        h, wd = w[plan.box].shape
-        part.patches = np.concatenate(kept) if kept else np.zeros((0, h, wd), np.complex64)
     return part
 
 
