@@ -209,3 +209,15 @@ def test_follow_that_fails_midway_leaves_no_output(tmp_path):
     assert refreshed, "no refresh was written before the bad frame"
     assert follower.returncode == 2 and "NaN" in stderr, stdout + stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.cxi"]
+
+
+def test_kept_patches_grow_in_place_and_read_as_their_concatenation():
+    from ptyfast.runtime.live import KeptPatches
+
+    rng = np.random.default_rng(0)
+    batches = [rng.standard_normal((k, 4, 4)).astype(np.complex64) for k in (3, 300, 1, 600)]
+    kept = KeptPatches()
+    for i, b in enumerate(batches):
+        kept.append(b)
+        assert np.array_equal(kept.view(), np.concatenate(batches[: i + 1]))
+    assert kept.count == 904 and kept.view().base is not None  # a view of the store, not a copy

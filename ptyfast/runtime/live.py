@@ -38,6 +38,28 @@ class FollowResult:
     complete: bool
 
 
+class KeptPatches:
+    """The patches kept so far, in one array whose capacity doubles as frames arrive: a refresh reads them as
+    a view, instead of concatenating every patch again (a full copy per refresh)."""
+
+    def __init__(self) -> None:
+        self._data: np.ndarray | None = None
+        self.count = 0
+
+    def append(self, patches: np.ndarray) -> None:
+        need = self.count + len(patches)
+        if self._data is None or need > len(self._data):
+            grown = np.empty((max(need, 2 * self.count, 256), *patches.shape[1:]), patches.dtype)
+            if self._data is not None:
+                grown[: self.count] = self._data[: self.count]
+            self._data = grown
+        self._data[self.count : need] = patches
+        self.count = need
+
+    def view(self) -> np.ndarray:
+        return self._data[: self.count]
+
+
 def open_live(path, options: FollowOptions):
     """Open ``path`` for SWMR reading, retrying until ``idle_timeout`` (the writer may not have created it)."""
     from ptyfast.io.live import LiveFile
@@ -68,7 +90,7 @@ def follow(path, job, backend, reason: str, options: FollowOptions, *, on_refres
 
     live = open_live(path, options)
     t_start = time.perf_counter()
-    patches: list[np.ndarray] = []
+    patches = KeptPatches()
     timings: dict = {}
     done, shown = 0, 0
     last_arrival = last_refresh = time.monotonic()
@@ -83,6 +105,7 @@ def follow(path, job, backend, reason: str, options: FollowOptions, *, on_refres
             patches.append(part.patches)
             for k, v in part.timings.items():
                 timings[k] = timings.get(k, 0.0) + v
+            del part  # its patches are copied into the kept array
             done = n
             last_arrival = time.monotonic()
             if on_frames is not None:
@@ -98,7 +121,7 @@ def follow(path, job, backend, reason: str, options: FollowOptions, *, on_refres
         if on_refresh is not None and done > shown and due:
             with live.snapshot() as scan:
                 scan = scan.select(np.arange(done)) if scan.n_frames > done else scan
-                part = PartialStitch(0, done, patches=np.concatenate(patches), timings=dict(timings))
+                part = PartialStitch(0, done, patches=patches.view(), timings=dict(timings))
                 plan, note = plan_for(scan, job, backend)
                 rec = finish_reconstruction(scan, plan, part, consistency=False, t_start=t_start)
                 prov = describe(rec, scan, job, backend, reason, plan, note)
@@ -110,7 +133,7 @@ def follow(path, job, backend, reason: str, options: FollowOptions, *, on_refres
     with live.snapshot() as scan:
         scan = scan.select(np.arange(done)) if scan.n_frames > done else scan
         plan, note = plan_for(scan, job, backend)
-        part = PartialStitch(0, done, patches=np.concatenate(patches), timings=timings)
+        part = PartialStitch(0, done, patches=patches.view(), timings=timings)
         rec = finish_reconstruction(scan, plan, part, consistency=job.consistency, chunk=job.chunk,
                                     t_start=t_start)
         prov = describe(rec, scan, job, backend, reason, plan, note)
