@@ -321,3 +321,10 @@ def test_stitch_stage_runs_in_order_and_surfaces_its_error():
         for i in range(50):  # put() raises once the stage has failed; close() would too
             stage.put(i, None, None)
         stage.close()
+
+
+def test_unknown_refine_engine_is_refused_before_any_work(held_out_scan, tmp_path):
+    path, _ = held_out_scan
+    out = tmp_path / "o.h5"
+    one_error_line(run("reconstruct", path, "-o", out, "--refine", "dm"), "unknown --refine algorithm 'dm'")
+    assert not out.exists() and not list(tmp_path.iterdir())

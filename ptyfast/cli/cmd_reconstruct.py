@@ -79,8 +79,8 @@ def reconstruct_cmd(
     from ptyfast import threads as thread_setting
 
     thread_setting.set_threads(threads)  # torch, ONNX Runtime, scipy.fft and BLAS alike
-    if refine not in (None, "rpie", "epie"):
-        raise InputError(f"--refine must be rpie or epie; found '{refine}'.")
+    if refine is not None:  # before any inference: a misspelt engine must not cost the whole network pass
+        refine = Algorithm.check(refine, "--refine algorithm")
     many = len(scans) > 1
     if many and output is not None and not output.is_dir():
         raise InputError(f"with several scans, -o must be an existing folder; {output} is not one.")
@@ -167,7 +167,11 @@ def _many_on_cluster(client, scans: list[Path], outs: list[Path], job, finish: "
             rec, prov = gather(client, fut, f"reconstructing {scans[k]}")
             bar.advance(task)
             scan = load_any(scans[k], validate=False, frames=finish.frames) if finish.needs_scan else None
-            finish(scan, scans[k], outs[k], rec, prov)
+            try:
+                finish(scan, scans[k], outs[k], rec, prov)
+            finally:
+                if scan is not None:
+                    scan.close()
 
 
 def _follow(scan_path: Path, out: Path, job, be, reason: str, finish: "Finisher", options) -> None:
