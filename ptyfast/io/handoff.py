@@ -65,6 +65,7 @@ with h5py.File(here / "ptychi_init.h5", "r") as f:
     probe = f["probe"][()]
     centres = f["positions_px"][()]
     mask = torch.from_numpy(f["valid_pixel_mask"][()].astype(bool)) if "valid_pixel_mask" in f else None
+    pixel = float(f["pixel_size_m"][()]) if "pixel_size_m" in f else float("nan")
 if a.flat:
     obj = np.ones_like(obj)
 
@@ -72,7 +73,7 @@ o = api.RPIEOptions()
 o.data_options.fft_shift = False  # the data are stored with the zero frequency at the corner
 o.object_options.determine_position_origin_coords_by = api.ObjectPosOriginCoordsMethods.SPECIFIED
 o.object_options.position_origin_coords = np.zeros(2)  # positions are pixel indices of the object buffer
-o.object_options.pixel_size_m = 1e-8
+o.object_options.pixel_size_m = pixel if np.isfinite(pixel) else 1e-8  # the scan's, when its geometry is known
 o.object_options.optimizable = True
 o.object_options.optimizer = api.Optimizers.SGD
 o.object_options.step_size = 1.0
@@ -131,6 +132,7 @@ def write_ptychi_handoff(folder: str | Path, scan, rec) -> list[Path]:
             f["object"] = obj
             f["probe"] = probe
             f["positions_px"] = centres
+            f["pixel_size_m"] = float(scan.object_pixel_size())  # NaN when the scan gives no geometry
             if scan.mask is not None:
                 f["valid_pixel_mask"] = np.fft.ifftshift(np.asarray(scan.mask, bool))
             f.attrs["convention"] = ("Pty-Chi 2.2: data zero frequency at the corner (fft_shift=False); probe for "
