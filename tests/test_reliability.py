@@ -461,9 +461,19 @@ def _last_conv(model):
 
 def test_collapsed_model_gives_a_loud_warning(tmp_path, scan128):
     flat = _edited_model(tmp_path, "flat", lambda m: (_last_conv(m).weight.zero_(), _last_conv(m).bias.zero_()))
-    r = run("reconstruct", scan128, "--model", flat, "-o", tmp_path / "r.h5", "--no-png")
+    r = run("reconstruct", scan128, "--model", flat, "-o", tmp_path / "r.h5")
     assert r.exit_code == 0, r.output
     assert "warning:" in r.stderr and "the object is flat" in r.stderr
+    from PIL import Image
+
+    for name in ("amplitude", "phase"):  # and its previews look flat: one colour, not its rounding noise stretched
+        page = np.asarray(Image.open(tmp_path / f"r_{name}.png").convert("RGB"))
+        with h5py.File(tmp_path / "r.h5", "r") as f:
+            w = f["weight"][()]
+        rows = int(np.ptp(np.nonzero(w >= 0.05 * w.max())[0])) + 1
+        image = page[:rows].reshape(-1, 3)
+        shown = image[(image != [48, 48, 48]).any(axis=1)]  # not the grey of uncovered pixels
+        assert len(np.unique(shown, axis=0)) <= 3, name
     ok = run("reconstruct", scan128, "-o", tmp_path / "ok.h5", "--no-png")  # the shipped model: no warning
     assert ok.exit_code == 0 and "warning:" not in ok.stderr
 

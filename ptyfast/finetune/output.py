@@ -15,7 +15,7 @@ from ptyfast.finetune.loop import finetune
 from ptyfast.finetune.options import FinetuneOptions, FinetuneResult, select_frames
 from ptyfast.finetune.probe import resolve_probe
 from ptyfast.io.atomic import atomic_path
-from ptyfast.runtime.output import panel_figure, probe_figure
+from ptyfast.runtime.output import MIN_SPAN, display_limits, panel_figure, probe_figure
 
 __all__ = ["save_finetuned", "save_probe", "save_preview", "finetune_file"]
 
@@ -33,7 +33,8 @@ def save_probe(directory: Path, probe: np.ndarray, *, stem: str = "probe") -> li
 
 def save_preview(path: Path, before: np.ndarray, after: np.ndarray, weight_mask: np.ndarray | None = None) -> Path:
     """PNG of the stitched phase and amplitude before and after fine-tuning (mean phase removed; grey levels
-    clipped to the 1–99 % percentiles of the covered region, shared by before and after)."""
+    between the same limits for before and after: :func:`~ptyfast.runtime.output.display_limits` of the covered
+    region, so a flat object looks flat)."""
     sel = weight_mask if weight_mask is not None else (np.abs(before) > 0) & (np.abs(after) > 0)
     if not np.any(sel):
         sel = np.ones(before.shape, bool)
@@ -42,9 +43,9 @@ def save_preview(path: Path, before: np.ndarray, after: np.ndarray, weight_mask:
         ph = np.angle(obj * np.exp(-1j * np.angle(np.sum(obj[sel]))))
         imgs[name] = (np.where(sel, ph, np.nan), np.where(sel, np.abs(obj), np.nan))
     panels = []
-    for k, label in ((0, "phase (rad)"), (1, "amplitude")):
+    for k, label, kind in ((0, "phase (rad)", "phase"), (1, "amplitude", "amplitude")):
         vals = np.concatenate([imgs[n][k][sel] for n in imgs])
-        lo, hi = np.percentile(vals, [1, 99])
+        lo, hi = display_limits(vals, MIN_SPAN[kind](vals))
         for name in ("before", "after"):
             panels.append((f"{label} {name}", np.clip(imgs[name][k], lo, hi), "gray", (lo, hi)))
     panel_figure(Path(path), panels)
