@@ -168,6 +168,13 @@ def test_stream_writer_interrupted_leaves_no_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_stream_never_replaces_an_existing_file(tmp_path):
+    live = tmp_path / "s.cxi"
+    live.write_bytes(b"a scan the user keeps")
+    one_error_line(run(*SIM, "-o", live, "--stream", 50), "exists")
+    assert live.read_bytes() == b"a scan the user keeps" and list(tmp_path.iterdir()) == [live]
+
+
 WRITER_THEN_NAN = """
 import sys, time, h5py, numpy as np
 from ptyfast.io.cxi import create_layout, translations

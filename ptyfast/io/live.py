@@ -98,8 +98,8 @@ def stream_cxi(path: str | Path, scan: Scan, rate: float, *, on_frame=None, stop
                mark_complete: bool = True) -> Path:
     """Write ``scan`` to ``path`` frame by frame at ``rate`` frames/s in SWMR mode.
 
-    The file appears at once under its final name (readers follow it while it grows); frames are validated
-    first, so bad input leaves no file. Each frame's pattern, translation and exact position are appended and
+    The file appears at once under its final name (readers follow it while it grows), so an existing file there
+    is refused rather than replaced; frames are validated first, so bad input leaves no file. Each frame's pattern, translation and exact position are appended and
     flushed together; ``on_frame(index, time)`` is called after each flush. ``stop_after`` stops after that
     many frames *without closing the file* (the process then exits as a crashed writer would) — for tests.
     On any error or signal the file is removed: a stream that did not finish is not a scan.
@@ -107,6 +107,9 @@ def stream_cxi(path: str | Path, scan: Scan, rate: float, *, on_frame=None, stop
     from ptyfast.io.atomic import register_temporary, unregister_temporary
 
     path = Path(path)
+    if path.exists():  # the stream grows under its final name (no temporary to rename): never over a file
+        raise InputError(f"{path} exists; a live stream is written under its final name while it grows, so it "
+                         "never replaces a file: remove it or choose another name.")
     n = scan.n_frames
     validate_frames(np.asarray(scan.diffraction[:]), mask=scan.mask, source=str(scan.meta.get("source", "the scan")))
     pos_all, trans_all = scan.positions, translations(scan)
