@@ -140,6 +140,12 @@ def test_cli_bad_overlap(env, tmp_path):
                                   "-o", str(tmp_path / "o")]), "overlaps are fractions")
 
 
+def test_cli_report_folder_is_not_the_image_folder(env):
+    before = sorted(p.name for p in env[0].iterdir())
+    _one_line(runner.invoke(app, ["paper", "--images", str(env[0]), "-o", str(env[0])]), "is the image folder")
+    assert sorted(p.name for p in env[0].iterdir()) == before
+
+
 def test_evaluate_protocol_points_to_the_paper_command(tmp_path):
     _one_line(runner.invoke(app, ["evaluate", "--protocol", "paper", "--images", str(tmp_path)]), "ptyfast paper")
 

@@ -83,6 +83,8 @@ def run_paper_protocol(images, output, *, console=None, config: PaperConfig | No
     out = Path(output)
     if out.exists() and not out.is_dir():
         raise InputError(f"report folder {out} is a file; give a folder with -o.")
+    if out.exists() and out.resolve() == Path(images).resolve():
+        raise InputError(f"report folder {out} is the image folder; give the report its own folder with -o.")
     if not (out.parent if str(out.parent) else Path(".")).is_dir():
         raise InputError(f"cannot create {out}: directory {out.parent} does not exist; create it first.")
     (out / "figures").mkdir(parents=True, exist_ok=True)
