@@ -136,7 +136,7 @@ class _Stitch:
 
         from ptyfast.kernels import overlap_add
 
-        patches = torch.polar(amplitude, phase).cpu().numpy().astype(np.complex64)
+        patches = torch.polar(amplitude, phase).cpu().numpy().astype(np.complex64, copy=False)
         overlap_add(self.num, patches, positions, weights=self.weight, weight_accum=self.wsum)
 
     def object(self) -> np.ndarray:
