@@ -132,7 +132,7 @@ def main(argv=None) -> None:
 
     from ptyfast import threads
     from ptyfast.refine import refine
-    from ptyfast.refine.engines import object_grid_shape
+    from ptyfast.scan import object_grid
 
     threads.set_threads(1)
     scan = load_star(Path(a.data))
@@ -140,7 +140,7 @@ def main(argv=None) -> None:
     h, w = scan.frame_shape
     probe = start_probe(scan)
     pos = scan.positions
-    shape = object_grid_shape(pos, (h, w))
+    shape = object_grid(np.maximum(pos, 0), (h, w), origin=(0.0, 0.0))[1]  # as refine() builds it
     print(f"Siemens star: {scan.n_frames} frames {h}×{w}, object {shape[0]}×{shape[1]}; rPIE α {ALPHA}, batch "
           f"{BATCH}, probe updated, {a.epochs} epochs interleaved, 1 thread each, CPU seconds")
     if not Path(a.ptychi_python).exists():

@@ -15,6 +15,9 @@ far_field/back_propagate cuFFT (cupy.fft)            the project's fftshift/orth
 overlap_add              overlap_add.cu              deterministic scatter-add (adjoint of gather)
 stitch                   overlap_add.cu + normalise  Σ w·patch / Σ w with a relative floor
 =======================  ==========================  ===============================================
+
+``project_exit_waves_fft_order`` is ``project_exit_waves`` against √I already in the FFT's pixel order.
+On the CPU the FFTs are FFTW's when pyFFTW is installed, else scipy.fft's (:mod:`ptyfast.kernels.cpu_fft`).
 """
 
 from __future__ import annotations
@@ -86,6 +89,12 @@ def project_exit_waves(psi, intensity, mask=None):
     return _impl(psi).project_exit_waves(psi, intensity, mask)
 
 
+def project_exit_waves_fft_order(psi, amplitude, mask=None):
+    """:func:`project_exit_waves` against measured amplitudes √I and a mask already in the FFT's pixel order
+    (``ifftshift`` of the centred frames): iterative solvers shift and square-root their frames once."""
+    return _impl(psi).project_exit_waves_fft_order(psi, amplitude, mask)
+
+
 __all__ = [
     "STITCH_FLOOR",
     "back_propagate",
@@ -97,5 +106,6 @@ __all__ = [
     "normalise",
     "overlap_add",
     "project_exit_waves",
+    "project_exit_waves_fft_order",
     "stitch",
 ]

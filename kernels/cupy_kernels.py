@@ -134,6 +134,15 @@ def project_exit_waves(psi, intensity, mask=None):
     return cufft.ifft2(big, axes=(-2, -1), norm="ortho", overwrite_x=True), err
 
 
+def project_exit_waves_fft_order(psi, amplitude, mask=None):
+    """:func:`project_exit_waves` against amplitudes √I (and a mask) already in the FFT's pixel order; see
+    the twin. The modulus kernel takes intensities, so it gets the amplitudes squared (one elementwise pass)."""
+    psi = _c64(psi, "psi")
+    big = cufft.fft2(psi, axes=(-2, -1), norm="ortho")
+    err = _project(big, cupy.square(cupy.asarray(amplitude, dtype=cupy.float32)), mask, big, 0)
+    return cufft.ifft2(big, axes=(-2, -1), norm="ortho", overwrite_x=True), err
+
+
 def overlap_add(accum, patches, positions, *, weights=None, weight_accum=None, bin_size=None):
     """Deterministic overlap-add of (weighted) patches into ``accum`` (and ``weight_accum``) in place.
 

@@ -19,9 +19,8 @@ Far-field convention (the project's, see ``ptyfast.physics.forward``):
 from __future__ import annotations
 
 import numpy as np
-import scipy.fft
 
-from ptyfast import threads
+from ptyfast.kernels.cpu_fft import fft2, ifft2
 
 #: Relative floor of :func:`stitch`: pixels whose summed weight is below ``floor * max(weight_map)``
 #: are divided by that floor instead (so unvisited pixels come out 0, not NaN).
@@ -253,18 +252,18 @@ def normalise(num, weight_map, *, floor=STITCH_FLOOR):
 
 # ------------------------------------------------------------------------------- propagation, projection
 def far_field(exit_wave):
-    """``fftshift(fft2(ψ, norm="ortho"))`` over the last two axes (scipy.fft, all threads)."""
-    return np.fft.fftshift(scipy.fft.fft2(exit_wave, axes=(-2, -1), norm="ortho", workers=threads.get()), axes=(-2, -1))
+    """``fftshift(fft2(ψ, norm="ortho"))`` over the last two axes (:mod:`ptyfast.kernels.cpu_fft`)."""
+    return np.fft.fftshift(fft2(exit_wave), axes=(-2, -1))
 
 
 def far_field_unshifted(exit_wave):
     """``fft2(ψ, norm="ortho")``: :func:`far_field` with the zero frequency left at the corner."""
-    return scipy.fft.fft2(exit_wave, axes=(-2, -1), norm="ortho", workers=threads.get())
+    return fft2(exit_wave)
 
 
 def back_propagate(wave):
     """``ifft2(ifftshift(Ψ), norm="ortho")``, the inverse of :func:`far_field`."""
-    return scipy.fft.ifft2(np.fft.ifftshift(wave, axes=(-2, -1)), axes=(-2, -1), norm="ortho", workers=threads.get())
+    return ifft2(np.fft.ifftshift(wave, axes=(-2, -1)), overwrite=True)
 
 
 def _mask_array(mask, shape):
@@ -278,24 +277,34 @@ def _mask_array(mask, shape):
     return m
 
 
-def _project(psi, intensity, mask, out):
-    """Modulus projection into ``out`` (may be ``psi``); returns err per frame (float64)."""
+def _amplitude(intensity, dtype):
+    """√I with negative counts as 0, in ``dtype``."""
+    s = np.maximum(intensity, 0).astype(dtype)
+    return np.sqrt(s, out=s)
+
+
+def _project(psi, amplitude, mask, out):
+    """Modulus projection of ``psi`` against the measured ``amplitude`` √I (same pixel order) into ``out``
+    (may be ``psi``); returns err per frame (float64)."""
     amp = np.abs(psi)
-    s = np.maximum(intensity, 0).astype(amp.dtype)
-    np.sqrt(s, out=s)
-    d = amp - s
+    d = amp - amplitude
     d *= d
     if mask is not None:
         d *= np.broadcast_to(mask, d.shape)
     err = d.reshape(d.shape[0], -1).sum(axis=1, dtype=np.float64)
-    zero = amp == 0
-    np.divide(s, amp, out=amp, where=~zero)  # amp becomes the scale s / |Ψ|
+    zero = None
+    if amp.size and amp.min() > 0:  # the usual case: one plain division
+        np.divide(amplitude, amp, out=amp)  # amp becomes the scale √I / |Ψ|
+    else:
+        zero = amp == 0
+        np.divide(amplitude, amp, out=amp, where=~zero)
     if mask is not None:
         np.copyto(amp, 1, where=~mask)  # masked pixels keep Ψ
-        zero &= mask
+        if zero is not None:
+            zero &= mask
     np.multiply(psi, amp, out=out)
-    if zero.any():
-        out[zero] = s[zero]
+    if zero is not None and zero.any():
+        out[zero] = np.broadcast_to(amplitude, zero.shape)[zero]
     return err
 
 
@@ -322,7 +331,7 @@ def modulus_projection(psi, intensity, mask=None):
         raise ValueError(f"intensity has shape {intensity.shape}; expected the far field's shape {psi.shape}")
     m = _mask_array(mask, psi.shape)
     out = np.empty_like(psi)
-    err = _project(psi, intensity, m, out)
+    err = _project(psi, _amplitude(intensity, psi.real.dtype), m, out)
     return out, err.astype(psi.real.dtype)
 
 
@@ -348,9 +357,25 @@ def project_exit_waves(psi, intensity, mask=None):
     if intensity.shape != psi.shape:
         raise ValueError(f"intensity has shape {intensity.shape}; expected the exit waves' shape {psi.shape}")
     m = _mask_array(mask, psi.shape)
-    iu = np.fft.ifftshift(intensity, axes=(-2, -1))
-    mu = None if m is None else np.fft.ifftshift(m, axes=(-2, -1))
-    big = scipy.fft.fft2(psi, axes=(-2, -1), norm="ortho", workers=threads.get())
-    err = _project(big, iu, mu, big)
-    out = scipy.fft.ifft2(big, axes=(-2, -1), norm="ortho", workers=threads.get(), overwrite_x=True)
-    return out, err.astype(psi.real.dtype)
+    amplitude = np.fft.ifftshift(_amplitude(intensity, psi.real.dtype), axes=(-2, -1))
+    return project_exit_waves_fft_order(psi, amplitude, None if m is None else np.fft.ifftshift(m, axes=(-2, -1)))
+
+
+def project_exit_waves_fft_order(psi, amplitude, mask=None):
+    """:func:`project_exit_waves` against measured *amplitudes* √I already in the FFT's pixel order (zero
+    frequency at the corner, ``ifftshift`` of the centred frames), as is ``mask``: for iterative solvers,
+    which project against the same frames every epoch and so shift and square-root them once.
+
+    Returns
+    -------
+    psi_new : (N, H, W) complex exit waves
+    err_per_frame : (N,) real, Σ over valid pixels of (|Ψ| − √I)²
+    """
+    psi = np.asarray(psi)
+    amplitude = np.asarray(amplitude)
+    if amplitude.shape != psi.shape:
+        raise ValueError(f"amplitude has shape {amplitude.shape}; expected the exit waves' shape {psi.shape}")
+    m = _mask_array(mask, psi.shape)
+    big = fft2(psi)
+    err = _project(big, amplitude, m, big)
+    return ifft2(big, overwrite=True), err.astype(psi.real.dtype)

@@ -463,7 +463,8 @@ def render(result: dict, console) -> None:
     d, m = result["device"], result["model"]
     flops = m.get("flops_per_pattern")
     console.print(f"[bold]device[/]: {d['cpu']} ({d['threads']} threads of {d['cores_usable']} usable cores; "
-                  f"{', '.join(d['isa']) or 'no AVX-512'})" + (f"; GPU {d['gpu']}" if d["gpu"] else "; no GPU"))
+                  f"{', '.join(d['isa']) or 'no AVX-512'}; CPU FFTs: {d.get('cpu_fft', 'scipy')})"
+                  + (f"; GPU {d['gpu']}" if d["gpu"] else "; no GPU"))
     console.print(f"[bold]model[/]: {m['name']} ({m['architecture']}, {m['weights']}), "
                   f"{_fmt(m.get('parameters'), ',d')} parameters, "
                   + (f"{flops / 1e9:.3f} GFLOP/pattern ({m['flops_method']})" if flops else m["flops_method"]))

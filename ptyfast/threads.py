@@ -1,6 +1,7 @@
-"""One CPU-thread setting for everything ptyfast computes with: torch, ONNX Runtime, ``scipy.fft`` and
-numpy's BLAS (through threadpoolctl). ``reconstruct --threads N`` sets it; the default is the cores this
-process may use (``os.sched_getaffinity``), so a job pinned by a batch scheduler stays on its cores."""
+"""One CPU-thread setting for everything ptyfast computes with: torch, ONNX Runtime, the CPU FFTs (scipy.fft
+or FFTW, :mod:`ptyfast.kernels.cpu_fft`) and numpy's BLAS (through threadpoolctl). ``reconstruct --threads N``
+sets it; the default is the cores this process may use (``os.sched_getaffinity``), so a job pinned by a batch
+scheduler stays on its cores."""
 
 from __future__ import annotations
 

@@ -75,3 +75,20 @@ def test_no_import_cycle_between_subpackages():
     for v in sorted(graph):
         if v not in state:
             visit(v)
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "benchmarks").glob("*.py")))
+def test_benchmark_scripts_import_only_what_exists(script):
+    """Benchmarks import ptyfast lazily inside main(); a rename must not break them unnoticed (it once did:
+    ptychi_compare.py imported a helper that had moved)."""
+    missing = []
+    for node in ast.walk(ast.parse((ROOT / "benchmarks" / script).read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "ptyfast":
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                if not hasattr(module, alias.name):
+                    try:
+                        importlib.import_module(f"{node.module}.{alias.name}")
+                    except ImportError:
+                        missing.append(f"{node.module}.{alias.name}")
+    assert not missing, f"{script} imports names that do not exist: {missing}"

@@ -238,8 +238,22 @@ def test_modulus_projection_rejects_bad_shapes():
 
 
 # ------------------------------------------------------------------------------------- propagation
+@pytest.fixture(params=["scipy", "fftw"])
+def cpu_fft_library(request, monkeypatch):
+    """Each CPU FFT library in turn (FFTW only where pyFFTW is installed)."""
+    from ptyfast.kernels import cpu_fft
+
+    if request.param == "scipy":
+        monkeypatch.setattr(cpu_fft, "_FFTW", None)
+    else:
+        pytest.importorskip("pyfftw", reason="pyFFTW (the fftw extra) is not installed")
+        monkeypatch.delenv("PTYFAST_FFT", raising=False)
+        monkeypatch.setattr(cpu_fft, "_FFTW", cpu_fft._fftw_module())
+    return request.param
+
+
 @pytest.mark.parametrize("shape", [(16, 16), (15, 12)])  # odd sizes: the folded shift must still hold
-def test_far_field_convention_and_fused_projection(shape):
+def test_far_field_convention_and_fused_projection(shape, cpu_fft_library):
     rng = np.random.default_rng(11)
     psi = crandn(rng, (3, *shape))
     big = kernels.far_field(psi)
@@ -253,6 +267,44 @@ def test_far_field_convention_and_fused_projection(shape):
     ref, rerr = kernels.modulus_projection(big, inten, mask)
     np.testing.assert_allclose(got, kernels.back_propagate(ref), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(err, rerr, rtol=1e-5)
+    assert got.dtype == np.complex64 and big.dtype == np.complex64
+
+
+@pytest.mark.parametrize("shape", [(16, 16), (15, 12)])
+def test_projection_against_fft_order_amplitudes_is_the_same_projection(shape, cpu_fft_library):
+    rng = np.random.default_rng(13)
+    psi = crandn(rng, (4, *shape))
+    psi[1] = 0  # a zero far field: the projection gives √I with zero phase there
+    inten = rng.uniform(0, 3, psi.shape).astype(np.float32)
+    for mask in (None, rng.random(shape) > 0.25):
+        ref, rerr = kernels.project_exit_waves(psi, inten, mask)
+        amp = np.fft.ifftshift(np.sqrt(inten), axes=(-2, -1))
+        m = None if mask is None else np.fft.ifftshift(mask)
+        got, err = kernels.project_exit_waves_fft_order(psi, amp, m)
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(err, rerr, rtol=1e-5)
+        valid = np.ones(shape, bool) if mask is None else mask
+        np.testing.assert_allclose(np.abs(kernels.far_field(got[1]))[valid], np.sqrt(inten[1])[valid], rtol=1e-4,
+                                   atol=1e-5)
+    with pytest.raises(ValueError, match="amplitude has shape"):
+        kernels.project_exit_waves_fft_order(psi, amp[:2])
+
+
+def test_cpu_fft_library_follows_the_environment():
+    import subprocess
+
+    code = "from ptyfast.kernels.cpu_fft import LIBRARY; print(LIBRARY)"
+    env = {**__import__("os").environ, "PTYFAST_FFT": "scipy"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "scipy"
+    env.pop("PTYFAST_FFT")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    try:
+        import pyfftw  # noqa: F401
+        expected = "fftw"
+    except ImportError:
+        expected = "scipy"
+    assert out.stdout.strip() == expected
 
 
 # ------------------------------------------------------------------------------ binning (GPU index)

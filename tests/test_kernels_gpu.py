@@ -101,6 +101,10 @@ def test_far_field_and_project_exit_waves(shape):
     got, err = kernels.project_exit_waves(cp.asarray(psi), cp.asarray(inten), cp.asarray(mask))
     ref, rerr = tw.project_exit_waves(psi, inten, mask)
     assert rel_err(got, ref) <= RTOL and rel_err(err, rerr) <= RTOL
+    amp, m = np.fft.ifftshift(np.sqrt(inten), axes=(-2, -1)), np.fft.ifftshift(mask)
+    got, err = kernels.project_exit_waves_fft_order(cp.asarray(psi), cp.asarray(amp), cp.asarray(m))
+    ref, rerr = tw.project_exit_waves_fft_order(psi, amp, m)
+    assert rel_err(got, ref) <= RTOL and rel_err(err, rerr) <= RTOL
 
 
 @pytest.mark.parametrize("wkind", ["none", "shared", "per_patch"])

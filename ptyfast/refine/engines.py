@@ -8,11 +8,12 @@ References
   Optica 4, 736–745 (2017) — rPIE (Table 1).
 
 Physics is not written here: exit waves are the kernels' bilinear ``gather`` times the probe (the
-patches are kept for the probe update), the far-field constraint is the kernels' ``project_exit_waves``
+patches are kept for the probe update), the far-field constraint is the kernels' ``project_exit_waves_fft_order``
 (the project's forward model ``Ψ = fftshift(fft2(P·O_n, norm="ortho"))``, modulus projection, back
-propagation, with the fftshifts folded into the data), and the object update is scattered with the
+propagation, with the fftshifts folded into the data: the engine keeps √I in the FFT's pixel order, computed
+once), and the object update is scattered with the
 kernels' ``overlap_add`` (the adjoint of ``gather``). Everything is array-module generic: numpy arrays run on the CPU
-(scipy.fft, all cores), CuPy arrays on the GPU through the CUDA kernels.
+(FFTW or scipy.fft, see :mod:`ptyfast.kernels.cpu_fft`), CuPy arrays on the GPU through the CUDA kernels.
 
 Update step (one batch ``B`` of positions; the textbook sequential algorithm is ``|B| = 1``)
 -------------------------------------------------------------------------------------------
@@ -63,7 +64,7 @@ import numpy as np
 
 from ptyfast.choices import Algorithm
 from ptyfast.errors import InputError
-from ptyfast.kernels import gather, overlap_add, project_exit_waves
+from ptyfast.kernels import gather, overlap_add, project_exit_waves_fft_order
 from ptyfast.physics.xp import get_array_module
 from ptyfast.scan import object_grid
 
@@ -209,16 +210,27 @@ def _measured_intensity(scan, xp, chunk: int = 256):
 # ----------------------------------------------------------------------------------------------- engine
 
 
+def _fft_order_amplitude(intensity, xp):
+    """√I of every frame in the FFT's pixel order (``ifftshift``), computed in place: ``intensity`` (N, H, W)
+    float32, non-negative, becomes that amplitude (a refinement holds its frames once, not twice)."""
+    xp.sqrt(intensity, out=intensity)
+    for k in range(len(intensity)):  # frame by frame: one frame of scratch, not a second copy of the scan
+        intensity[k] = xp.fft.ifftshift(intensity[k])
+    return intensity
+
+
 class _Engine:
-    """Holds the iterate and does one batch update in place (module-private; use :func:`refine`)."""
+    """Holds the iterate and does one batch update in place (module-private; use :func:`refine`).
+
+    ``intensity`` (N, H, W) is taken over: it is turned in place into √I in the FFT's pixel order."""
 
     def __init__(self, algorithm, obj, probe, positions, intensity, mask, alpha, beta, xp):
         self.algorithm = algorithm
         self.obj = obj
         self.probe = probe
         self.positions = positions
-        self.intensity = intensity
-        self.mask = mask
+        self.amplitude = _fft_order_amplitude(intensity, xp)
+        self.mask = None if mask is None else xp.fft.ifftshift(mask, axes=(-2, -1))
         self.alpha = float(alpha)
         self.beta = float(beta)
         self.xp = xp
@@ -241,8 +253,8 @@ class _Engine:
 
         patches = gather(region, lpos_dev, (h, w))
         psi = self.probe[None] * patches
-        meas = self.intensity[idx] if xp is np else self.intensity[xp.asarray(idx)]
-        dpsi, err = project_exit_waves(psi, meas, self.mask)  # F⁻¹ Π_I F ψ, Σ m(|Ψ| − √I)² per frame
+        meas = self.amplitude[idx] if xp is np else self.amplitude[xp.asarray(idx)]
+        dpsi, err = project_exit_waves_fft_order(psi, meas, self.mask)  # F⁻¹ Π_I F ψ, Σ m(|Ψ| − √I)² per frame
         dpsi -= psi
 
         p2 = (self.probe.real**2 + self.probe.imag**2).astype(xp.float32)
@@ -261,7 +273,8 @@ class _Engine:
         else:
             den[...] = dmax / self.alpha
         xp.maximum(den, xp.float32(1e-30), out=den)  # rPIE with α = 0 and D = 0: no update there
-        num /= den
+        xp.reciprocal(den, out=den)
+        num *= den  # complex × real: ≈ 5× cheaper than the complex ÷ real it replaces
         region += num
 
         if update_probe:
