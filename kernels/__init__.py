@@ -17,7 +17,7 @@ stitch                   overlap_add.cu + normalise  Σ w·patch / Σ w with a r
 =======================  ==========================  ===============================================
 
 ``project_exit_waves_fft_order`` is ``project_exit_waves`` against √I already in the FFT's pixel order.
-On the CPU the FFTs are FFTW's when pyFFTW is installed, else scipy.fft's (:mod:`ptyfast.kernels.cpu_fft`).
+On the CPU its FFTs are FFTW's when pyFFTW is installed, else scipy.fft's (:mod:`ptyfast.kernels.cpu_fft`).
 """
 
 from __future__ import annotations

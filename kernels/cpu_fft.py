@@ -1,10 +1,14 @@
-"""The numpy twins' 2-D FFTs over the last two axes, ``norm="ortho"``, with ``ptyfast.threads`` workers.
+"""The 2-D FFTs of iterative refinement on the CPU (the numpy twin of ``project_exit_waves_fft_order``): over the
+last two axes, ``norm="ortho"``, with ``ptyfast.threads`` workers.
 
 FFTW through pyFFTW's scipy.fft interface when pyFFTW is installed (``pip install "ptyfast[fftw]"``; FFTW is
 GPL-licensed, so it is an opt-in extra), else ``scipy.fft`` (pocketfft). Measured here on a batch of 16
-complex64 128² frames, one thread: FFTW (``FFTW_MEASURE`` plans, cached per shape) 0.46–0.50 ms against
-pocketfft's 0.81–0.83 ms per transform of the batch. Planning costs ≈ 0.1 s once per new batch shape.
-``PTYFAST_FFT=scipy`` forces scipy.fft (e.g. to compare the two).
+complex64 128² frames, one thread: FFTW 0.52–0.61 ms against pocketfft's 0.81–0.83 ms per transform of the
+batch; an rPIE epoch on the Siemens star ≈ 10 % faster. Plans are ``FFTW_ESTIMATE`` (chosen without timing
+runs, so a refinement gives the same result every run; ``FFTW_MEASURE`` would be ≈ 10 % faster still but
+machine-load dependent) and cached per shape. FFTW's plans differ with the batch size, and so do its last
+bits; the forward model, the simulation and the consistency figure therefore stay on scipy.fft, whose
+result does not depend on how frames are batched. ``PTYFAST_FFT=scipy`` forces scipy.fft here too.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ def _fftw_module():
         import pyfftw.interfaces.scipy_fft
     except ImportError:
         return None
-    pyfftw.config.PLANNER_EFFORT = "FFTW_MEASURE"
+    pyfftw.config.PLANNER_EFFORT = "FFTW_ESTIMATE"
     pyfftw.interfaces.cache.enable()  # plans are reused while used (kept alive 30 s after the last use)
     pyfftw.interfaces.cache.set_keepalive_time(30.0)
     return pyfftw.interfaces.scipy_fft
@@ -33,7 +37,7 @@ def _fftw_module():
 
 _FFTW = _fftw_module()
 
-#: The library computing the numpy twins' FFTs: "fftw" or "scipy".
+#: The library computing the refinement's CPU FFTs: "fftw" or "scipy".
 LIBRARY = "fftw" if _FFTW is not None else "scipy"
 
 

@@ -19,8 +19,10 @@ Far-field convention (the project's, see ``ptyfast.physics.forward``):
 from __future__ import annotations
 
 import numpy as np
+import scipy.fft
 
-from ptyfast.kernels.cpu_fft import fft2, ifft2
+from ptyfast import threads
+from ptyfast.kernels import cpu_fft
 
 #: Relative floor of :func:`stitch`: pixels whose summed weight is below ``floor * max(weight_map)``
 #: are divided by that floor instead (so unvisited pixels come out 0, not NaN).
@@ -252,18 +254,19 @@ def normalise(num, weight_map, *, floor=STITCH_FLOOR):
 
 # ------------------------------------------------------------------------------- propagation, projection
 def far_field(exit_wave):
-    """``fftshift(fft2(ψ, norm="ortho"))`` over the last two axes (:mod:`ptyfast.kernels.cpu_fft`)."""
-    return np.fft.fftshift(fft2(exit_wave), axes=(-2, -1))
+    """``fftshift(fft2(ψ, norm="ortho"))`` over the last two axes (scipy.fft: the same result whatever the batch
+    size, so a scan simulated frame by frame equals the one simulated at once)."""
+    return np.fft.fftshift(scipy.fft.fft2(exit_wave, axes=(-2, -1), norm="ortho", workers=threads.get()), axes=(-2, -1))
 
 
 def far_field_unshifted(exit_wave):
     """``fft2(ψ, norm="ortho")``: :func:`far_field` with the zero frequency left at the corner."""
-    return fft2(exit_wave)
+    return scipy.fft.fft2(exit_wave, axes=(-2, -1), norm="ortho", workers=threads.get())
 
 
 def back_propagate(wave):
     """``ifft2(ifftshift(Ψ), norm="ortho")``, the inverse of :func:`far_field`."""
-    return ifft2(np.fft.ifftshift(wave, axes=(-2, -1)), overwrite=True)
+    return scipy.fft.ifft2(np.fft.ifftshift(wave, axes=(-2, -1)), axes=(-2, -1), norm="ortho", workers=threads.get())
 
 
 def _mask_array(mask, shape):
@@ -364,7 +367,8 @@ def project_exit_waves(psi, intensity, mask=None):
 def project_exit_waves_fft_order(psi, amplitude, mask=None):
     """:func:`project_exit_waves` against measured *amplitudes* √I already in the FFT's pixel order (zero
     frequency at the corner, ``ifftshift`` of the centred frames), as is ``mask``: for iterative solvers,
-    which project against the same frames every epoch and so shift and square-root them once.
+    which project against the same frames every epoch and so shift and square-root them once. Its FFTs are
+    :mod:`ptyfast.kernels.cpu_fft`'s (FFTW when installed: the refinement's hot loop).
 
     Returns
     -------
@@ -376,6 +380,6 @@ def project_exit_waves_fft_order(psi, amplitude, mask=None):
     if amplitude.shape != psi.shape:
         raise ValueError(f"amplitude has shape {amplitude.shape}; expected the exit waves' shape {psi.shape}")
     m = _mask_array(mask, psi.shape)
-    big = fft2(psi)
+    big = cpu_fft.fft2(psi)
     err = _project(big, amplitude, m, big)
-    return ifft2(big, overwrite=True), err.astype(psi.real.dtype)
+    return cpu_fft.ifft2(big, overwrite=True), err.astype(psi.real.dtype)

@@ -111,7 +111,7 @@ class BenchOptions:
     threads : CPU threads (default: all cores this process may use).
     end_to_end : also run the end-to-end cases.
     frames : patterns of the end-to-end scan (rounded to a square raster).
-    e2e_batch : inference batch of the end-to-end cases.
+    e2e_batch : inference batch of the end-to-end cases (None: each backend's default, as ``reconstruct``).
     finetune : also time one fine-tuning epoch on 256 patterns (torch) and extrapolate to 300 epochs.
     peak : measure the device's peak matmul FLOP/s.
     seed : seeds the simulated data.
@@ -127,7 +127,7 @@ class BenchOptions:
     threads: int | None = None
     end_to_end: bool = True
     frames: int = 256
-    e2e_batch: int = 128
+    e2e_batch: int | None = None
     finetune: bool = False
     peak: bool = True
     seed: int = 0
@@ -148,7 +148,7 @@ class BenchOptions:
             raise InputError(f"--repeats must be at least 1; found {self.repeats}.")
         if self.frames < 4:
             raise InputError(f"--frames must be at least 4; found {self.frames}.")
-        if self.e2e_batch < 1:
+        if self.e2e_batch is not None and self.e2e_batch < 1:
             raise InputError(f"the end-to-end batch must be at least 1; found {self.e2e_batch}.")
         if self.device not in ("auto", "cpu", "cuda"):
             raise InputError(f"unknown device '{self.device}'; choose auto, cpu or cuda.")
@@ -333,7 +333,7 @@ def end_to_end_cases(source, o: BenchOptions, workdir: Path, progress=None) -> d
             if progress:
                 progress(f"end to end: {name} {prec}")
             with backend:
-                backend(_patterns(min(o.e2e_batch, 8), source.manifest, o.seed))  # warm-up
+                backend(_patterns(8, source.manifest, o.seed))  # warm-up
                 lazy = read_cxi(path)
                 job = ReconstructJob(model=None, backend=name, precision=prec, batch=o.e2e_batch,
                                      threads=o.threads)
@@ -343,7 +343,7 @@ def end_to_end_cases(source, o: BenchOptions, workdir: Path, progress=None) -> d
             stages = {k: float(tm.get(k, 0.0)) for k in ("read", "preprocess", "infer", "stitch", "consistency")}
             rows.append({
                 "backend": name, "precision": prec, "device": backend.device, "status": "ok", "reason": "",
-                "batch": o.e2e_batch, "frames": scan.n_frames, "stages_s": stages,
+                "batch": o.e2e_batch or backend.default_batch, "frames": scan.n_frames, "stages_s": stages,
                 "wall_s": float(tm["wall"]), "wall_stitched_s": float(tm.get("wall_stitched", tm["wall"])),
                 "patterns_per_s": scan.n_frames / float(tm["wall"]),
                 "patterns_per_s_without_consistency": scan.n_frames / float(tm.get("wall_stitched", tm["wall"])),
@@ -463,7 +463,7 @@ def render(result: dict, console) -> None:
     d, m = result["device"], result["model"]
     flops = m.get("flops_per_pattern")
     console.print(f"[bold]device[/]: {d['cpu']} ({d['threads']} threads of {d['cores_usable']} usable cores; "
-                  f"{', '.join(d['isa']) or 'no AVX-512'}; CPU FFTs: {d.get('cpu_fft', 'scipy')})"
+                  f"{', '.join(d['isa']) or 'no AVX-512'}; refinement FFTs: {d.get('refine_fft', 'scipy')})"
                   + (f"; GPU {d['gpu']}" if d["gpu"] else "; no GPU"))
     console.print(f"[bold]model[/]: {m['name']} ({m['architecture']}, {m['weights']}), "
                   f"{_fmt(m.get('parameters'), ',d')} parameters, "

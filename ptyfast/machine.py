@@ -46,7 +46,7 @@ def gpu_name() -> str | None:
 
 
 def device_facts(threads: int) -> dict:
-    """CPU name, cores usable, threads used, ISA flags of interest, GPU name, the CPU FFT library."""
+    """CPU name, cores usable, threads used, ISA flags of interest, GPU name, the refinement's CPU FFT library."""
     from ptyfast import threads as thread_setting
     from ptyfast.kernels.cpu_fft import LIBRARY
 
@@ -55,7 +55,7 @@ def device_facts(threads: int) -> dict:
         "cpu": cpu_name(), "cores_usable": thread_setting.available(), "threads": threads,
         "isa": sorted(f for f in flags if f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16",
                                                  "amx_int8", "avx_vnni")),
-        "gpu": gpu_name(), "platform": platform.platform(), "cpu_fft": LIBRARY,
+        "gpu": gpu_name(), "platform": platform.platform(), "refine_fft": LIBRARY,
     }
 
 
