@@ -26,7 +26,8 @@ def bench_cmd(
     end_to_end: Annotated[bool, typer.Option("--end-to-end/--no-end-to-end",
                                              help="Also time simulate → CXI → reconstruct, per stage.")] = True,
     frames: Annotated[int, typer.Option(help="Patterns of the end-to-end scan.")] = 256,
-    e2e_batch: Annotated[int, typer.Option(help="Inference batch of the end-to-end cases.")] = 128,
+    e2e_batch: Annotated[Optional[int], typer.Option(help="Inference batch of the end-to-end cases (default: each "
+                                                          "backend's, as reconstruct's).")] = None,
     finetune: Annotated[bool, typer.Option("--finetune/--no-finetune",
                                            help="Also time one fine-tuning epoch of 256 patterns (torch).")] = False,
     device: Annotated[str, typer.Option(help=f"{Device.listing()}.")] = "auto",

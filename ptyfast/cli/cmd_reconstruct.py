@@ -37,7 +37,8 @@ def reconstruct_cmd(
     backend: Annotated[str, typer.Option(help=f"{Backend.listing()}.")] = "auto",
     device: Annotated[str, typer.Option(help=f"{Device.listing()}.")] = "auto",
     precision: Annotated[str, typer.Option(help=f"{Precision.listing()}.")] = "fp32",
-    batch: Annotated[int, typer.Option(min=1, help="Inference batch size.")] = 128,
+    batch: Annotated[Optional[int], typer.Option(min=1, help="Inference batch size (default: 32 on the CPU, where "
+                                                            "larger batches only cost memory; 128 on a GPU).")] = None,
     chunk: Annotated[int, typer.Option(min=1, help="Frames read from disk per chunk.")] = 512,
     fit: Annotated[str, typer.Option(help=f"Adapt frames to the model input: {Fit.listing()}.")] = "none",
     weighting: Annotated[str, typer.Option(help="Stitching weights: probe (|P|², sub-pixel) or uniform "

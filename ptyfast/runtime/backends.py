@@ -86,6 +86,13 @@ class Backend:
     def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    @property
+    def default_batch(self) -> int:
+        """Inference batch when none is given: 128 on a GPU; 32 on the CPU, where larger batches are no faster
+        and only cost memory (ONNX Runtime fp32, PtyNet-S, one thread, this 2-core machine: 265–300 patterns/s
+        for batches of 8 to 128 alike, but 277 MiB peak RSS at 32 against 895 MiB at 128)."""
+        return 128 if self.device == "cuda" else 32
+
     def close(self) -> None:
         """Release sessions, engines and device memory."""
 

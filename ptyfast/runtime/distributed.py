@@ -185,7 +185,7 @@ def reconstruct_split(client, source: tuple[str, str | None], scan, plan, job, *
     path, frames = source
     n = scan.n_frames
     workers = n_workers(client)
-    parts = partitions(n, workers, minimum=job.batch)
+    parts = partitions(n, workers, minimum=job.batch or 32)
     plan_f = client.scatter(plan, broadcast=True)
     futures = [client.submit(partial_task, path, frames, job, plan_f, a, b, pure=False) for a, b in parts]
     frames_of = {f.key: b - a for f, (a, b) in zip(futures, parts)}

@@ -261,13 +261,14 @@ class _StitchStage:
 
 
 def stitch_frames(scan: Scan, backend, plan: StitchPlan, start: int = 0, stop: int | None = None, *,
-                  batch: int = 128, chunk: int = 512, keep_patches: bool | None = None, progress=None
+                  batch: int | None = None, chunk: int = 512, keep_patches: bool | None = None, progress=None
                   ) -> PartialStitch:
     """Read, preprocess and infer frames [start, stop) of ``scan`` and stitch them (see :class:`PartialStitch`).
 
     Reading and stitching run in background threads beside inference (see the module docstring);
     ``timings`` holds each stage's own busy time, so their sum may exceed the wall time."""
     stop = scan.n_frames if stop is None else stop
+    batch = backend.default_batch if batch is None else batch
     keep = plan.align if keep_patches is None else keep_patches
     timings = {"read": 0.0, "preprocess": 0.0, "infer": 0.0, "stitch": 0.0}
     part = PartialStitch(start, stop, timings=timings)
@@ -361,7 +362,7 @@ def reconstruct_scan(
     scan: Scan,
     backend,
     *,
-    batch: int = 128,
+    batch: int | None = None,
     chunk: int = 512,
     fit: str = "none",
     weighting: str = "probe",
@@ -378,8 +379,8 @@ def reconstruct_scan(
         Far-field scan; diffraction may be lazy (HDF5), it is streamed in ``chunk``-frame pieces.
     backend : Backend
         Maps (B, 1, H, W) preprocessed patterns to (amplitude, phase).
-    batch : int
-        Inference batch size.
+    batch : int, optional
+        Inference batch size (default: the backend's, see :attr:`Backend.default_batch`).
     fit : {"none", "crop", "bin", "pad"}
         How to bring frames to the model's input size (see :func:`ptyfast.models.preprocess.fit_frames`).
     weighting : {"probe", "uniform"}

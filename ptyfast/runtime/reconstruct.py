@@ -75,7 +75,7 @@ class ReconstructJob:
     backend: str = "auto"
     device: str = "auto"
     precision: str = "fp32"
-    batch: int = 128
+    batch: int | None = None  # None: the backend's default (32 on the CPU, 128 on a GPU)
     chunk: int = 512
     fit: str = "none"
     weighting: str = "probe"
