@@ -8,8 +8,9 @@ prints the maximum resident set size.
 
 The object grows with the scan area (75 % overlap raster, 32 px step), so part of the memory is the stitched
 object itself (complex64 + float32 weight map); the frames never are. Solving the per-patch phase offsets (the
-default for the shipped model) keeps every patch's lit box until all are predicted (63 kB per frame);
-``--no-align-phase`` streams in constant memory beside the object.
+default for the shipped model) needs every patch's lit box (63 kB per frame): their overlap products are taken
+as they arrive and the patches wait in an unlinked temporary file in TMPDIR (``ptyfast.runtime.spilled_patches``),
+so memory holds only the few rows still to be overlapped; ``--no-align-phase`` does without them.
 """
 
 from __future__ import annotations

@@ -58,9 +58,9 @@ def stitch(patches, weights, positions, object_shape, *, floor=STITCH_FLOOR):
     return _impl(patches).stitch(patches, weights, positions, object_shape, floor=floor)
 
 
-def normalise(num, weight_map, *, floor=STITCH_FLOOR):
-    """Divide an overlap-added numerator by its weight map with the stitch floor."""
-    return _impl(num).normalise(num, weight_map, floor=floor)
+def normalise(num, weight_map, *, floor=STITCH_FLOOR, out=None):
+    """Divide an overlap-added numerator by its weight map with the stitch floor (into ``out`` when given)."""
+    return _impl(num).normalise(num, weight_map, floor=floor, out=out)
 
 
 def modulus_projection(psi, intensity, mask=None):

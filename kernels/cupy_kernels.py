@@ -185,11 +185,14 @@ def overlap_add(accum, patches, positions, *, weights=None, weight_accum=None, b
     return accum
 
 
-def normalise(num, weight_map, *, floor=STITCH_FLOOR):
-    """``num / maximum(weight_map, max(floor · max(weight_map), tiny))`` on the device (no host sync)."""
+def normalise(num, weight_map, *, floor=STITCH_FLOOR, out=None):
+    """``num / maximum(weight_map, max(floor · max(weight_map), tiny))`` on the device (no host sync), into
+    ``out`` when given (may be ``num``)."""
     tiny = np.finfo(np.float32).tiny
     den = cupy.maximum(weight_map, cupy.maximum(weight_map.max() * np.float32(floor), np.float32(tiny)))
-    return (num / den).astype(num.dtype, copy=False)
+    if out is None:
+        return (num / den).astype(num.dtype, copy=False)
+    return cupy.divide(num, den, out=out)
 
 
 def stitch(patches, weights, positions, object_shape, *, floor=STITCH_FLOOR):

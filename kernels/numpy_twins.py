@@ -233,8 +233,9 @@ def stitch(patches, weights, positions, object_shape, *, floor=STITCH_FLOOR):
     return normalise(num, wmap, floor=floor), wmap
 
 
-def normalise(num, weight_map, *, floor=STITCH_FLOOR):
-    """``num / maximum(weight_map, max(floor * max(weight_map), tiny))``: 0 where nothing was added.
+def normalise(num, weight_map, *, floor=STITCH_FLOOR, out=None):
+    """``num / maximum(weight_map, max(floor * max(weight_map), tiny))``: 0 where nothing was added; into
+    ``out`` when given (may be ``num``), a block of rows at a time, so no object-sized temporary is made.
 
     Parameters
     ----------
@@ -248,8 +249,11 @@ def normalise(num, weight_map, *, floor=STITCH_FLOOR):
     """
     top = float(weight_map.max()) if weight_map.size else 0.0
     tiny = np.finfo(weight_map.dtype).tiny
-    den = np.maximum(weight_map, np.asarray(max(floor * top, tiny), weight_map.dtype))
-    return (num / den).astype(num.dtype, copy=False)
+    low = np.asarray(max(floor * top, tiny), weight_map.dtype)
+    out = np.empty_like(num) if out is None else out
+    for r in range(0, len(num), 256):
+        np.divide(num[r : r + 256], np.maximum(weight_map[r : r + 256], low), out=out[r : r + 256])
+    return out
 
 
 # ------------------------------------------------------------------------------- propagation, projection

@@ -186,6 +186,20 @@ def test_stitch_subpixel_matches_definition_and_floor():
     assert np.all(np.isfinite(got)) and np.all(got[wmap == 0] == 0)
 
 
+def test_normalise_in_place_equals_normalise():
+    """Normalising into the numerator itself (the pipeline's way: no second object-sized array), by row blocks,
+    gives what the plain division gives, the relative floor taken from the whole map."""
+    rng = np.random.default_rng(18)
+    num = crandn(rng, (600, 70))
+    wmap = rng.uniform(0, 1, (600, 70)).astype(np.float32)
+    wmap[:300] *= 1e-9  # rows below the floor in the first blocks, the maximum in a later one
+    ref = kernels.normalise(num, wmap, floor=1e-3)
+    np.testing.assert_allclose(ref, num / np.maximum(wmap, 1e-3 * wmap.max()), rtol=1e-6)
+    out = kernels.normalise(num, wmap, floor=1e-3, out=num)
+    assert out is num
+    np.testing.assert_array_equal(num, ref)
+
+
 def test_stitch_nothing_visible_gives_zeros_not_nan():
     got, wmap = kernels.stitch(np.ones((1, 4, 4), np.complex64), None, [[100.0, 100.0]], (8, 8))
     assert np.all(got == 0) and np.all(wmap == 0)

@@ -267,6 +267,37 @@ def test_phase_alignment_keeps_isolated_patches_and_is_invariant_to_order():
     np.testing.assert_allclose(z1[order] / z1[order][0], z2 / z2[0], atol=1e-4)
 
 
+@pytest.mark.parametrize("order", ["raster", "random"])
+def test_spilled_patches_give_the_in_memory_overlaps_and_hold_few_patches(order):
+    """Overlap products taken as frames arrive equal those of all patches at once; the patches read back from
+    the spill file are the ones added; a raster scan holds a few rows in memory, frames in random order
+    may need them all."""
+    from ptyfast.runtime.phase_align import overlap_matrix
+    from ptyfast.runtime.spilled_patches import SpilledPatches
+
+    rng = np.random.default_rng(8)
+    pos = raster_positions((24 * 16 + 32, 24 * 16 + 32), (32, 32), overlap=0.75, jitter=1.0, rng=rng)
+    if order == "random":
+        pos = pos[rng.permutation(len(pos))]
+    patches = (rng.random((len(pos), 32, 32)) * np.exp(1j * rng.uniform(-3, 3, (len(pos), 32, 32)))).astype(np.complex64)
+    yy, xx = np.mgrid[:32, :32] - 15.5
+    w = np.exp(-(yy**2 + xx**2) / (2 * 7.0**2)).astype(np.float32)
+    store = SpilledPatches(pos, w)
+    for s in range(0, len(pos), 10):  # batches of 10, as inference hands them over
+        store.add(patches[s : s + 10])
+    want = overlap_matrix(patches, pos, w)
+    assert want.nnz > 4 * len(pos)
+    np.testing.assert_allclose(store.matrix().toarray(), want.toarray(), rtol=1e-6, atol=1e-6)
+    back = np.concatenate([c for _, c in store.chunks(64)])
+    np.testing.assert_array_equal(back, patches)
+    side = int(np.sqrt(len(pos)))
+    if order == "raster":
+        assert store.most_held <= 4 * side + 10, (store.most_held, len(pos))  # 75 % overlap: 3 rows ahead overlap
+    else:
+        assert store.most_held > len(pos) // 2
+    store.close()
+
+
 def test_outputs_store_the_pixel_size_and_previews_share_one_style(held_out_scan, tmp_path):
     """reconstruct and refine store the object pixel (m) and draw previews alike: cropped to the scanned area,
     a scale bar, the pixel size in the label."""

@@ -231,6 +231,21 @@ def test_full_disk_is_one_sentence_and_leaves_nothing(tmp_path, scan128, full_di
     assert list(folder.iterdir()) == [] and digest(big) == h
 
 
+def test_full_temporary_disk_while_keeping_patches_is_one_sentence(tmp_path, scan128, full_disk):
+    """The patches kept for the phase-offset solve go to an unlinked file in TMPDIR; when that disk is full the
+    run stops with one sentence naming it and the remedies, and writes nothing."""
+    folder, preexec, fragment = full_disk
+    big = _big_cxi(tmp_path / "big.cxi", n=200)  # 200 patches × 63 kB kept: well above the 1 MiB of the disk
+    h = digest(big)
+    out = tmp_path / "o.h5"
+    proc = cli("reconstruct", big, "-o", out, preexec_fn=preexec, env={**os.environ, "TMPDIR": str(folder)})
+    line = one_error_line(proc, fragment, code=1)
+    assert str(folder) in line and "--no-align-phase" in line and "TMPDIR" in line
+    # the spill file is unlinked from its creation; ONNX Runtime leaves its own session id (.ses) in TMPDIR
+    assert not out.exists() and [p.name for p in folder.iterdir() if p.name != ".ses"] == [] and digest(big) == h
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["big.cxi", "scan.cxi"]
+
+
 # -- 4. permissions ---------------------------------------------------------------------------------------------
 
 

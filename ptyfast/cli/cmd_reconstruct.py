@@ -39,7 +39,7 @@ def reconstruct_cmd(
     precision: Annotated[str, typer.Option(help=f"{Precision.listing()}.")] = "fp32",
     batch: Annotated[Optional[int], typer.Option(min=1, help="Inference batch size (default: 32 on the CPU, where "
                                                             "larger batches only cost memory; 128 on a GPU).")] = None,
-    chunk: Annotated[int, typer.Option(min=1, help="Frames read from disk per chunk.")] = 512,
+    chunk: Annotated[int, typer.Option(min=1, help="Frames read from disk per chunk.")] = 128,
     fit: Annotated[str, typer.Option(help=f"Adapt frames to the model input: {Fit.listing()}.")] = "none",
     weighting: Annotated[str, typer.Option(help="Stitching weights: probe (|P|², sub-pixel) or uniform "
                                                 "(the paper's plain average).")] = "probe",

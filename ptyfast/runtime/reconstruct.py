@@ -12,7 +12,7 @@ from ptyfast import __version__
 from ptyfast.errors import InputError
 from ptyfast.models.manifest import file_hash, probe_hash
 from ptyfast.physics.probe import default_probe, paper_probe
-from ptyfast.runtime.pipeline import (Reconstruction, StitchPlan, check_far_field, finish_reconstruction,
+from ptyfast.runtime.pipeline import (CHUNK, Reconstruction, StitchPlan, check_far_field, finish_reconstruction,
                                       plan_stitch, probe_similarity, stitch_frames)
 from ptyfast.models.preprocess import fit_probe
 from ptyfast.scan import Scan
@@ -76,7 +76,7 @@ class ReconstructJob:
     device: str = "auto"
     precision: str = "fp32"
     batch: int | None = None  # None: the backend's default (32 on the CPU, 128 on a GPU)
-    chunk: int = 512
+    chunk: int = CHUNK
     fit: str = "none"
     weighting: str = "probe"
     align_phase: bool | None = None
@@ -127,7 +127,8 @@ def run_reconstruct(scan: Scan, job: ReconstructJob, *, backend=None, reason: st
         t_start = time.perf_counter()
         plan, probe_note = plan_for(scan, job, backend)
         if client is None:
-            part = stitch_frames(scan, backend, plan, batch=job.batch, chunk=job.chunk, progress=progress)
+            part = stitch_frames(scan, backend, plan, batch=job.batch, chunk=job.chunk, spill=True,
+                                 progress=progress)
             rec = finish_reconstruction(scan, plan, part, consistency=job.consistency, chunk=job.chunk,
                                         progress=progress, t_start=t_start, release=True)
         else:
