@@ -107,6 +107,32 @@ def test_chunk_size_does_not_change_the_result(held_out_scan):
     np.testing.assert_allclose(a.object, b.object, rtol=1e-4, atol=1e-5)
 
 
+def test_kept_patches_in_memory_in_a_file_or_on_workers_stitch_alike(held_out_scan, monkeypatch):
+    """The three ways the patches wait for the phase-offset solve — held in memory, spilled to the temporary
+    file (budget 0), combined from several workers' partials — give the same object."""
+    from ptyfast.runtime.backends import open_backend
+    from ptyfast.runtime.pipeline import (combine_partials, finish_stitch, plan_stitch, reconstruct_scan,
+                                          stitch_frames)
+
+    path, _ = held_out_scan
+    backend, _ = open_backend(None, "onnxruntime", "cpu")
+    try:
+        memory = reconstruct_scan(read_cxi(path), backend, consistency=False)
+        monkeypatch.setenv("PTYFAST_PATCH_MEMORY_MB", "0")
+        spilled = reconstruct_scan(read_cxi(path), backend, consistency=False)
+        scan = read_cxi(path)
+        plan = plan_stitch(scan.positions, scan.frame_shape[0], backend.manifest, scan.probe)
+        assert plan.align
+        half = scan.n_frames // 2
+        parts = [stitch_frames(scan, backend, plan, a, b) for a, b in ((half, scan.n_frames), (0, half))]
+        assert all(p.patches is not None and p.spilled is None for p in parts)
+        workers, _, _ = finish_stitch(plan, combine_partials(parts))
+    finally:
+        backend.close()
+    np.testing.assert_array_equal(spilled.object, memory.object)
+    np.testing.assert_allclose(workers, memory.object, rtol=1e-5, atol=1e-6)
+
+
 def test_probe_weighting_and_paper_stitching_on_the_same_predictions(held_out_scan):
     from ptyfast.runtime.backends import open_backend
     from ptyfast.runtime.pipeline import reconstruct_scan
@@ -282,14 +308,16 @@ def test_spilled_patches_give_the_in_memory_overlaps_and_hold_few_patches(order)
     patches = (rng.random((len(pos), 32, 32)) * np.exp(1j * rng.uniform(-3, 3, (len(pos), 32, 32)))).astype(np.complex64)
     yy, xx = np.mgrid[:32, :32] - 15.5
     w = np.exp(-(yy**2 + xx**2) / (2 * 7.0**2)).astype(np.float32)
-    store = SpilledPatches(pos, w)
-    for s in range(0, len(pos), 10):  # batches of 10, as inference hands them over
-        store.add(patches[s : s + 10])
     want = overlap_matrix(patches, pos, w)
     assert want.nnz > 4 * len(pos)
-    np.testing.assert_allclose(store.matrix().toarray(), want.toarray(), rtol=1e-6, atol=1e-6)
-    back = np.concatenate([c for _, c in store.chunks(64)])
-    np.testing.assert_array_equal(back, patches)
+    for budget in (None, 200 * patches[0].nbytes):  # all in memory; to the file after 200 patches
+        store = SpilledPatches(pos, w, budget=budget)
+        for s in range(0, len(pos), 10):  # batches of 10, as inference hands them over
+            store.add(patches[s : s + 10])
+        assert store.spilled == (budget is not None)
+        np.testing.assert_allclose(store.matrix().toarray(), want.toarray(), rtol=1e-6, atol=1e-6)
+        back = np.concatenate([c for _, c in store.chunks(64)])
+        np.testing.assert_array_equal(back, patches)
     side = int(np.sqrt(len(pos)))
     if order == "raster":
         assert store.most_held <= 4 * side + 10, (store.most_held, len(pos))  # 75 % overlap: 3 rows ahead overlap

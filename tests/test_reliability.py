@@ -238,7 +238,8 @@ def test_full_temporary_disk_while_keeping_patches_is_one_sentence(tmp_path, sca
     big = _big_cxi(tmp_path / "big.cxi", n=200)  # 200 patches × 63 kB kept: well above the 1 MiB of the disk
     h = digest(big)
     out = tmp_path / "o.h5"
-    proc = cli("reconstruct", big, "-o", out, preexec_fn=preexec, env={**os.environ, "TMPDIR": str(folder)})
+    env = {**os.environ, "TMPDIR": str(folder), "PTYFAST_PATCH_MEMORY_MB": "0.5"}  # spill from the first MiB
+    proc = cli("reconstruct", big, "-o", out, preexec_fn=preexec, env=env)
     line = one_error_line(proc, fragment, code=1)
     assert str(folder) in line and "--no-align-phase" in line and "TMPDIR" in line
     # the spill file is unlinked from its creation; ONNX Runtime leaves its own session id (.ses) in TMPDIR

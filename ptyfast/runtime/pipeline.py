@@ -301,7 +301,15 @@ def stitch_frames(scan: Scan, backend, plan: StitchPlan, start: int = 0, stop: i
     def stitch(first: int, amp: np.ndarray, pha: np.ndarray) -> None:
         t = time.perf_counter()
         if part.spilled is not None:  # only the box is kept: build the complex patches there alone
+            if part.num is None:  # in this thread, beside inference: the grid's pages are touched here, not after
+                part.num = np.zeros(plan.shape, np.complex64)
+                part.num.fill(0)
+                part.wsum = np.zeros(plan.shape, np.float32)
             part.spilled.add(complex_patches(amp[:, plan.box[0], plan.box[1]], pha[:, plan.box[0], plan.box[1]]))
+            box_w = plan.box_weight
+            # the weight map does not depend on the offsets: summed now, so the blend only adds the patches
+            overlap_add(part.wsum, np.broadcast_to(box_w, (len(amp), *box_w.shape)),
+                        plan.grid_pos[first : first + len(amp)] + plan.box_offset)
         elif keep:
             complex_patches(amp[:, plan.box[0], plan.box[1]], pha[:, plan.box[0], plan.box[1]],
                             out=part.patches[first - start : first - start + len(amp)])
@@ -366,13 +374,16 @@ def finish_stitch(plan: StitchPlan, part: PartialStitch) -> tuple[np.ndarray, np
             z = offsets_from_overlaps(part.spilled.matrix()) if part.spilled is not None else \
                 solve_phase_offsets(part.patches, pos, plan.box_weight)
             timings["align"] = time.perf_counter() - t
-        chunks = part.spilled.chunks(BLEND_CHUNK) if part.spilled is not None else \
-            ((s, part.patches[s : s + BLEND_CHUNK]) for s in range(0, len(pos), BLEND_CHUNK))
-        num = np.zeros(plan.shape, np.complex64)
-        wsum = np.zeros(plan.shape, np.float32)
+        if part.spilled is not None and part.num is not None:  # the weight map was summed while stitching
+            chunks, num, wsum, wacc = part.spilled.chunks(BLEND_CHUNK), part.num, part.wsum, None
+        else:
+            chunks = part.spilled.chunks(BLEND_CHUNK) if part.spilled is not None else \
+                ((s, part.patches[s : s + BLEND_CHUNK]) for s in range(0, len(pos), BLEND_CHUNK))
+            num = np.zeros(plan.shape, np.complex64)
+            wsum = wacc = np.zeros(plan.shape, np.float32)
         for s, patches in chunks:  # rotated in chunks: no second copy of every patch
             e = s + len(patches)
-            overlap_add(num, patches * z[s:e, None, None], pos[s:e], weights=plan.box_weight, weight_accum=wsum)
+            overlap_add(num, patches * z[s:e, None, None], pos[s:e], weights=plan.box_weight, weight_accum=wacc)
     else:
         num, wsum = part.num, part.wsum
     obj = normalise(num, wsum, out=num)  # in place: no second object-sized array

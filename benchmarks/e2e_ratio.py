@@ -1,0 +1,84 @@
+"""End to end vs model only, side by side: on a shared, noisy machine one pass of each says little, so this
+alternates them in one process, round after round, on the same patterns, and reports the per-round ratios.
+
+    python benchmarks/e2e_ratio.py --frames 1600 --rounds 5 [--threads 1] [--backend onnxruntime --precision fp32]
+                                   [--json benchmarks/results/e2e_ratio.json]
+
+Each round: (1) model only — the opened backend over the scan's 1,600 preprocessed patterns in batches of the
+backend's default size (wall time of the backend calls only); (2) end to end — ``run_reconstruct`` on the lazy
+CXI file with default options (reading, preprocessing, inference, stitching with the phase-offset solve, the
+consistency figure; wall time from the first read to the finished object, the model already loaded, as for
+the model-only pass). The scan is ``ptyfast bench``'s (held-out cat faces, default probe, 50 % overlap raster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", type=int, default=1600)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None, help="default: the cores this process may use")
+    ap.add_argument("--backend", default="onnxruntime")
+    ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--json", type=Path, default=None)
+    a = ap.parse_args(argv)
+
+    from ptyfast import threads
+    from ptyfast.bench import simulate_benchmark_scan
+    from ptyfast.io.cxi import read_cxi, write_cxi
+    from ptyfast.models.preprocess import preprocess
+    from ptyfast.runtime.backends import open_backend
+    from ptyfast.runtime.reconstruct import ReconstructJob, run_reconstruct
+
+    n_threads = threads.set_threads(a.threads)
+    scan, _ = simulate_benchmark_scan(a.frames)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_cxi(Path(tmp) / "scan.cxi", scan)
+        backend, reason = open_backend(None, a.backend, "cpu", a.precision, threads=n_threads)
+        with backend:
+            batch = backend.default_batch
+            power = float(np.sum(np.abs(scan.probe) ** 2))
+            x = preprocess(np.asarray(scan.diffraction, np.float32), backend.manifest, probe_power=power)
+            backend(x[:batch])  # warm-up
+            job = ReconstructJob(backend=a.backend, precision=a.precision, threads=n_threads)
+            rows = []
+            for r in range(a.rounds):
+                t = time.perf_counter()
+                for s in range(0, len(x), batch):
+                    backend(x[s : s + batch])
+                model_s = time.perf_counter() - t
+                lazy = read_cxi(path)
+                t = time.perf_counter()
+                rec, _ = run_reconstruct(lazy, job, backend=backend, reason=reason)
+                e2e_s = time.perf_counter() - t
+                lazy.close()
+                rows.append({"round": r + 1, "model_only_patterns_per_s": len(x) / model_s,
+                             "end_to_end_patterns_per_s": len(x) / e2e_s, "ratio": model_s / e2e_s,
+                             "timings_s": {k: float(v) for k, v in rec.timings.items()}})
+                print(f"round {r + 1}: model only {len(x) / model_s:6.0f} patterns/s, end to end "
+                      f"{len(x) / e2e_s:6.0f} patterns/s → {model_s / e2e_s:.2f}×", flush=True)
+    ratios = [row["ratio"] for row in rows]
+    res = {"backend": reason, "precision": a.precision, "threads": n_threads, "batch": batch,
+           "frames": len(x), "rounds": rows, "median_ratio": statistics.median(ratios),
+           "median_model_only": statistics.median(r["model_only_patterns_per_s"] for r in rows),
+           "median_end_to_end": statistics.median(r["end_to_end_patterns_per_s"] for r in rows)}
+    print(f"{a.backend} {a.precision}, {n_threads} thread(s), batch {batch}, {len(x)} frames: median model only "
+          f"{res['median_model_only']:.0f}, end to end {res['median_end_to_end']:.0f} patterns/s; ratio median "
+          f"{res['median_ratio']:.2f}× (rounds {min(ratios):.2f}–{max(ratios):.2f}×)")
+    if a.json is not None:
+        from ptyfast.io.atomic import write_json
+
+        write_json(a.json, res)
+
+
+if __name__ == "__main__":
+    main()
