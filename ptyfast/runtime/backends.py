@@ -419,7 +419,8 @@ def open_backend(
             try:
                 b = OnnxRuntimeBackend(reduced_onnx(source, precision), source.manifest, device="cpu",
                                        precision=precision, threads=threads)
-                return b, "onnxruntime-cpu: " + "; ".join(notes or ["fastest available"])
+                return b, "onnxruntime-cpu: " + "; ".join(notes + _bf16_hint(source, precision) or
+                                                          ["fastest available"])
             except InputError as exc:
                 if source.checkpoint is None:
                     raise
@@ -433,6 +434,20 @@ def open_backend(
         raise InputError("neither ONNX Runtime nor PyTorch is installed; install one: pip install 'ptyfast[cpu]'.")
     raise InputError(f"no backend can run '{source.name}' at {precision} here ({'; '.join(notes)}); "
                      "try --precision fp32 or another --backend.")
+
+
+def _bf16_hint(source, precision: str) -> list[str]:
+    """A note when torch bf16 could beat the automatic ONNX Runtime fp32 on a long scan: measured on an
+    AVX-512-BF16 CPU (``benchmarks/e2e_ratio.py``), it streams ≈ 1.2× faster but needs ≈ 1.3 s to import torch,
+    so fp32 ONNX Runtime stays the automatic choice (faster below several thousand frames)."""
+    from ptyfast.machine import cpu_flags
+
+    if precision != "fp32" or source.checkpoint is None or not _has_module("torch"):
+        return []
+    if not cpu_flags() & {"avx512_bf16", "amx_bf16"}:
+        return []
+    return ["for scans of many thousand frames, --backend torch --precision bf16 may be faster on this "
+            "AVX-512-BF16 CPU (its start-up is slower; compare with ptyfast bench)"]
 
 
 __all__ = ["Backend", "OnnxRuntimeBackend", "TorchBackend", "TensorRTBackend", "open_backend", "BACKENDS", "DEVICES",
