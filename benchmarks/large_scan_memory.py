@@ -83,7 +83,7 @@ def main() -> None:
         rss, wall, out = peak_rss_kib([sys.executable, "-m", "ptyfast", "reconstruct", str(scan), "-o",
                                        str(args.dir / f"recon_{n}.h5"), "--no-png"]
                                       + (["--no-align-phase"] if args.no_align_phase else []))
-        rate = re.search(r"(\d+) patterns/s", out)
+        rate = re.search(r"(\d[\d,]*)\s+patterns/s", out)  # rich may wrap the line before "patterns/s"
         print(f"{n:>6} frames{' (no phase alignment)' if args.no_align_phase else ''}: peak RSS {rss / 1024:.0f} MiB, wall {wall:.0f} s, "
               f"{rate.group(1) if rate else '?'} patterns/s end to end")
 
