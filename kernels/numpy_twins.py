@@ -284,6 +284,15 @@ def _mask_array(mask, shape):
     return m
 
 
+def _checked(psi, measured, mask, name: str, of: str):
+    """``psi`` and the measured array as arrays and the mask as a bool array or None; one error naming the
+    mismatch when their shapes differ."""
+    psi, measured = np.asarray(psi), np.asarray(measured)
+    if measured.shape != psi.shape:
+        raise ValueError(f"{name} has shape {measured.shape}; expected {of} shape {psi.shape}")
+    return psi, measured, _mask_array(mask, psi.shape)
+
+
 def _amplitude(intensity, dtype):
     """√I with negative counts as 0, in ``dtype``."""
     s = np.maximum(intensity, 0).astype(dtype)
@@ -332,11 +341,7 @@ def modulus_projection(psi, intensity, mask=None):
     psi_new : (N, H, W), ``psi.dtype``
     err_per_frame : (N,) real (float32 for complex64): Σ over valid pixels of (|Ψ| − √I)²
     """
-    psi = np.asarray(psi)
-    intensity = np.asarray(intensity)
-    if intensity.shape != psi.shape:
-        raise ValueError(f"intensity has shape {intensity.shape}; expected the far field's shape {psi.shape}")
-    m = _mask_array(mask, psi.shape)
+    psi, intensity, m = _checked(psi, intensity, mask, "intensity", "the far field's")
     out = np.empty_like(psi)
     err = _project(psi, _amplitude(intensity, psi.real.dtype), m, out)
     return out, err.astype(psi.real.dtype)
@@ -359,11 +364,7 @@ def project_exit_waves(psi, intensity, mask=None):
     psi_new : (N, H, W) complex exit waves
     err_per_frame : (N,) real, as :func:`modulus_projection`
     """
-    psi = np.asarray(psi)
-    intensity = np.asarray(intensity)
-    if intensity.shape != psi.shape:
-        raise ValueError(f"intensity has shape {intensity.shape}; expected the exit waves' shape {psi.shape}")
-    m = _mask_array(mask, psi.shape)
+    psi, intensity, m = _checked(psi, intensity, mask, "intensity", "the exit waves'")
     amplitude = np.fft.ifftshift(_amplitude(intensity, psi.real.dtype), axes=(-2, -1))
     return project_exit_waves_fft_order(psi, amplitude, None if m is None else np.fft.ifftshift(m, axes=(-2, -1)))
 
@@ -379,11 +380,7 @@ def project_exit_waves_fft_order(psi, amplitude, mask=None):
     psi_new : (N, H, W) complex exit waves
     err_per_frame : (N,) real, Σ over valid pixels of (|Ψ| − √I)²
     """
-    psi = np.asarray(psi)
-    amplitude = np.asarray(amplitude)
-    if amplitude.shape != psi.shape:
-        raise ValueError(f"amplitude has shape {amplitude.shape}; expected the exit waves' shape {psi.shape}")
-    m = _mask_array(mask, psi.shape)
+    psi, amplitude, m = _checked(psi, amplitude, mask, "amplitude", "the exit waves'")
     big = cpu_fft.fft2(psi)
     err = _project(big, amplitude, m, big)
     return cpu_fft.ifft2(big, overwrite=True), err.astype(psi.real.dtype)

@@ -214,8 +214,9 @@ class PartialStitch:
     the plan's object grid. When the phase offsets are to be solved (or the caller asks to keep them) the
     patches themselves are kept instead (cropped to the plan's box), since the offsets depend on all of them:
     in memory (``patches``, which partials of several workers can combine), or, in one process, with their
-    overlap products taken as they arrive and the patches spilled to a temporary file (``spilled``: memory
-    that does not grow with the frames)."""
+    overlap products taken as they arrive and the patches beyond a memory budget spilled to a temporary file
+    (``spilled``: memory that does not grow with the frames; ``num`` and ``wsum`` then hold the zeroed grid and
+    the weight map, summed while stitching)."""
 
     start: int
     stop: int
