@@ -302,7 +302,7 @@ def test_spilled_patches_give_the_in_memory_overlaps_and_hold_few_patches(order)
     from ptyfast.runtime.spilled_patches import SpilledPatches
 
     rng = np.random.default_rng(8)
-    pos = raster_positions((24 * 16 + 32, 24 * 16 + 32), (32, 32), overlap=0.75, jitter=1.0, rng=rng)
+    pos = raster_positions((12 * 16 + 32, 12 * 16 + 32), (32, 32), overlap=0.75, jitter=1.0, rng=rng)
     if order == "random":
         pos = pos[rng.permutation(len(pos))]
     patches = (rng.random((len(pos), 32, 32)) * np.exp(1j * rng.uniform(-3, 3, (len(pos), 32, 32)))).astype(np.complex64)
