@@ -9,16 +9,17 @@ These two helper threads are pipeline stages, not thread pools: ``--threads`` se
 
 Memory: at most ``queue_depth`` chunks read ahead and two batches of outputs waiting, so peak memory is
 O(chunk · H · W) for the data plus O(object area) for the stitched object and its weight map, independent of
-the number of frames (except for the patches kept when their phase offsets are solved, below).
+the number of frames (the patches kept for the phase-offset solve included, below).
 
 Stitching (see :func:`ptyfast.kernels.stitch`): each predicted patch A·exp(iφ) is placed at its true
 sub-pixel position (bilinear) and blended with weights w = |P|² (the probe intensity: pixels the probe
 barely lit carry little information), O = Σ w·patch / Σ w. ``weighting="uniform"`` reproduces the seed
 paper's stitching (w = 1 at integer-rounded positions) for comparison. ``align_phase`` solves every patch's
 phase offset from the overlaps (:mod:`ptyfast.runtime.phase_align`; one pattern cannot determine it) before
-blending: the patches are then kept in memory, cropped to where the weight is ≥ 1 % of its maximum
-(N · 8 bytes · that box: 63 kB per frame for the default probe, 1.3 GB for 20,000 frames; pass
-``align_phase=False`` / ``--no-align-phase`` to stream in constant memory), and blended once all are predicted.
+blending: the patches are then kept, cropped to where the weight is ≥ 1 % of its maximum (63 kB per frame for
+the default probe), and blended once all are predicted. In one process they wait in a
+:class:`~ptyfast.runtime.spilled_patches.SpilledPatches` (overlap products taken as frames arrive; patches in
+memory up to 128 MiB, then in an unlinked temporary file); partials of several workers keep them in memory.
 """
 
 from __future__ import annotations
