@@ -53,7 +53,9 @@ def main() -> None:
               f"amplitude PSNR {m['amplitude_psnr']:6.2f} dB  SSIM {m['amplitude_ssim']:.3f}")
     s = res["summary"]
     print(f"gain over flat: phase {s['phase_psnr_gain_over_flat_db']:+.2f} dB, amplitude "
-          f"{s['amplitude_psnr_gain_over_flat_db']:+.2f} dB; phase-offset solving {s['alignment_gain_phase_db']:+.2f} dB")
+          f"{s['amplitude_psnr_gain_over_flat_db']:+.2f} dB; phase-offset solving {s['alignment_gain_phase_db']:+.2f} dB"
+          + (f"; phase with the offsets fitted to the data (--fit-offsets) {s['phase_psnr_gain_over_flat_db_offsets_fitted']:+.2f} dB"
+             if s["phase_psnr_gain_over_flat_db_offsets_fitted"] is not None else ""))
     print(f"rPIE iterations from the network to reach a flat start's error after 100: noise-free "
           f"{s['rpie_network_iterations_to_flat_100']}, noisy {s['rpie_network_iterations_to_flat_100_noisy']}; "
           f"passes: {s['passes']}")

@@ -7,8 +7,9 @@ Protocol (fixed, so figures are comparable between releases):
 - the model's probe (the bundled default for the shipped model), a raster scan at 75 % linear overlap with
   ±1 px jitter, so every interior pixel is lit several times (no uncovered gaps that would inflate scores);
   ``photons`` per frame with Poisson noise;
-- the network's stitched object with the per-patch phase offsets solved from the overlaps and, on the same
-  predictions, without; scored on the covered pixels only (stitching weight ≥ 10 % of its maximum), beside
+- the network's stitched object with the per-patch phase offsets solved from the overlaps, on the same
+  predictions without, and (with PyTorch) with the offsets then fitted to the measured patterns
+  (:mod:`ptyfast.finetune.offset_fit`, ``reconstruct --fit-offsets``); scored on the covered pixels only (stitching weight ≥ 10 % of its maximum), beside
   a flat guess and the truth blurred by σ = 4 px, computed on exactly those pixels;
 - rPIE from the network's object and from a flat start (same data, same settings, probe known): the data
   error E of each iteration, and how many iterations the network start needs to reach the flat start's error
@@ -18,6 +19,7 @@ Protocol (fixed, so figures are comparable between releases):
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,12 +63,19 @@ def check_one(backend, probe: np.ndarray, amplitude_image: np.ndarray, phase_ima
     scan = simulate_scan(obj, probe, positions, photons=o.photons, noise=o.noise, rng=rng)
     rows, objects = {}, {}
     t = time.perf_counter()
-    for name, align in (("network", True), ("network, offsets not solved", False)):
-        rec = reconstruct_scan(scan, backend, align_phase=align, probe=scan.probe, consistency=False)
+    fitter = None
+    if importlib.util.find_spec("torch") is not None:
+        from ptyfast.finetune.offset_fit import fit_offsets as fitter
+    cases = [("network", True, None), ("network, offsets not solved", False, None)]
+    if fitter is not None:
+        cases.append(("network, offsets fitted to the data", True, fitter))
+    for name, align, fit in cases:
+        rec = reconstruct_scan(scan, backend, align_phase=align, probe=scan.probe, consistency=False,
+                               offset_fitter=fit)
         q, base, region = evaluate_against_truth(rec.object, rec.weight, rec.origin, obj)
         rows[name] = q.as_dict()
         objects[name] = rec.object
-        if align:
+        if align and fit is None:
             kept = rec, region
     seconds = time.perf_counter() - t
     rec, region = kept
@@ -125,6 +134,9 @@ def release_check(model: str | None, pairs: list[tuple[np.ndarray, np.ndarray]],
         "phase_ssim_above_flat": net["phase_ssim"] > flat["phase_ssim"],
         "amplitude_ssim_above_flat": net["amplitude_ssim"] > flat["amplitude_ssim"],
         "alignment_gain_phase_db": net["phase_psnr"] - mean["network, offsets not solved"]["phase_psnr"],
+        "phase_psnr_gain_over_flat_db_offsets_fitted": (mean["network, offsets fitted to the data"]["phase_psnr"]
+                                                        - flat["phase_psnr"]) if "network, offsets fitted to the data"
+        in mean else None,
         "rpie_network_iterations_to_flat_100": reach,
         "rpie_network_iterations_to_flat_100_noisy": [s["rpie"].get("noisy", {}).get("network_iterations_to_flat_end")
                                                       for s in scans],

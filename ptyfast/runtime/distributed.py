@@ -205,7 +205,7 @@ def reconstruct_split(client, source: tuple[str, str | None], scan, plan, job, *
                                                     axis=1))
 
     rec = finish_reconstruction(scan, plan, part, consistency=job.consistency, consistency_fn=spread_consistency,
-                               t_start=t_start, release=True)
+                               t_start=t_start, release=True, offset_fitter=job.offset_fitter)
     rec.timings["workers"] = workers
     rec.timings["partitions"] = len(parts)
     rec.timings["wall_partials"] = t_partials - t_start  # until every partition was inferred

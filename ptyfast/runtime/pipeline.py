@@ -364,9 +364,10 @@ def combine_partials(parts: list[PartialStitch]) -> PartialStitch:
 BLEND_CHUNK = 1024  # patches rotated by their phase offsets and blended at a time
 
 
-def finish_stitch(plan: StitchPlan, part: PartialStitch) -> tuple[np.ndarray, np.ndarray, dict]:
+def finish_stitch(plan: StitchPlan, part: PartialStitch, fit=None) -> tuple[np.ndarray, np.ndarray, dict]:
     """(object, weight map, timings) from the partial of all frames: solve the phase offsets when the plan
-    says so, blend kept patches, normalise."""
+    says so (then, with ``fit(patches, z) → z``, refine them, e.g. against the data), blend kept patches,
+    normalise."""
     timings: dict = {}
     t = time.perf_counter()
     if part.patches is not None or part.spilled is not None:
@@ -376,6 +377,12 @@ def finish_stitch(plan: StitchPlan, part: PartialStitch) -> tuple[np.ndarray, np
             z = offsets_from_overlaps(part.spilled.matrix()) if part.spilled is not None else \
                 solve_phase_offsets(part.patches, pos, plan.box_weight)
             timings["align"] = time.perf_counter() - t
+            if fit is not None:
+                t_fit = time.perf_counter()
+                kept = part.patches if part.spilled is None else np.concatenate(
+                    [c for _, c in part.spilled.chunks(BLEND_CHUNK)])
+                z = fit(kept, z)
+                timings["fit_offsets"] = time.perf_counter() - t_fit
         if part.spilled is not None and part.num is not None:  # the weight map was summed while stitching
             chunks, num, wsum, wacc = part.spilled.chunks(BLEND_CHUNK), part.num, part.wsum, None
         else:
@@ -405,6 +412,7 @@ def reconstruct_scan(
     consistency: bool = True,
     probe: np.ndarray | None = None,
     progress=None,
+    offset_fitter=None,
 ) -> Reconstruction:
     """Reconstruct ``scan`` with an opened backend (see :func:`ptyfast.runtime.backends.open_backend`).
 
@@ -428,6 +436,8 @@ def reconstruct_scan(
     probe : complex (H, W), optional
         Overrides ``scan.probe`` (e.g. the model's probe when the file has none).
     progress : callable(done_frames, total_frames, stage), optional
+    offset_fitter : callable(scan, plan, patches, z) → z, optional
+        Refines the solved phase offsets, e.g. :func:`ptyfast.finetune.offset_fit.fit_offsets` (to the data).
     """
     check_far_field(scan)
     t_start = time.perf_counter()
@@ -436,18 +446,19 @@ def reconstruct_scan(
                        align_phase=align_phase, mask=scan.mask)
     part = stitch_frames(scan, backend, plan, batch=batch, chunk=chunk, spill=True, progress=progress)
     return finish_reconstruction(scan, plan, part, consistency=consistency, chunk=chunk, progress=progress,
-                                 t_start=t_start, release=True)
+                                 t_start=t_start, release=True, offset_fitter=offset_fitter)
 
 
 def finish_reconstruction(scan: Scan, plan: StitchPlan, part: PartialStitch, *, consistency: bool = True,
                           chunk: int = CHUNK, progress=None, t_start: float | None = None,
-                          consistency_fn=None, release: bool = False) -> Reconstruction:
+                          consistency_fn=None, release: bool = False, offset_fitter=None) -> Reconstruction:
     """The :class:`Reconstruction` from the partial of all frames: blend, then (with a probe) the consistency
     pass, computed by ``consistency_fn(obj)`` when given (e.g. spread over a cluster). ``release`` drops the
     partial's sums or kept patches once blended (the caller is done with it: 1.3 GB of patches at 20,000
     frames no longer held through the consistency pass and the output)."""
     t_start = time.perf_counter() if t_start is None else t_start
-    obj, wsum, extra = finish_stitch(plan, part)
+    fit = None if offset_fitter is None else (lambda patches, z: offset_fitter(scan, plan, patches, z))
+    obj, wsum, extra = finish_stitch(plan, part, fit)
     if release:
         part.release()
     timings = dict(part.timings)

@@ -83,6 +83,7 @@ class ReconstructJob:
     consistency: bool = True
     allow_probe_mismatch: bool = False
     threads: int | None = None
+    offset_fitter: object = None  # callable(scan, plan, patches, z) → z refining the solved offsets (--fit-offsets)
 
 
 def check_frame_size(scan: Scan, manifest, fit: str) -> None:
@@ -130,7 +131,8 @@ def run_reconstruct(scan: Scan, job: ReconstructJob, *, backend=None, reason: st
             part = stitch_frames(scan, backend, plan, batch=job.batch, chunk=job.chunk, spill=True,
                                  progress=progress)
             rec = finish_reconstruction(scan, plan, part, consistency=job.consistency, chunk=job.chunk,
-                                        progress=progress, t_start=t_start, release=True)
+                                        progress=progress, t_start=t_start, release=True,
+                                        offset_fitter=job.offset_fitter)
         else:
             from ptyfast.runtime.distributed import absolute_job, reconstruct_split
 
@@ -159,7 +161,8 @@ def describe(rec: Reconstruction, scan: Scan, job: ReconstructJob, backend, reas
         "model_sha256": file_hash(model_file) if model_file and Path(model_file).is_file() else "",
         "probe_source": probe_note,
         "object_pixel_size_m": scan.object_pixel_size(int(manifest.input_size[0]), job.fit),
-        "options": {**job.__dict__, "align_phase": plan.align},
+        "options": {**{k: v for k, v in job.__dict__.items() if k != "offset_fitter"}, "align_phase": plan.align,
+                    "fit_offsets": job.offset_fitter is not None and plan.align},
         "timings_s": {k: round(v, 4) for k, v in rec.timings.items()},
         "patterns_per_s": scan.n_frames / max(rec.timings["wall"], 1e-9),
     }
