@@ -157,6 +157,28 @@ def test_offsets_fitted_to_the_data_fit_it_better_and_beat_the_overlap_solve(hel
     assert fitted.timings["fit_offsets"] > 0
 
 
+def test_offset_fit_that_cancels_patches_is_refused_with_a_warning(held_out_scan, monkeypatch):
+    """A fit that lowers the blended amplitude below the guard's fraction (on real data it bought misfit by
+    cancelling patches) is refused: the overlap solution is kept and a warning says why."""
+    pytest.importorskip("torch", reason="--fit-offsets needs PyTorch")
+    from ptyfast.finetune import offset_fit
+    from ptyfast.runtime.backends import open_backend
+    from ptyfast.runtime.pipeline import reconstruct_scan
+
+    monkeypatch.setattr(offset_fit, "MIN_BLEND_AMPLITUDE", 2.0)  # no fit can keep twice the amplitude
+    monkeypatch.setattr(offset_fit, "EPOCHS", 3)
+    path, _ = held_out_scan
+    backend, _ = open_backend(None, "onnxruntime", "cpu")
+    try:
+        solved = reconstruct_scan(read_cxi(path), backend, consistency=False)
+        with pytest.warns(UserWarning, match="overlap solution is kept"):
+            refused = reconstruct_scan(read_cxi(path), backend, consistency=False,
+                                       offset_fitter=offset_fit.fit_offsets)
+    finally:
+        backend.close()
+    np.testing.assert_array_equal(refused.object, solved.object)
+
+
 def test_fit_offsets_without_the_overlap_solve_is_refused(held_out_scan, tmp_path):
     path, _ = held_out_scan
     line = one_error_line(run("reconstruct", path, "-o", tmp_path / "o.h5", "--fit-offsets", "--no-align-phase"))
