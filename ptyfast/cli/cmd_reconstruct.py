@@ -115,7 +115,8 @@ def reconstruct_cmd(
                       handoff=None if handoff is None else (handoff[0], handoff[1], many))
     if follow:
         clash = [name for name, used in (("several scans", many), ("--frames", frames), ("--scheduler", scheduler),
-                                         ("--refine", refine), ("--handoff", handoff)) if used]
+                                         ("--refine", refine), ("--handoff", handoff),
+                                         ("--fit-offsets", fit_offsets)) if used]
         if clash:
             raise InputError(f"--follow reconstructs one scan as it is written; it cannot be combined with "
                              f"{' or '.join(clash)}.")

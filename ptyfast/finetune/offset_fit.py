@@ -29,8 +29,6 @@ refused with a warning, and the overlap solution kept.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from ptyfast import threads
@@ -47,9 +45,10 @@ MIN_BLEND_AMPLITUDE = 0.97
 
 
 def fit_offsets(scan: Scan, plan, patches: np.ndarray, z0: np.ndarray, *, epochs: int | None = None,
-                batch: int = BATCH, chunk: int = 128) -> np.ndarray:
-    """Unit factors z (N,) for the kept ``patches`` (N, h, w) (cropped to ``plan.box``) that fit the data,
-    starting from ``z0`` (the overlap solution); see the module docstring."""
+                batch: int = BATCH, chunk: int = 128) -> tuple[np.ndarray, str | None]:
+    """(z, note): unit factors z (N,) for the kept ``patches`` (N, h, w) (cropped to ``plan.box``) that fit the
+    data, starting from ``z0`` (the overlap solution), and None — or ``z0`` and a one-sentence warning when the
+    fit is refused; see the module docstring."""
     try:
         import torch
     except ModuleNotFoundError:
@@ -60,7 +59,7 @@ def fit_offsets(scan: Scan, plan, patches: np.ndarray, z0: np.ndarray, *, epochs
 
     n = len(patches)
     if n < 2 or plan.probe is None:
-        return z0
+        return z0, None
     epochs = EPOCHS if epochs is None else epochs
     torch.set_num_threads(threads.get())
     rows, cols = plan.shape
@@ -105,12 +104,11 @@ def fit_offsets(scan: Scan, plan, patches: np.ndarray, z0: np.ndarray, *, epochs
         start = torch.tensor(np.angle(z0).astype(np.float32))
         kept = blend_amplitude(theta) / max(blend_amplitude(start), 1e-30)
     if kept < MIN_BLEND_AMPLITUDE:
-        warnings.warn(f"--fit-offsets: the offsets fitted to the data lower the blended amplitude to {kept:.0%} of "
-                      "the overlap solution's (patches cancelling each other: the data misfit is then bought with "
-                      "the model's errors, not with their offsets); the overlap solution is kept.", stacklevel=2)
-        return z0
+        return z0, (f"--fit-offsets was refused: the offsets fitted to the data lower the blended amplitude to "
+                    f"{kept:.0%} of the overlap solution's (patches cancelling each other buy the misfit with the "
+                    "model's errors), so the overlap solution is kept.")
     z = np.exp(1j * theta.detach().numpy().astype(np.float64))
     total = z.sum()
     if abs(total) > 0:  # the common offset is free: keep the network's mean phase, as the overlap solve does
         z *= np.conj(total) / abs(total)
-    return z.astype(np.complex64)
+    return z.astype(np.complex64), None

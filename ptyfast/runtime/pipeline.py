@@ -74,6 +74,7 @@ class Reconstruction:
     timings: dict = field(default_factory=dict)
     n_frames: int = 0
     provenance: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)  # warnings from stitching (e.g. a refused offset fit)
 
     @property
     def amplitude(self) -> np.ndarray:
@@ -364,10 +365,11 @@ def combine_partials(parts: list[PartialStitch]) -> PartialStitch:
 BLEND_CHUNK = 1024  # patches rotated by their phase offsets and blended at a time
 
 
-def finish_stitch(plan: StitchPlan, part: PartialStitch, fit=None) -> tuple[np.ndarray, np.ndarray, dict]:
+def finish_stitch(plan: StitchPlan, part: PartialStitch, fit=None, notes: list | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, dict]:
     """(object, weight map, timings) from the partial of all frames: solve the phase offsets when the plan
-    says so (then, with ``fit(patches, z) → z``, refine them, e.g. against the data), blend kept patches,
-    normalise."""
+    says so (then, with ``fit(patches, z) → (z, note)``, refine them, e.g. against the data; a note, such as a
+    refused fit, is appended to ``notes``), blend kept patches, normalise."""
     timings: dict = {}
     t = time.perf_counter()
     if part.patches is not None or part.spilled is not None:
@@ -381,7 +383,9 @@ def finish_stitch(plan: StitchPlan, part: PartialStitch, fit=None) -> tuple[np.n
                 t_fit = time.perf_counter()
                 kept = part.patches if part.spilled is None else np.concatenate(
                     [c for _, c in part.spilled.chunks(BLEND_CHUNK)])
-                z = fit(kept, z)
+                z, note = fit(kept, z)
+                if note and notes is not None:
+                    notes.append(note)
                 timings["fit_offsets"] = time.perf_counter() - t_fit
         if part.spilled is not None and part.num is not None:  # the weight map was summed while stitching
             chunks, num, wsum, wacc = part.spilled.chunks(BLEND_CHUNK), part.num, part.wsum, None
@@ -436,7 +440,7 @@ def reconstruct_scan(
     probe : complex (H, W), optional
         Overrides ``scan.probe`` (e.g. the model's probe when the file has none).
     progress : callable(done_frames, total_frames, stage), optional
-    offset_fitter : callable(scan, plan, patches, z) → z, optional
+    offset_fitter : callable(scan, plan, patches, z) → (z, note), optional
         Refines the solved phase offsets, e.g. :func:`ptyfast.finetune.offset_fit.fit_offsets` (to the data).
     """
     check_far_field(scan)
@@ -458,7 +462,8 @@ def finish_reconstruction(scan: Scan, plan: StitchPlan, part: PartialStitch, *, 
     frames no longer held through the consistency pass and the output)."""
     t_start = time.perf_counter() if t_start is None else t_start
     fit = None if offset_fitter is None else (lambda patches, z: offset_fitter(scan, plan, patches, z))
-    obj, wsum, extra = finish_stitch(plan, part, fit)
+    notes: list[str] = []
+    obj, wsum, extra = finish_stitch(plan, part, fit, notes)
     if release:
         part.release()
     timings = dict(part.timings)
@@ -466,7 +471,7 @@ def finish_reconstruction(scan: Scan, plan: StitchPlan, part: PartialStitch, *, 
     timings.update(extra)
     timings["wall_stitched"] = time.perf_counter() - t_start
     rec = Reconstruction(object=obj, weight=wsum, positions=plan.grid_pos, origin=plan.origin, probe=plan.probe,
-                         n_frames=scan.n_frames, timings=timings)
+                         n_frames=scan.n_frames, timings=timings, notes=notes)
     if consistency and plan.probe is not None:
         t = time.perf_counter()
         if consistency_fn is not None:

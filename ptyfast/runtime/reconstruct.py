@@ -83,7 +83,7 @@ class ReconstructJob:
     consistency: bool = True
     allow_probe_mismatch: bool = False
     threads: int | None = None
-    offset_fitter: object = None  # callable(scan, plan, patches, z) → z refining the solved offsets (--fit-offsets)
+    offset_fitter: object = None  # callable(scan, plan, patches, z) → (z, note) refining the offsets (--fit-offsets)
 
 
 def check_frame_size(scan: Scan, manifest, fit: str) -> None:
@@ -166,7 +166,7 @@ def describe(rec: Reconstruction, scan: Scan, job: ReconstructJob, backend, reas
         "timings_s": {k: round(v, 4) for k, v in rec.timings.items()},
         "patterns_per_s": scan.n_frames / max(rec.timings["wall"], 1e-9),
     }
-    provenance["warnings"] = result_warnings(rec, manifest.architecture)
+    provenance["warnings"] = list(rec.notes) + result_warnings(rec, manifest.architecture)
     rec.provenance = provenance
     return provenance
 
