@@ -24,9 +24,8 @@ import numpy as np
 from scipy import sparse
 
 from ptyfast.errors import InputError, OutputError
+from ptyfast.io.atomic import is_disk_full
 from ptyfast.runtime.phase_align import overlap_pairs
-
-_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 #: Patches held in memory for the blend before they go to the temporary file (MiB; ``PTYFAST_PATCH_MEMORY_MB``
 #: overrides it, e.g. on a machine with little memory).
@@ -98,7 +97,7 @@ class SpilledPatches:
             for batch in self._pending:
                 self._file.write(batch.data)
         except OSError as exc:
-            if exc.errno in _DISK_FULL:
+            if is_disk_full(exc):
                 what = {errno.EFBIG: "the file-size limit (ulimit -f) was reached",
                         errno.EDQUOT: "quota exceeded"}.get(exc.errno, "no space left")
                 raise OutputError(
