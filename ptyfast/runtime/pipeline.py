@@ -368,40 +368,57 @@ BLEND_CHUNK = 1024  # patches rotated by their phase offsets and blended at a ti
 def finish_stitch(plan: StitchPlan, part: PartialStitch, fit=None, notes: list | None = None
                   ) -> tuple[np.ndarray, np.ndarray, dict]:
     """(object, weight map, timings) from the partial of all frames: solve the phase offsets when the plan
-    says so (then, with ``fit(patches, z) → (z, note)``, refine them, e.g. against the data; a note, such as a
-    refused fit, is appended to ``notes``), blend kept patches, normalise."""
+    says so, blend kept patches, normalise. With ``fit(patches, z) → (z, note)`` the solved offsets are then
+    refined (e.g. against the data, :mod:`ptyfast.runtime.offset_fit`; a note is appended to ``notes``) and
+    the object takes its phase from the blend with the fitted offsets and its amplitude from the blend with
+    the solved ones (the fit's model: offsets move phase, never amplitude)."""
     timings: dict = {}
     t = time.perf_counter()
-    if part.patches is not None or part.spilled is not None:
-        pos = plan.grid_pos[part.start : part.stop] + plan.box_offset
-        z = np.ones(len(pos), np.complex64)
-        if plan.align and len(pos):
-            z = offsets_from_overlaps(part.spilled.matrix()) if part.spilled is not None else \
-                solve_phase_offsets(part.patches, pos, plan.box_weight)
-            timings["align"] = time.perf_counter() - t
-            if fit is not None:
-                t_fit = time.perf_counter()
-                kept = part.patches if part.spilled is None else np.concatenate(
-                    [c for _, c in part.spilled.chunks(BLEND_CHUNK)])
-                z, note = fit(kept, z)
-                if note and notes is not None:
-                    notes.append(note)
-                timings["fit_offsets"] = time.perf_counter() - t_fit
-        if part.spilled is not None and part.num is not None:  # the weight map was summed while stitching
-            chunks, num, wsum, wacc = part.spilled.chunks(BLEND_CHUNK), part.num, part.wsum, None
-        else:
-            chunks = part.spilled.chunks(BLEND_CHUNK) if part.spilled is not None else \
-                ((s, part.patches[s : s + BLEND_CHUNK]) for s in range(0, len(pos), BLEND_CHUNK))
-            num = np.zeros(plan.shape, np.complex64)
-            wsum = wacc = np.zeros(plan.shape, np.float32)
-        for s, patches in chunks:  # rotated in chunks: no second copy of every patch
-            e = s + len(patches)
-            overlap_add(num, patches * z[s:e, None, None], pos[s:e], weights=plan.box_weight, weight_accum=wacc)
+    if part.patches is None and part.spilled is None:
+        obj = normalise(part.num, part.wsum, out=part.num)
+        timings["stitch"] = time.perf_counter() - t
+        return obj, part.wsum, timings
+    pos = plan.grid_pos[part.start : part.stop] + plan.box_offset
+    z = np.ones(len(pos), np.complex64)
+    solved = None
+    if plan.align and len(pos):
+        z = offsets_from_overlaps(part.spilled.matrix()) if part.spilled is not None else \
+            solve_phase_offsets(part.patches, pos, plan.box_weight)
+        timings["align"] = time.perf_counter() - t
+        if fit is not None:
+            t_fit = time.perf_counter()
+            kept = part.patches if part.spilled is None else np.concatenate(
+                [c for _, c in part.spilled.chunks(BLEND_CHUNK)])
+            solved, (z, note) = z, fit(kept, z)
+            del kept
+            if note and notes is not None:
+                notes.append(note)
+            timings["fit_offsets"] = time.perf_counter() - t_fit
+    if part.spilled is not None and part.num is not None:  # the weight map was summed while stitching
+        num, wsum, wacc = part.num, part.wsum, None
     else:
-        num, wsum = part.num, part.wsum
+        num = np.zeros(plan.shape, np.complex64)
+        wsum = wacc = np.zeros(plan.shape, np.float32)
+    _blend(plan, part, pos, z, num, wacc)
     obj = normalise(num, wsum, out=num)  # in place: no second object-sized array
+    if solved is not None and solved is not z:
+        amplitude = np.abs(normalise(_blend(plan, part, pos, solved, np.zeros(plan.shape, np.complex64)), wsum))
+        mag = np.abs(obj)
+        np.multiply(obj, np.divide(amplitude, mag, out=np.zeros_like(mag), where=mag > 0), out=obj)
     timings["stitch"] = time.perf_counter() - t
     return obj, wsum, timings
+
+
+def _blend(plan: StitchPlan, part: PartialStitch, pos: np.ndarray, z: np.ndarray, num: np.ndarray,
+           wacc: np.ndarray | None = None) -> np.ndarray:
+    """``num`` += Σ_k z_k w·p_k over the kept patches (and ``wacc`` += Σ w), rotated in chunks: no second copy
+    of every patch."""
+    chunks = part.spilled.chunks(BLEND_CHUNK) if part.spilled is not None else \
+        ((s, part.patches[s : s + BLEND_CHUNK]) for s in range(0, len(pos), BLEND_CHUNK))
+    for s, patches in chunks:
+        e = s + len(patches)
+        overlap_add(num, patches * z[s:e, None, None], pos[s:e], weights=plan.box_weight, weight_accum=wacc)
+    return num
 
 
 def reconstruct_scan(
@@ -441,7 +458,7 @@ def reconstruct_scan(
         Overrides ``scan.probe`` (e.g. the model's probe when the file has none).
     progress : callable(done_frames, total_frames, stage), optional
     offset_fitter : callable(scan, plan, patches, z) → (z, note), optional
-        Refines the solved phase offsets, e.g. :func:`ptyfast.finetune.offset_fit.fit_offsets` (to the data).
+        Refines the solved phase offsets, e.g. :func:`ptyfast.runtime.offset_fit.fit_offsets` (to the data).
     """
     check_far_field(scan)
     t_start = time.perf_counter()
