@@ -24,13 +24,16 @@ def demo_cmd(
     refine: Annotated[int, typer.Option(min=0, help="rPIE iterations started from the network's result "
                                                     "(0 = network only).")] = 30,
     seed: Annotated[int, typer.Option()] = 0,
+    fit_offsets: Annotated[bool, typer.Option(
+        "--fit-offsets/--no-fit-offsets", help="Fit the patches' phase offsets to the data after the overlap "
+                                               "solve (reconstruct --fit-offsets).")] = True,
 ) -> None:
     """Simulate a held-out scan, reconstruct it with the shipped PtyNet-S (ONNX Runtime, no torch), show quality."""
     from ptyfast.cli.cmd_evaluate import quality_table
     from ptyfast.evaluation.demo import DemoOptions, run_demo
 
     res = run_demo(output, DemoOptions(overlap=overlap, size=size, noise=noise, photons=photons, model=model,
-                                       refine=refine, seed=seed), log=console.print)
+                                       refine=refine, seed=seed, fit_offsets=fit_offsets), log=console.print)
     console.print(quality_table({**res.rows, **res.baselines}, "quality against the truth (covered pixels only)"))
     q, flat = res.rows["PtyNet-S"], res.baselines["flat"]
     dp, da = res.gain_over_flat
