@@ -65,9 +65,11 @@ def test_train_on_labels_then_reconstruct_the_other_half(labelled_case):
     assert r.exit_code == 0, r.output
     manifest = json.loads((run_dir / "best.json").read_text())
     assert manifest["training"]["labelled_frames_train"] == half - round(half * 0.1) and (run_dir / "probe.npy").is_file()
+    assert manifest["refined_probe_sha256"] and (run_dir / "probe_refined.npy").is_file()
     out = d / "nn_lower.h5"
     r = run("reconstruct", scan, "--frames", f"{half}:{n}", "--model", run_dir / "best.pt", "-o", out, "--no-png")
     assert r.exit_code == 0, r.output
+    assert "refined probe of the model's reference" in r.output
     r = run("evaluate", out, "--truth", scan, "--json", d / "q.json")
     assert r.exit_code == 0, r.output
     q = json.loads((d / "q.json").read_text())
@@ -79,6 +81,38 @@ def test_train_on_labels_then_reconstruct_the_other_half(labelled_case):
     assert r1.exit_code == 0 and r2.exit_code == 0, r1.output + r2.output
     with h5py.File(d / "from_nn.h5") as a, h5py.File(d / "from_flat.h5") as b:
         assert a["errors"][0] < b["errors"][0] and a["errors"][-1] < b["errors"][-1]
+
+
+def test_a_matching_scan_is_stitched_with_the_models_refined_probe(tmp_path):
+    """A model trained on measured data carries its reference's refined probe: a scan whose own probe matches
+    the training probe is stitched and checked with the refined one, scaled to the scan's probe power; a scan
+    let through with --allow-probe-mismatch keeps its own, and so does any scan when the refined file does not
+    match the manifest's hash."""
+    from ptyfast.models.manifest import Manifest, probe_hash
+    from ptyfast.physics.probe import default_probe
+    from ptyfast.runtime.reconstruct import PROBE_FILE, REFINED_PROBE_FILE, choose_probe
+    from ptyfast.scan import Scan
+
+    p = default_probe()
+    refined = np.roll(p, (2, 2), axis=(0, 1)) * np.exp(0.3j)
+    np.save(tmp_path / PROBE_FILE, p)
+    np.save(tmp_path / REFINED_PROBE_FILE, refined.astype(np.complex64))
+    manifest = Manifest("ptynet-s", probe_sha256=probe_hash(p), refined_probe_sha256=probe_hash(refined.astype(np.complex64)))
+    model = tmp_path / "best.pt"
+
+    def scan_with(probe):
+        return Scan(diffraction=np.ones((2, 128, 128), np.float32), positions=np.zeros((2, 2)), probe=probe)
+
+    used, note = choose_probe(scan_with(2 * p), manifest, fit="none", allow_mismatch=False, model_path=model)
+    assert "refined probe" in note
+    np.testing.assert_allclose(used, 2 * refined, rtol=1e-4, atol=1e-6)  # the scan's power, the refined shape
+    other = np.roll(p, (40, 40), axis=(0, 1))
+    used, note = choose_probe(scan_with(other), manifest, fit="none", allow_mismatch=True, model_path=model)
+    np.testing.assert_array_equal(used, other.astype(np.complex64))
+    np.save(tmp_path / REFINED_PROBE_FILE, p)  # not the file the manifest names
+    used, note = choose_probe(scan_with(p), manifest, fit="none", allow_mismatch=False, model_path=model)
+    assert "refined" not in note
+    np.testing.assert_array_equal(used, p.astype(np.complex64))
 
 
 def test_frames_option_selects_and_refuses(labelled_case, tmp_path):

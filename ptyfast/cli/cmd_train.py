@@ -142,12 +142,14 @@ def train_cmd(
                 fields["pps"] = info["patterns_per_s"]
             bar.update(task, completed=step, **fields)
 
-        if labelled:  # reconstruct checks later scans against the probe the model learned (PROBE_FILE)
+        if labelled:  # reconstruct checks later scans against the probe the model learned (PROBE_FILE) and
+            # stitches them with the reference's refined probe (REFINED_PROBE_FILE)
             from ptyfast.io.atomic import atomic_path
-            from ptyfast.runtime.reconstruct import PROBE_FILE
+            from ptyfast.runtime.reconstruct import PROBE_FILE, REFINED_PROBE_FILE
 
-            with atomic_path(output / PROBE_FILE) as tmp, open(tmp, "wb") as fh:
-                np.save(fh, p)
+            for name, array in ((PROBE_FILE, p), (REFINED_PROBE_FILE, labelled["refined_probe"])):
+                with atomic_path(output / name) as tmp, open(tmp, "wb") as fh:
+                    np.save(fh, array)
         result = train(list(images or []), output, opts, probe=p, resume=resume, progress=on_step,
                        labelled=labelled, mix_simulated=mix_simulated)
     console.print(f"best validation loss {result['best_val_loss']:.5f} after {result['steps']} steps "

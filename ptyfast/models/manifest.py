@@ -32,6 +32,10 @@ class Manifest:
     phase_range : (lo, hi) bounds of the phase head, radians.
     probe_sha256 : hash of the complex64 probe the model was trained for ("" if any probe).
     probe_photons : sum(|P|²) of that probe.
+    refined_probe_sha256 : for a model trained on measured data (``train --labels``), hash of its reference's
+        refined probe, saved beside the weights scaled to the training probe's power: the instrument's probe
+        as the iterative solver found it, which ``reconstruct`` stitches and checks with when a scan's own
+        probe matches the training probe ("" otherwise).
     pixel_size : object pixel size in metres the model was trained for (0 if unspecified).
     object_amplitude_range / object_phase_range : the training objects' ranges (radians for phase).
     phase_offsets : ``free`` when each output patch carries its own undetermined phase offset (trained with a
@@ -48,6 +52,7 @@ class Manifest:
     phase_range: tuple[float, float] = (-float(np.pi), float(np.pi))
     probe_sha256: str = ""
     probe_photons: float = 0.0
+    refined_probe_sha256: str = ""
     pixel_size: float = 0.0
     object_amplitude_range: tuple[float, float] = (1.0 / 3.0, 1.0)
     object_phase_range: tuple[float, float] = (float(np.pi / 6), float(np.pi / 2))

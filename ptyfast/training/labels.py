@@ -185,7 +185,13 @@ def build_labelled(scans: list[Path], references: list[Path], *, frames: str | N
             val_parts.append(data.take(va))
         pool.append(covered_object(ref))
     return {"train": LabelledSet.join(train_parts), "val": LabelledSet.join(val_parts), "probe": probe,
-            "pool": pool, "sim_probe": sim_probe}
+            "pool": pool, "sim_probe": sim_probe, "refined_probe": scaled_to(sim_probe, probe)}
+
+
+def scaled_to(probe: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """``probe`` scaled to the power Σ|P|² of ``like`` (complex64)."""
+    power = float(np.sum(np.abs(probe) ** 2))
+    return (probe * np.sqrt(float(np.sum(np.abs(like) ** 2)) / max(power, 1e-30))).astype(np.complex64)
 
 
 def remove_global_phase(ref: dict) -> np.ndarray:

@@ -364,6 +364,7 @@ def train(
         amplitude_range=(0.0, 2.0) if heads.startswith("standardised") else (0.0, 1.0),
         probe_photons=float(np.sum(np.abs(probe) ** 2)), object_amplitude_range=tuple(options.data.amplitude_range),
         object_phase_range=tuple(options.data.phase_range), ptyfast_version=__version__,
+        refined_probe_sha256=probe_hash(labelled["refined_probe"]) if labelled else "",
     )
 
     def summary(val_loss: float) -> dict:
