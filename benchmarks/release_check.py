@@ -56,9 +56,10 @@ def main() -> None:
           f"{s['amplitude_psnr_gain_over_flat_db']:+.2f} dB; phase-offset solving {s['alignment_gain_phase_db']:+.2f} dB"
           + (f"; phase with the offsets fitted to the data (--fit-offsets) {s['phase_psnr_gain_over_flat_db_offsets_fitted']:+.2f} dB"
              if s["phase_psnr_gain_over_flat_db_offsets_fitted"] is not None else ""))
-    print(f"rPIE iterations from the network to reach a flat start's error after 100: noise-free "
+    print(f"rPIE iterations from the network to reach a flat start's error after 100 — object error against the "
+          f"truth (Figure 9): {s['rpie_network_iterations_to_flat_100_object_error']}; data error: noise-free "
           f"{s['rpie_network_iterations_to_flat_100']}, noisy {s['rpie_network_iterations_to_flat_100_noisy']}; "
-          f"passes: {s['passes']}")
+          f"passes: {s['passes']} (with --fit-offsets: {s['passes_with_fit_offsets']})")
 
 if __name__ == "__main__":
     main()

@@ -175,3 +175,7 @@ def test_release_check_runs_on_the_shipped_model_and_scores_only_covered_pixels(
     assert scan["frames"] == 9 and set(scan["rpie"]) == {"noise-free", "noisy"}  # 3 × 3 windows on 224²
     assert {"network", "network, offsets not solved", "flat", "blurred"} <= set(res["mean"])
     assert len(scan["rpie"]["noise-free"]["flat_start"]) == 3
+    curves = scan["rpie"]["noisy"]
+    assert len(curves["network_start_object_error"]) == 2 and len(curves["flat_start_object_error"]) == 3
+    assert curves["flat_object_error_at_end"] == curves["flat_start_object_error"][-1]
+    assert set(res["summary"]["rpie_network_iterations_to_flat_100_object_error"]) == {"noise-free", "noisy"}

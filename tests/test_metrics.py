@@ -50,3 +50,21 @@ def test_truth_on_grid_crops_and_pads():
     truth = np.arange(100, dtype=np.complex64).reshape(10, 10)
     g = truth_on_grid(truth, (2, -1), (4, 4))
     assert g[0, 0] == 0 and g[0, 1] == truth[2, 0] and g[3, 3] == truth[5, 2]
+
+
+def test_object_error_ignores_global_phase_and_scale_but_not_structure():
+    """The ePIE paper's object error: 0 for the truth times any complex factor, 1 for zeros, in between for
+    a noisy copy, and only the region's pixels count."""
+    from ptyfast.metrics import object_error
+
+    rng = np.random.default_rng(0)
+    truth = (0.5 + rng.random((32, 32))) * np.exp(1j * rng.random((32, 32)))
+    assert object_error(truth * 0.3 * np.exp(2.1j), truth) == pytest.approx(0, abs=1e-12)
+    assert object_error(np.zeros_like(truth), truth) == pytest.approx(1)
+    noisy = truth + 0.1 * (rng.normal(size=truth.shape) + 1j * rng.normal(size=truth.shape))
+    assert 0.005 < object_error(noisy, truth) < 0.05
+    region = np.zeros(truth.shape, bool)
+    region[:16] = True
+    spoiled = noisy.copy()
+    spoiled[16:] = 0
+    assert object_error(spoiled, truth, region) == pytest.approx(object_error(noisy, truth, region))

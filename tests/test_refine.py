@@ -76,6 +76,23 @@ def test_nn_like_init_converges_faster_than_random(sim):
     assert out["iterations"] is not None and out["iterations"] <= 3  # measured: 1 (of 10)
 
 
+def test_watch_sees_every_iterate_and_the_object_error_falls(sim):
+    """``watch`` gets each iteration's object (the release check's Figure 9 curves): one call per iteration,
+    and the ePIE paper's object error against the truth falls from a blurred start."""
+    from ptyfast.metrics import object_error
+
+    guess = blurred(sim.truth)[:194, :194]
+    truth = sim.truth[:194, :194]
+    inner = np.zeros(truth.shape, bool)
+    inner[20:-20, 20:-20] = True
+    seen = []
+    res = refine(sim, init=guess, iterations=6, update_probe=False,
+                 watch=lambda it, o: seen.append((it, object_error(np.asarray(o), truth, inner))))
+    assert [it for it, _ in seen] == list(range(1, 7))
+    assert seen[-1][1] == pytest.approx(object_error(np.asarray(res.object), truth, inner))
+    assert seen[-1][1] < 0.5 * object_error(guess, truth, inner)
+
+
 def test_refine_reconstruction_uses_given_object(sim):
     guess = blurred(sim.truth)
     r = refine_reconstruction(sim, guess, iterations=2, update_probe=False)

@@ -431,6 +431,7 @@ def refine(
     target_error: float | None = None,
     xp=None,
     progress: ProgressFn | None = None,
+    watch=None,
 ) -> RefineResult:
     """Refine an object (and probe) with ePIE or rPIE.
 
@@ -476,6 +477,9 @@ def refine(
         numpy or cupy; default: the module of ``init`` when it is an array, else numpy.
     progress : callable(iteration, iterations, error), optional
         Called after every completed iteration (1-based ``iteration``).
+    watch : callable(iteration, object), optional
+        Called after every completed iteration with the current object (a view: copy to keep it), e.g. to
+        follow its error against a known truth.
 
     Returns
     -------
@@ -542,6 +546,8 @@ def refine(
         errors.append(e)
         if progress is not None:
             progress(it + 1, iterations, e)
+        if watch is not None:
+            watch(it + 1, engine.obj)
         if e < best[0]:
             best = (e, it, engine.obj.copy(), engine.probe.copy())
         elif e > DIVERGENCE_FACTOR * best[0]:  # finite but runaway (seen with probe updates on real data)
