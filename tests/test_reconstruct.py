@@ -314,6 +314,8 @@ def test_demo_runs_and_writes_pictures(tmp_path):
     res = run("demo", "-o", tmp_path / "demo", "--size", "300", "--overlap", "0.75", "--refine", "5")
     assert res.returncode == 0, res.stderr
     assert "patterns/s" in res.stdout and "rPIE" in res.stdout
+    assert "phase offsets fitted to the data" in " ".join(res.stdout.split())  # the demo runs --fit-offsets
+    assert _read(tmp_path / "demo" / "demo_recon.h5")[3]["options"]["fit_offsets"] is True
     for name in ("demo_scan.cxi", "demo_recon.h5", "demo_recon_phase.png", "demo_truth_vs_recon.png"):
         assert (tmp_path / "demo" / name).stat().st_size > 1000, name
 
