@@ -85,7 +85,8 @@ def test_train_on_labels_then_reconstruct_the_other_half(labelled_case):
 
 def test_a_matching_scan_is_stitched_with_the_models_refined_probe(tmp_path):
     """A model trained on measured data carries its reference's refined probe: a scan whose own probe matches
-    the training probe is stitched and checked with the refined one, scaled to the scan's probe power; a scan
+    the training probe is checked with the refined one, scaled to the scan's probe power, and stitched with the
+    |P|² of its own (the training probe's); a scan
     let through with --allow-probe-mismatch keeps its own, and so does any scan when the refined file does not
     match the manifest's hash."""
     from ptyfast.models.manifest import Manifest, probe_hash
@@ -103,15 +104,17 @@ def test_a_matching_scan_is_stitched_with_the_models_refined_probe(tmp_path):
     def scan_with(probe):
         return Scan(diffraction=np.ones((2, 128, 128), np.float32), positions=np.zeros((2, 2)), probe=probe)
 
-    used, note = choose_probe(scan_with(2 * p), manifest, fit="none", allow_mismatch=False, model_path=model)
+    used, note, weights = choose_probe(scan_with(2 * p), manifest, fit="none", allow_mismatch=False, model_path=model)
     assert "refined probe" in note
     np.testing.assert_allclose(used, 2 * refined, rtol=1e-4, atol=1e-6)  # the scan's power, the refined shape
+    np.testing.assert_array_equal(weights, (2 * p).astype(np.complex64))  # stitching weighted as trained
     other = np.roll(p, (40, 40), axis=(0, 1))
-    used, note = choose_probe(scan_with(other), manifest, fit="none", allow_mismatch=True, model_path=model)
+    used, note, weights = choose_probe(scan_with(other), manifest, fit="none", allow_mismatch=True, model_path=model)
     np.testing.assert_array_equal(used, other.astype(np.complex64))
+    assert weights is None
     np.save(tmp_path / REFINED_PROBE_FILE, p)  # not the file the manifest names
-    used, note = choose_probe(scan_with(p), manifest, fit="none", allow_mismatch=False, model_path=model)
-    assert "refined" not in note
+    used, note, weights = choose_probe(scan_with(p), manifest, fit="none", allow_mismatch=False, model_path=model)
+    assert "refined" not in note and weights is None
     np.testing.assert_array_equal(used, p.astype(np.complex64))
 
 

@@ -186,9 +186,10 @@ class StitchPlan:
 
 
 def plan_stitch(positions: np.ndarray, frame_size: int, manifest, probe: np.ndarray | None, *, fit: str = "none",
-                weighting: str = "probe", align_phase: bool | None = None, mask: np.ndarray | None = None
-                ) -> StitchPlan:
-    """The :class:`StitchPlan` of a scan (see :func:`reconstruct_scan` for the options)."""
+                weighting: str = "probe", align_phase: bool | None = None, mask: np.ndarray | None = None,
+                weight_probe: np.ndarray | None = None) -> StitchPlan:
+    """The :class:`StitchPlan` of a scan (see :func:`reconstruct_scan` for the options); ``weight_probe``, when
+    given, sets the |P|² stitching weights instead of ``probe`` (which the consistency pass uses)."""
     weighting = Weighting.check(weighting, "stitching weighting")
     fit = Fit.check(fit, "--fit mode")
     size = tuple(manifest.input_size)
@@ -200,7 +201,8 @@ def plan_stitch(positions: np.ndarray, frame_size: int, manifest, probe: np.ndar
         grid_pos = np.round(grid_pos)
         w = np.ones(size, np.float32)
     else:
-        w = (np.abs(probe) ** 2).astype(np.float32) if probe is not None else _window(size)
+        lit = probe if weight_probe is None else fit_probe(weight_probe, size, fit)
+        w = (np.abs(lit) ** 2).astype(np.float32) if lit is not None else _window(size)
     if align_phase is None:
         align_phase = getattr(manifest, "phase_offsets", "absolute") == "free"
     box = support_box(w) if align_phase else (slice(0, size[0]), slice(0, size[1]))

@@ -47,21 +47,26 @@ def refined_probe(manifest, model_path=None) -> np.ndarray | None:
 
 
 def choose_probe(scan: Scan, manifest, *, fit: str, allow_mismatch: bool, model_path=None
-                 ) -> tuple[np.ndarray | None, str]:
-    """The probe used for stitching weights and the consistency pass, and a note on where it came from.
+                 ) -> tuple[np.ndarray | None, str, np.ndarray | None]:
+    """(probe, note, weight probe): the probe of the consistency pass and of the result (what ``refine --init``
+    starts from), a note on where it came from, and the probe whose |P|² weights the stitching when it is not
+    that one (else None).
 
     Refuses a scan whose probe differs from the model's training probe (|⟨P_scan, P_model⟩| normalised
     below 0.9), because the network's mapping is probe-specific. A scan whose probe matches that of a model
-    trained on measured data (``train --labels``) is stitched with the model's refined probe, scaled to the
-    scan's probe power (the scan's file usually holds the initial probe: on the Siemens star its far field sits
-    2.2 px off the data's, and its |P|² weights cost 0.65 dB of phase).
+    trained on measured data (``train --labels``) is checked and handed on with the model's refined probe,
+    scaled to the scan's probe power — the scan's file usually holds the initial probe (on the Siemens star its
+    far field sits 2.2 px off the data's; ε of the held-out half 0.156 with it) — and stitched with the |P|² of
+    the probe the network was trained for, where its loss held it to the labels (weights from the refined probe
+    measured +0.35 dB phase but −1.9 dB amplitude on the star: the network's outputs outside its training
+    region are not reliable).
     """
     known = model_probe(manifest, model_path)
     size = tuple(manifest.input_size)
     if scan.probe is None:
         if known is not None:
-            return known, "the scan has no probe: using the probe the model was trained for"
-        return None, "the scan has no probe and the model's probe is unknown: Hann-window weights, no consistency"
+            return known, "the scan has no probe: using the probe the model was trained for", None
+        return None, "the scan has no probe and the model's probe is unknown: Hann-window weights, no consistency", None
     probe = fit_probe(scan.probe, size, fit)
     if known is not None:
         sim = probe_similarity(probe, known)
@@ -75,9 +80,9 @@ def choose_probe(scan: Scan, manifest, *, fit: str, allow_mismatch: bool, model_
         if refined is not None:
             refined = refined * np.float32(np.sqrt(np.sum(np.abs(probe) ** 2) / max(np.sum(np.abs(refined) ** 2), 1e-30)))
             return refined, (f"the refined probe of the model's reference reconstruction (the scan's own probe "
-                             f"matches the model's, similarity {sim:.3f})")
-        return probe, f"the scan's probe (similarity to the model's probe {sim:.3f})"
-    return probe, "the scan's probe"
+                             f"matches the model's, similarity {sim:.3f}, and weights the stitching)"), probe
+        return probe, f"the scan's probe (similarity to the model's probe {sim:.3f})", None
+    return probe, "the scan's probe", None
 
 
 def _given_model_file(spec) -> Path | None:
@@ -122,11 +127,12 @@ def plan_for(scan: Scan, job: ReconstructJob, backend) -> tuple[StitchPlan, str]
     manifest = backend.manifest
     check_far_field(scan)
     check_frame_size(scan, manifest, job.fit)
-    probe, probe_note = choose_probe(scan, manifest, fit=job.fit, allow_mismatch=job.allow_probe_mismatch,
-                                     model_path=_given_model_file(job.model) or backend.model_path)
+    probe, probe_note, weight_probe = choose_probe(scan, manifest, fit=job.fit,
+                                                   allow_mismatch=job.allow_probe_mismatch,
+                                                   model_path=_given_model_file(job.model) or backend.model_path)
     align = job.align_phase if job.align_phase is not None else manifest.phase_offsets == "free"
     plan = plan_stitch(scan.positions, scan.frame_shape[0], manifest, probe, fit=job.fit, weighting=job.weighting,
-                       align_phase=align, mask=scan.mask)
+                       align_phase=align, mask=scan.mask, weight_probe=weight_probe)
     return plan, probe_note
 
 
