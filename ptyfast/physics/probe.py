@@ -62,6 +62,17 @@ def paper_probe() -> np.ndarray:
     return _bundled(PAPER_PROBE_FILE)
 
 
+#: The lit pixels of a window: |P|² ≥ this fraction of its maximum.
+LIT_FRACTION = 0.1
+
+
+def lit_mask(probe: np.ndarray, fraction: float = LIT_FRACTION) -> np.ndarray:
+    """Bool (H, W): pixels whose probe intensity is ≥ ``fraction`` of its maximum — what one pattern sees, where
+    the ``lit`` training loss holds a network to its labels and what the phase-offset solve compares."""
+    inten = np.abs(probe) ** 2
+    return inten >= fraction * inten.max()
+
+
 def energy_radius(probe: np.ndarray, fraction: float = 0.9) -> float:
     """Radius in pixels, around the intensity centroid, that holds ``fraction`` of the probe's energy."""
     inten = np.abs(np.asarray(probe)) ** 2

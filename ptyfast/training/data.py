@@ -18,7 +18,7 @@ from ptyfast.errors import InputError
 from ptyfast.kernels import gather
 from ptyfast.physics.forward import far_field
 from ptyfast.physics.objects import AMPLITUDE_RANGE, PHASE_RANGE, object_from_images, random_object
-from ptyfast.physics.probe import fresnel_probe
+from ptyfast.physics.probe import fresnel_probe, lit_mask
 from ptyfast.physics.simulate import poisson_noise
 from ptyfast.models.preprocess import preprocess
 
@@ -137,12 +137,6 @@ class PatternSampler:
                                                  "normalise": self.options.normalise}, probe_power=photons)
         mask = np.broadcast_to(lit_mask(probe), patches.shape).astype(np.float32)
         return x, np.abs(patches).astype(np.float32), np.angle(patches).astype(np.float32), mask
-
-
-def lit_mask(probe: np.ndarray, fraction: float = 0.1) -> np.ndarray:
-    """Bool (H, W): pixels whose probe intensity is ≥ ``fraction`` of its maximum (what one pattern sees)."""
-    inten = np.abs(probe) ** 2
-    return inten >= fraction * inten.max()
 
 
 def fixed_set(sampler: PatternSampler, n: int, batch: int = 256):
