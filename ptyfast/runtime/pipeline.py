@@ -211,8 +211,8 @@ def plan_stitch(positions: np.ndarray, frame_size: int, manifest, probe: np.ndar
         grid_pos = np.round(grid_pos)
         w = np.ones(size, np.float32)
     else:
-        lit = probe if weight_probe is None else fit_probe(weight_probe, size, fit)
-        w = (np.abs(lit) ** 2).astype(np.float32) if lit is not None else _window(size)
+        lighting = probe if weight_probe is None else fit_probe(weight_probe, size, fit)
+        w = (np.abs(lighting) ** 2).astype(np.float32) if lighting is not None else _window(size)
     if align_phase is None:
         align_phase = getattr(manifest, "phase_offsets", "absolute") == "free"
     box = support_box(w) if align_phase else (slice(0, size[0]), slice(0, size[1]))
