@@ -157,3 +157,22 @@ def test_label_errors(labelled_case, tmp_path):
     assert_one_line_error(run("train", "--frames", "0:5", "-o", out, "--steps", "1"), "with --labels only")
     assert not out.exists() or not any(out.glob("*.pt"))
     assert not out.exists()  # refused before the run folder is made
+
+
+def test_an_unreadable_refined_probe_is_one_sentence(tmp_path):
+    """A damaged probe_refined.npy beside a model is refused with one sentence naming it (the CLI's exit 2),
+    not a traceback and not a silent fall-back."""
+    from ptyfast.errors import InputError
+    from ptyfast.models.manifest import Manifest, probe_hash
+    from ptyfast.physics.probe import default_probe
+    from ptyfast.runtime.reconstruct import PROBE_FILE, REFINED_PROBE_FILE, choose_probe
+    from ptyfast.scan import Scan
+
+    p = default_probe()
+    np.save(tmp_path / PROBE_FILE, p)
+    (tmp_path / REFINED_PROBE_FILE).write_bytes(b"\x93NUMPY truncated")
+    manifest = Manifest("ptynet-s", probe_sha256=probe_hash(p), refined_probe_sha256="0" * 64)
+    scan = Scan(diffraction=np.ones((2, 128, 128), np.float32), positions=np.zeros((2, 2)), probe=p)
+    with pytest.raises(InputError, match="refined probe .* cannot be read") as err:
+        choose_probe(scan, manifest, fit="none", allow_mismatch=False, model_path=tmp_path / "best.pt")
+    assert "\n" not in str(err.value) and REFINED_PROBE_FILE in str(err.value)

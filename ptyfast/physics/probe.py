@@ -66,11 +66,21 @@ def paper_probe() -> np.ndarray:
 LIT_FRACTION = 0.1
 
 
+def lit_pixels(intensity: np.ndarray, fraction: float = LIT_FRACTION) -> np.ndarray:
+    """Bool: pixels of a probe intensity |P|² that are ≥ ``fraction`` of its maximum."""
+    return intensity >= fraction * float(np.max(intensity))
+
+
 def lit_mask(probe: np.ndarray, fraction: float = LIT_FRACTION) -> np.ndarray:
     """Bool (H, W): pixels whose probe intensity is ≥ ``fraction`` of its maximum — what one pattern sees, where
     the ``lit`` training loss holds a network to its labels and what the phase-offset solve compares."""
-    inten = np.abs(probe) ** 2
-    return inten >= fraction * inten.max()
+    return lit_pixels(np.abs(probe) ** 2, fraction)
+
+
+def scaled_to(probe: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """``probe`` (complex64) scaled to the power Σ|P|² of ``like``."""
+    power = float(np.sum(np.abs(probe) ** 2))
+    return (probe * np.sqrt(float(np.sum(np.abs(like) ** 2)) / max(power, 1e-30))).astype(np.complex64)
 
 
 def energy_radius(probe: np.ndarray, fraction: float = 0.9) -> float:

@@ -73,7 +73,6 @@ class OffsetMisfit:
             np.fft.ifftshift(fit_mask(scan.mask, size, plan.fit)).astype(np.float32)
         power = self.measured**2 if self.mask is None else self.measured**2 * self.mask
         self.norm = max(float(power.sum(dtype=np.float64)), 1e-30)
-        self.scale = 1.0
         self.scale = self._scale(self.object_of(s0))
 
     def blend(self, z: np.ndarray, weight_accum: np.ndarray | None = None) -> np.ndarray:

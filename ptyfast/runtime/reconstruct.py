@@ -11,7 +11,7 @@ import numpy as np
 from ptyfast import __version__
 from ptyfast.errors import InputError
 from ptyfast.models.manifest import file_hash, probe_hash
-from ptyfast.physics.probe import default_probe, paper_probe
+from ptyfast.physics.probe import default_probe, paper_probe, scaled_to
 from ptyfast.runtime.pipeline import (CHUNK, Reconstruction, StitchPlan, check_far_field, finish_reconstruction,
                                       plan_stitch, probe_similarity, stitch_frames)
 from ptyfast.models.preprocess import fit_probe
@@ -42,7 +42,11 @@ def refined_probe(manifest, model_path=None) -> np.ndarray | None:
     path = None if model_path is None else Path(model_path).parent / REFINED_PROBE_FILE
     if not manifest.refined_probe_sha256 or path is None or not path.is_file():
         return None
-    p = np.load(path)
+    try:
+        p = np.load(path)
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(f"the model's refined probe {path} cannot be read ({exc}); restore it from the training "
+                         "run or remove it to stitch with the scan's own probe.") from None
     return np.asarray(p, np.complex64) if probe_hash(p) == manifest.refined_probe_sha256 else None
 
 
@@ -78,7 +82,7 @@ def choose_probe(scan: Scan, manifest, *, fit: str, allow_mismatch: bool, model_
             )
         refined = refined_probe(manifest, model_path) if sim >= PROBE_SIMILARITY_MIN else None
         if refined is not None:
-            refined = refined * np.float32(np.sqrt(np.sum(np.abs(probe) ** 2) / max(np.sum(np.abs(refined) ** 2), 1e-30)))
+            refined = scaled_to(refined, probe)
             return refined, (f"the refined probe of the model's reference reconstruction (the scan's own probe "
                              f"matches the model's, similarity {sim:.3f}, and weights the stitching)"), probe
         return probe, f"the scan's probe (similarity to the model's probe {sim:.3f})", None

@@ -25,6 +25,7 @@ import numpy as np
 from ptyfast.errors import InputError
 from ptyfast.kernels import gather
 from ptyfast.models.preprocess import preprocess
+from ptyfast.physics.probe import scaled_to
 from ptyfast.scan import Scan
 
 COVERAGE = 0.05  # global phase and simulation use the reference's pixels with weight ≥ 5 % of its maximum
@@ -186,12 +187,6 @@ def build_labelled(scans: list[Path], references: list[Path], *, frames: str | N
         pool.append(covered_object(ref))
     return {"train": LabelledSet.join(train_parts), "val": LabelledSet.join(val_parts), "probe": probe,
             "pool": pool, "sim_probe": sim_probe, "refined_probe": scaled_to(sim_probe, probe)}
-
-
-def scaled_to(probe: np.ndarray, like: np.ndarray) -> np.ndarray:
-    """``probe`` scaled to the power Σ|P|² of ``like`` (complex64)."""
-    power = float(np.sum(np.abs(probe) ** 2))
-    return (probe * np.sqrt(float(np.sum(np.abs(like) ** 2)) / max(power, 1e-30))).astype(np.complex64)
 
 
 def remove_global_phase(ref: dict) -> np.ndarray:
