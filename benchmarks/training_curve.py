@@ -1,9 +1,13 @@
 """Training curve of one model from the ``log.jsonl`` of its run(s), as PNG + JSON.
 
     python benchmarks/training_curve.py RUN_STAGE1 RUN_STAGE2 ... -o ptyfast/data/ptynet-s-training
+    python benchmarks/training_curve.py --previous ptyfast/data/ptynet-s-training.json RUN_STAGE4 -o ...
 
 Stages are runs continued with ``ptyfast train --init-from``: their patterns and times are added up in the
-order given. Plotted per validation: ``relative`` (loss / loss of the best constant prediction) and the
+order given; ``--previous`` starts from the stages of an earlier curve (its JSON), for runs no longer on disk.
+A continued stage's step 0 (the previous stage's weights) is kept only when its validation set differs
+(another ``--val-seed``): the figures then jump at the stage line without any training, and the plot shows it.
+Plotted per validation: ``relative`` (loss / loss of the best constant prediction) and the
 structure figures of amplitude and phase (1 = an input-independent, collapsed network; see
 :mod:`ptyfast.training.loss`).
 """
@@ -15,12 +19,15 @@ import json
 from pathlib import Path
 
 
-def read_stages(runs: list[Path]) -> list[dict]:
-    rows, patterns0, time0 = [], 0, 0.0
-    for stage, run in enumerate(runs):
+def read_stages(runs: list[Path], previous: list[dict] | None = None) -> list[dict]:
+    rows = list(previous or [])
+    patterns0 = rows[-1]["patterns"] if rows else 0
+    time0 = rows[-1]["time_s"] if rows else 0.0
+    first = rows[-1]["stage"] + 1 if rows else 0
+    for stage, run in enumerate(runs, start=first):
         entries = [json.loads(line) for line in (Path(run) / "log.jsonl").read_text().splitlines() if line.strip()]
         for e in entries:
-            if stage and e["step"] == 0:
+            if stage and e["step"] == 0 and _same_validation(rows[-1], e):
                 continue  # the continued run's step 0 repeats the previous stage's end
             rows.append({"stage": stage, "run": Path(run).name, "step": e["step"], "patterns": patterns0 + e["patterns"],
                          "time_s": round(time0 + e["time_s"], 1), "relative": e["relative"],
@@ -31,12 +38,19 @@ def read_stages(runs: list[Path]) -> list[dict]:
     return rows
 
 
+def _same_validation(last: dict, step0: dict) -> bool:
+    """Whether a continued stage's step 0 scores the previous stage's end as that stage did (same validation set)."""
+    return abs(last["val_loss"] - step0["val_loss"]) <= 1e-3 * abs(last["val_loss"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--previous", type=Path, default=None, help="Curve JSON of the earlier stages.")
     ap.add_argument("-o", "--output", type=Path, required=True, help="Output stem: STEM.png and STEM.json.")
     args = ap.parse_args()
-    rows = read_stages(args.runs)
+    previous = json.loads(args.previous.read_text()) if args.previous else {"runs": [], "validations": []}
+    rows = read_stages(args.runs, previous["validations"])
     import matplotlib
 
     matplotlib.use("Agg")
@@ -62,7 +76,8 @@ def main() -> None:
     ax.grid(alpha=0.3)
     _savefig(fig, args.output.with_suffix(".png"))
     plt.close(fig)
-    write_json(args.output.with_suffix(".json"), {"runs": [str(r) for r in args.runs], "validations": rows})
+    write_json(args.output.with_suffix(".json"), {"runs": previous["runs"] + [str(r) for r in args.runs],
+                                                         "validations": rows})
     last = rows[-1]
     print(f"{last['patterns']:,} patterns, {last['time_s'] / 60:.0f} min: relative {last['relative']:.3f}, "
           f"structure amplitude {last['struct_amplitude']:.3f}, phase {last['struct_phase']:.3f}")
