@@ -5,11 +5,14 @@ scheduler stays on its cores."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
+import threading
 
 _threads: int | None = None
+_local = threading.local()  # a per-thread override (:func:`limited`)
 _blas_limit = None  # the threadpoolctl controller, kept alive so its limit holds
 
 
@@ -23,8 +26,21 @@ def available() -> int:
 
 
 def get() -> int:
-    """The thread count in force: the one set with :func:`set_threads`, else :func:`available`."""
-    return _threads or available()
+    """The thread count in force in the calling thread: its :func:`limited` count, else the one set with
+    :func:`set_threads`, else :func:`available`."""
+    return getattr(_local, "count", None) or _threads or available()
+
+
+@contextlib.contextmanager
+def limited(n: int):
+    """Within this block, in the calling thread only, the FFTs use ``n`` workers: for work already spread over
+    :func:`get` threads by the caller, where each of them spawning :func:`get` FFT workers would oversubscribe."""
+    old = getattr(_local, "count", None)
+    _local.count = max(1, int(n))
+    try:
+        yield
+    finally:
+        _local.count = old
 
 
 def set_threads(n: int | None) -> int:

@@ -27,10 +27,12 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ptyfast import threads
 from ptyfast.choices import Fit, Weighting
 from ptyfast.errors import InputError
 from ptyfast.kernels import exit_waves, far_field_unshifted, normalise, overlap_add
@@ -521,26 +523,40 @@ def consistency_sums(scan: Scan, obj: np.ndarray, probe: np.ndarray, grid_pos: n
                      size=None, chunk: int = CHUNK, start: int = 0, stop: int | None = None, progress=None
                      ) -> np.ndarray:
     """Per-frame sums (3, n) S_aa = Σ I_pred, S_ab = Σ √I_pred·√I, S_bb = Σ I over valid pixels, frames
-    [start, stop): what :func:`consistency_from_sums` needs (sums of disjoint ranges concatenate)."""
+    [start, stop): what :func:`consistency_from_sums` needs (sums of disjoint ranges concatenate).
+
+    The reader thread prepares each chunk's measured amplitudes while :func:`ptyfast.threads.get` workers share
+    the chunk's exit waves and FFTs (each with one FFT worker: the gather and the element-wise work are
+    single-threaded numpy, so splitting the frames, not the FFTs, keeps every core busy)."""
     size = size or scan.frame_shape
-    mask = None if scan.mask is None else fit_mask(scan.mask, size, fit)
+    mask = None if scan.mask is None else np.fft.ifftshift(fit_mask(scan.mask, size, fit))
     stop = scan.n_frames if stop is None else stop
     sums = np.zeros((3, stop - start))
-    if mask is not None:
-        mask = np.fft.ifftshift(mask)
-    for s, frames in stream_frames(scan, chunk, start=start, stop=stop):
+
+    def measured(frames):
         # the sums do not depend on the pixel order: compare in the FFT's own (corner) order and shift the
         # real measured amplitudes rather than the complex far field
         meas = np.fft.ifftshift(np.sqrt(np.maximum(fit_frames(frames, size, fit), 0)), axes=(-2, -1))
-        pred = np.abs(far_field_unshifted(exit_waves(probe, obj, grid_pos[s : s + len(frames)])))
+        return meas if mask is None else meas * mask
+
+    def add(s, meas):
+        with threads.limited(1):
+            pred = np.abs(far_field_unshifted(exit_waves(probe, obj, grid_pos[s : s + len(meas)])))
         if mask is not None:
-            meas, pred = meas * mask, pred * mask
-        i, e = s - start, s - start + len(frames)
+            pred *= mask
+        i, e = s - start, s - start + len(meas)
         sums[0, i:e] = np.sum(pred * pred, axis=(1, 2))
         sums[1, i:e] = np.sum(pred * meas, axis=(1, 2))
         sums[2, i:e] = np.sum(meas * meas, axis=(1, 2))
-        if progress is not None:
-            progress(e, stop - start, "consistency")
+
+    workers = threads.get()
+    with ThreadPoolExecutor(workers) as pool:
+        for s, meas in stream_frames(scan, chunk, start=start, stop=stop, transform=measured):
+            share = -(-len(meas) // workers)
+            for job in [pool.submit(add, s + k, meas[k : k + share]) for k in range(0, len(meas), share)]:
+                job.result()
+            if progress is not None:
+                progress(s - start + len(meas), stop - start, "consistency")
     return sums
 
 
