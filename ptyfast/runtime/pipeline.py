@@ -5,7 +5,8 @@ Stages overlap: a background thread reads, validates and preprocesses ``chunk`` 
 queue (at most ``queue_depth`` chunks in flight), the calling thread runs inference, and a second
 background thread turns each batch's outputs into complex patches and stitches them (a queue of two batches)
 while the next batch is inferred — so the wall time approaches the inference time, not the sum of the stages.
-These two helper threads are pipeline stages, not thread pools: ``--threads`` sets the libraries' pools.
+These two helper threads are pipeline stages, not thread pools: ``--threads`` sets the libraries' pools, and the
+number of workers the consistency pass spreads its frames over (it runs alone, after the blend).
 
 Memory: at most ``queue_depth`` chunks read ahead and two batches of outputs waiting, so peak memory is
 O(chunk · H · W) for the data plus O(object area) for the stitched object and its weight map, independent of
