@@ -153,7 +153,8 @@ class OnnxRuntimeBackend(Backend):
         so.intra_op_num_threads = threads or cpu_threads()
         so.inter_op_num_threads = 1
         # no spin-waiting between operators: reading, preprocessing and stitching share the cores with inference
-        # (model-only rate unchanged; end to end 0.81-0.83x -> 0.83-0.87x of it on 2 cores, e2e_ratio.py)
+        # (model-only rate unchanged; end to end 0.81x, 0.81x -> 0.87x, 0.83x of it in two runs each on 2 cores,
+        # benchmarks/e2e_ratio.py --rounds 3)
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
