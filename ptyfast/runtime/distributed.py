@@ -129,13 +129,16 @@ def partial_task(path: str, frames: str | None, job, plan, start: int, stop: int
         return stitch_frames(scan, backend, plan, start, stop, batch=job.batch, chunk=job.chunk)
 
 
-def sums_task(path: str, frames: str | None, plan, obj: np.ndarray, start: int, stop: int, chunk: int):
-    """Consistency sums (3, stop − start) of frames [start, stop) against the stitched object."""
+def sums_task(path: str, frames: str | None, job, plan, obj: np.ndarray, start: int, stop: int):
+    """Consistency sums (3, stop − start) of frames [start, stop) against the stitched object, on the worker's
+    threads (:func:`worker_threads`: one per LocalCluster worker), not on every core of the machine."""
+    from ptyfast import threads
     from ptyfast.runtime.pipeline import consistency_sums
 
+    threads.set_threads(worker_threads(job))
     with _load(path, frames) as scan:
-        return consistency_sums(scan, obj, plan.probe, plan.grid_pos, fit=plan.fit, size=plan.size, chunk=chunk,
-                                start=start, stop=stop)
+        return consistency_sums(scan, obj, plan.probe, plan.grid_pos, fit=plan.fit, size=plan.size,
+                                chunk=job.chunk, start=start, stop=stop)
 
 
 def partitions(n: int, workers: int, minimum: int) -> list[tuple[int, int]]:
@@ -200,7 +203,7 @@ def reconstruct_split(client, source: tuple[str, str | None], scan, plan, job, *
 
     def spread_consistency(obj: np.ndarray):
         obj_f = client.scatter(obj, broadcast=True)
-        sums = [client.submit(sums_task, path, frames, plan_f, obj_f, a, b, job.chunk, pure=False) for a, b in parts]
+        sums = [client.submit(sums_task, path, frames, job, plan_f, obj_f, a, b, pure=False) for a, b in parts]
         return consistency_from_sums(np.concatenate(gather(client, sums, f"the consistency pass of {path}"),
                                                     axis=1))
 
