@@ -1,7 +1,7 @@
 """Training curve of one model from the ``log.jsonl`` of its run(s), as PNG + JSON.
 
     python benchmarks/training_curve.py RUN_STAGE1 RUN_STAGE2 ... -o ptyfast/data/ptynet-s-training
-    python benchmarks/training_curve.py --previous ptyfast/data/ptynet-s-training.json RUN_STAGE4 -o ...
+    python benchmarks/training_curve.py --previous ptyfast/data/ptynet-s-training.json RUN_STAGE4 -o /tmp/curve
 
 Stages are runs continued with ``ptyfast train --init-from``: their patterns and times are added up in the
 order given; ``--previous`` starts from the stages of an earlier curve (its JSON), for runs no longer on disk.
@@ -49,6 +49,12 @@ def main() -> None:
     ap.add_argument("--previous", type=Path, default=None, help="Curve JSON of the earlier stages.")
     ap.add_argument("-o", "--output", type=Path, required=True, help="Output stem: STEM.png and STEM.json.")
     args = ap.parse_args()
+    if args.previous is not None and args.previous.resolve() == args.output.with_suffix(".json").resolve():
+        import sys
+
+        print(f"--previous {args.previous} is also the output: write the new curve to another stem and move it "
+              "into place once checked.", file=sys.stderr)
+        raise SystemExit(2)
     previous = json.loads(args.previous.read_text()) if args.previous else {"runs": [], "validations": []}
     rows = read_stages(args.runs, previous["validations"])
     import matplotlib
