@@ -91,6 +91,14 @@ class TrainLoss(Choice):
     MSE = "mse"
 
 
+class Simulator(Choice):
+    """Where training patterns are simulated: ``auto`` (torch on a GPU, numpy on a CPU), ``numpy``, ``torch``."""
+
+    AUTO = "auto"
+    NUMPY = "numpy"
+    TORCH = "torch"
+
+
 class Transform(Choice):
     """Network-input transform of the intensities."""
 

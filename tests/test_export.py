@@ -38,7 +38,7 @@ import ptyfast.cli.cmd_models  # noqa: E402,F401
 from cli_helpers import one_error_line  # noqa: E402
 
 runner = CliRunner()
-BATCHES = {"ptynet-s": (1, 8), "ptychonn": (1, 8), "ptynet-b": (1, 4)}
+BATCHES = {"ptynet-s": (1, 8), "ptychonn": (1, 8), "ptychonn-recipe": (1, 8), "ptynet-b": (1, 4)}
 
 
 def one_line_error(result, fragment: str) -> None:
@@ -62,7 +62,8 @@ def exported(tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("arch", ["ptynet-s", "ptychonn", pytest.param("ptynet-b", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("arch", ["ptynet-s", "ptychonn", "ptychonn-recipe",
+                                  pytest.param("ptynet-b", marks=pytest.mark.slow)])
 def test_onnx_parity_all_architectures(exported, arch):
     model, manifest, _, info = exported(arch)
     report = parity_check(model, info.path, manifest, batches=BATCHES[arch])

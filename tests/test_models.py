@@ -23,6 +23,8 @@ def test_ptychonn_is_within_two_percent_of_1_25_million():
     # Cherukara et al. 2020 reference code: 1,247,074 parameters at any input size.
     n = count_parameters(build_model("ptychonn"))
     assert abs(n - 1.25e6) / 1.25e6 < 0.02
+    # ptyfast's recipe adds BatchNorm (2 × 1,472 affine parameters) to the same layers.
+    assert count_parameters(build_model("ptychonn-recipe")) == n + 2 * 1_472
 
 
 def test_ptychonet_has_dcgan_widths_and_the_papers_count():
@@ -38,7 +40,8 @@ def test_ptynet_b_size_is_reported_close_to_reference():
     assert 19.5e6 < n < 21.5e6
 
 
-@pytest.mark.parametrize("name", ["ptynet-s", "ptynet-s-paper", "ptychonn", "ptychonet", "ptynet-b"])
+@pytest.mark.parametrize("name", ["ptynet-s", "ptynet-s-paper", "ptychonn", "ptychonn-recipe", "ptychonet",
+                                  "ptynet-b"])
 def test_heads_are_bounded(name):
     torch.manual_seed(0)
     model = build_model(name).eval()
@@ -46,7 +49,7 @@ def test_heads_are_bounded(name):
     with torch.no_grad():
         amp, phase = model(x)
     assert amp.shape == phase.shape == (2, 128, 128)
-    assert float(amp.min()) >= 0 and float(amp.max()) <= (2 if name == "ptynet-s" else 1)
+    assert float(amp.min()) >= 0 and float(amp.max()) <= (2 if name in ("ptynet-s", "ptychonn-recipe") else 1)
     assert float(phase.abs().max()) <= np.pi
 
 

@@ -252,6 +252,7 @@ def test_onecycle_schedule_accepts_short_runs(steps):
     (["--schedule", "x"], "unknown schedule 'x'; choose onecycle or cyclic"),
     (["--loss", "y"], "unknown loss 'y'"),
     (["--model", "nope"], "unknown model 'nope'"),
+    (["--simulate", "gpu"], "unknown --simulate choice 'gpu'; choose auto, numpy or torch"),
 ])
 def test_train_options_are_validated_before_anything_is_written(tmp_path, args, fragment):
     from typer.testing import CliRunner
@@ -263,3 +264,84 @@ def test_train_options_are_validated_before_anything_is_written(tmp_path, args, 
     res = CliRunner().invoke(app, ["train", "-o", str(tmp_path / "run"), "--steps", "1", *args])
     one_error_line(res, fragment)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("normalise, transform", [("photons", "sqrt"), ("max", "sqrt"), ("std", "log1p"),
+                                                  ("none", "quarter")])
+def test_torch_simulator_renders_the_numpy_samplers_batches(normalise, transform):
+    """The same draws rendered in torch (gather, forward model, photon scaling, preprocessing) equal numpy's."""
+    from ptyfast.training.data import PatternSampler, build_pool
+    from ptyfast.training.torch_data import TorchPatternSampler
+
+    opts = DataOptions(object_size=72, pool_size=4, procedural_fraction=1.0, normalise=normalise, transform=transform,
+                       clean_photons=(1e3, 1e7)).validate()
+    pool = build_pool([], opts, np.random.default_rng(0))
+    want = PatternSampler(pool, CONFINED, opts, 3).sample(8)
+    got = TorchPatternSampler(pool, CONFINED, opts, 3, "cpu").sample(8)
+    for name, w, g in zip(("x", "amplitude", "phase", "mask"), want, got):
+        assert torch.is_tensor(g) and g.shape == w.shape, name
+        np.testing.assert_allclose(g.numpy(), w, rtol=1e-4, atol=1e-4 * float(np.max(np.abs(w))), err_msg=name)
+
+
+def test_torch_simulator_draws_photon_counts():
+    """Noisy samples are Poisson counts: input² × mean intensity is an integer, and differs from the clean one."""
+    from ptyfast.training.data import build_pool
+    from ptyfast.training.torch_data import TorchPatternSampler
+
+    opts = DataOptions(object_size=72, pool_size=4, procedural_fraction=1.0, noise_fraction=1.0, photons=(1e4, 1e4))
+    pool = build_pool([], opts, np.random.default_rng(0))
+    sampler = TorchPatternSampler(pool, CONFINED, opts, 5, "cpu")
+    x, amp = (t.numpy().astype(np.float64) for t in sampler.sample(8)[:2])
+    counts = x[:, 0] ** 2 * 1e4 / amp[0].size
+    assert np.abs(counts - np.round(counts)).max() < 1e-2
+    # Parseval: the expected photons per frame are 10⁴ · Σ|P·O|² / Σ|P|²; Poisson spread ≈ 1 %.
+    power = np.abs(CONFINED) ** 2
+    expected = 1e4 * (power * amp**2).sum(axis=(1, 2)) / power.sum()
+    np.testing.assert_allclose(counts.sum(axis=(1, 2)), expected, rtol=0.06)
+
+
+def test_train_on_the_torch_simulator_records_it(tmp_path):
+    result = train([], tmp_path / "run", tiny_options(steps=4, val_every=2, simulate="torch"), probe=CONFINED)
+    assert result["simulator"] == "torch (cpu)"
+    assert train([], tmp_path / "np", tiny_options(steps=2, val_every=2), probe=CONFINED)["simulator"] == "numpy"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the torch simulator's device path)")
+def test_torch_simulator_on_the_gpu_matches_the_cpu():
+    from ptyfast.training.data import build_pool
+    from ptyfast.training.torch_data import TorchPatternSampler
+
+    opts = DataOptions(object_size=72, pool_size=4, procedural_fraction=1.0)
+    pool = build_pool([], opts, np.random.default_rng(0))
+    cpu = TorchPatternSampler(pool, CONFINED, opts, 3, "cpu").sample(8)
+    gpu = TorchPatternSampler(pool, CONFINED, opts, 3, "cuda").sample(8)
+    for c, g in zip(cpu, gpu):
+        np.testing.assert_allclose(g.cpu().numpy(), c.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_ptychonn_with_the_recipe_overfits_one_fixed_batch():
+    """The baseline gets the same recipe (BatchNorm, standardised heads, both decoders' last layers zeroed) and
+    memorises a fixed batch, as PtyNet-S does."""
+    from ptyfast.models import build_model
+    from ptyfast.training.data import PatternSampler, build_pool
+    from ptyfast.training.train import _loss, evaluate, init_weights, object_statistics, prepare_heads
+
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    opts = TrainOptions(model="ptychonn-recipe", data=DataOptions(object_size=72, pool_size=8, procedural_fraction=1.0))
+    pool = build_pool([], opts.data, np.random.default_rng(0))
+    batch = PatternSampler(pool, CONFINED, opts.data, 1).sample(8)
+    model = build_model("ptychonn-recipe")
+    init_weights(model)
+    mean, std = object_statistics(pool)
+    assert prepare_heads(model, mean, std, opts).startswith("standardised")
+    assert all(float(m.weight.abs().max()) == 0 for m in (model.amplitude[-1], model.phase[-1]))
+    device = torch.device("cpu")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(60):
+        loss = _loss(model, batch, opts, device, std)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    figures = evaluate(model, batch, opts, device, std)
+    assert figures["relative"] < 0.5 and figures["struct"] < 0.5, figures

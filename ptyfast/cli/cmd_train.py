@@ -10,7 +10,7 @@ import numpy as np
 import typer
 
 from ptyfast.cli.app import Frames, command, console
-from ptyfast.choices import Autocast
+from ptyfast.choices import Autocast, Simulator
 
 
 @command("train")
@@ -18,7 +18,7 @@ def train_cmd(
     images: Annotated[Optional[list[Path]], typer.Argument(help="Image files or folders (amplitude/phase sources; "
                                                           "none: procedural objects only); with --labels, the scans.")] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="Run directory (last.pt, best.pt).")] = Path("runs/train"),
-    model: Annotated[str, typer.Option(help="Architecture: ptynet-s, ptynet-s-paper, ptynet-b, ptychonn.")] = "ptynet-s",
+    model: Annotated[str, typer.Option(help="Architecture: ptynet-s, ptynet-s-paper, ptynet-b, ptychonn, ptychonn-recipe.")] = "ptynet-s",
     steps: Annotated[int, typer.Option(min=1, help="Optimiser steps in total.")] = 2000,
     batch: Annotated[int, typer.Option(min=1, help="Patterns per step (per process).")] = 32,
     lr: Annotated[float, typer.Option(min=0, help="Peak learning rate (ptyfast: 1e-3; paper: 1e-4).")] = 1e-3,
@@ -32,6 +32,8 @@ def train_cmd(
     ema: Annotated[float, typer.Option(help="Decay of a moving average of the weights used for validation and "
                                             "best.pt (e.g. 0.999; 0 = off).")] = 0.0,
     amp: Annotated[str, typer.Option(help=f"Mixed precision: {Autocast.listing()}.")] = "bf16",
+    simulate: Annotated[str, typer.Option(help=f"Where training patterns are simulated: {Simulator.listing()} "
+                                               "(auto: torch on a GPU, numpy on a CPU).")] = "auto",
     channels_last: Annotated[bool, typer.Option(help="channels-last memory format.")] = True,
     clip: Annotated[float, typer.Option(min=0, help="Gradient-norm clip (0 = off).")] = 1.0,
     val_every: Annotated[int, typer.Option(min=1)] = 200,
@@ -96,7 +98,7 @@ def train_cmd(
         model=model, steps=steps, batch=batch, lr=lr, lr_min=lr_min, schedule=schedule, cycle_steps=cycle_steps,
         amp=amp, channels_last=channels_last, clip=clip, val_every=val_every, val_size=val_size, seed=seed,
         loss=loss, phase_mean_weight=phase_mean_weight, phase_weight=phase_weight, warmup=warmup, init_from=str(init_from or ""),
-        val_seed=val_seed, ema=ema,
+        val_seed=val_seed, ema=ema, simulate=simulate,
         threads=threads,
         data=DataOptions(object_size=object_size, pool_size=pool_size, procedural_fraction=procedural,
                          noise_fraction=noise, photons=(lo, hi), random_probes=random_probes,

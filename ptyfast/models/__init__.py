@@ -49,7 +49,10 @@ register_model("ptynet-s-paper", "ptyfast.models.ptynet_s:PtyNetSPaper",
 register_model("ptynet-b", "ptyfast.models.ptynet_b:PtyNetB",
                "4+4 residual stages, grouped decoder (≈20.6 M parameters)", "Pan et al., iScience 2023 (Fig. S6)")
 register_model("ptychonn", "ptyfast.models.ptychonn:PtychoNN",
-               "shared encoder, two bilinear decoders (≈1.25 M parameters)", "Cherukara et al., APL 2020")
+               "shared encoder, two bilinear decoders (1,247,074 parameters)", "Cherukara et al., APL 2020")
+register_model("ptychonn-recipe", "ptyfast.models.ptychonn:PtychoNNRecipe",
+               "PtychoNN + BatchNorm, standardised linear heads (1,250,018 parameters; ptyfast's baseline)",
+               "Cherukara et al., APL 2020, trained with ptyfast's recipe")
 register_model("ptychonet", "ptyfast.models.ptychonet:PtychoNet",
                "DCGAN-style 4×4 stride-2 encoder/decoder, DCGAN widths 64–512 (5,510,850 parameters)",
                "Guan & Tsai, BMVC 2019")

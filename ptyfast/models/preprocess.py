@@ -123,6 +123,31 @@ def model_grid(positions: np.ndarray, frame_size: int, size: tuple[int, int], fi
                      mask=None if mask is None else fit_mask(mask, size, fit))
 
 
+def preprocess_tensor(intensity, preprocessing: dict, probe_power):
+    """:func:`preprocess` of a torch tensor (N, H, W) of intensities, on its own device (the torch training
+    simulator's twin; no detector mask). ``probe_power``: a tensor (N,) or a float. Returns (N, 1, H, W) float32.
+    """
+    import torch
+
+    x = intensity.float().clamp(min=0.0)
+    norm = preprocessing.get("normalise", "max")
+    if norm == "photons":
+        power = torch.as_tensor(probe_power, dtype=torch.float64, device=x.device).reshape(-1, 1, 1)
+        x = (x / (power / (x.shape[-2] * x.shape[-1]))).float()
+    transform = preprocessing.get("transform", "sqrt")
+    if transform not in TRANSFORMS:
+        raise InputError(f"unknown preprocessing transform '{transform}'; known: {', '.join(TRANSFORMS)}.")
+    x = {"sqrt": torch.sqrt, "log1p": torch.log1p, "quarter": lambda v: torch.sqrt(torch.sqrt(v))}[transform](x)
+    flat = x.reshape(len(x), -1)
+    if norm == "max":
+        x = x / flat.amax(dim=1).clamp(min=EPS)[:, None, None]
+    elif norm == "std":
+        x = (x - flat.mean(dim=1)[:, None, None]) / flat.std(dim=1, correction=0).clamp(min=EPS)[:, None, None]
+    elif norm not in ("photons", "none"):
+        raise InputError(f"unknown preprocessing normalisation '{norm}'; known: {', '.join(NORMALISATIONS)}.")
+    return x[:, None]
+
+
 TRANSFORMS = Transform.values()
 
 

@@ -112,31 +112,56 @@ class PatternSampler:
                 (h, w), focus_size=self.rng.uniform(60e-9, 200e-9), defocus=self.rng.uniform(2e-6, 20e-6),
                 photons=photons))
 
-    def sample(self, batch: int):
-        probe = self.probes[self.rng.integers(len(self.probes))]
-        h, w = probe.shape
+    def draw(self, batch: int) -> "Draw":
+        """The random choices of one batch (probe, objects, window positions, photons, which are noisy)."""
+        p = int(self.rng.integers(len(self.probes)))
+        h, w = self.probes[p].shape
         idx = self.rng.integers(len(self.pool), size=batch)
-        patches = np.empty((batch, h, w), dtype=np.complex64)
-        for k, i in enumerate(idx):  # one gather per pool object used (B is small)
-            obj = self.pool[i]
-            pos = self.rng.uniform(0, [obj.shape[0] - h - 1, obj.shape[1] - w - 1], size=(1, 2))
-            patches[k] = gather(obj, pos, (h, w))[0]
-        intensity = np.abs(far_field(probe[None] * patches)) ** 2
+        positions = np.empty((batch, 2))
+        for k, i in enumerate(idx):
+            rows, cols = self.pool[i].shape
+            positions[k] = self.rng.uniform(0, [rows - h - 1, cols - w - 1], size=(1, 2))
         # Photons per frame (for |O| = 1): log-uniform in the noisy range for noisy samples, in
         # clean_photons (or the probe's own power) for clean ones.
-        power = float(np.sum(np.abs(probe) ** 2))
+        power = float(np.sum(np.abs(self.probes[p]) ** 2))
         noisy = self.rng.random(batch) < self.options.noise_fraction
         clean = self.options.clean_photons or (power, power)
         lo = np.where(noisy, self.options.photons[0], clean[0])
         hi = np.where(noisy, self.options.photons[1], clean[1])
         photons = 10 ** self.rng.uniform(np.log10(lo), np.log10(hi))
-        intensity *= (photons / power)[:, None, None].astype(np.float32)
-        if noisy.any():
-            intensity[noisy] = poisson_noise(intensity[noisy], self.rng)
+        return Draw(p, idx, positions, photons, noisy, power)
+
+    def render(self, d: "Draw"):
+        """The batch of a :class:`Draw`, in numpy (Poisson counts drawn from ``self.rng``)."""
+        probe = self.probes[d.probe]
+        h, w = probe.shape
+        patches = np.empty((len(d.objects), h, w), dtype=np.complex64)
+        for k, i in enumerate(d.objects):  # one gather per pool object used (B is small)
+            patches[k] = gather(self.pool[i], d.positions[k : k + 1], (h, w))[0]
+        intensity = np.abs(far_field(probe[None] * patches)) ** 2
+        intensity *= (d.photons / d.power)[:, None, None].astype(np.float32)
+        if d.noisy.any():
+            intensity[d.noisy] = poisson_noise(intensity[d.noisy], self.rng)
         x = preprocess(intensity, preprocessing={"transform": self.options.transform,
-                                                 "normalise": self.options.normalise}, probe_power=photons)
+                                                 "normalise": self.options.normalise}, probe_power=d.photons)
         mask = np.broadcast_to(lit_mask(probe), patches.shape).astype(np.float32)
         return x, np.abs(patches).astype(np.float32), np.angle(patches).astype(np.float32), mask
+
+    def sample(self, batch: int):
+        return self.render(self.draw(batch))
+
+
+@dataclass
+class Draw:
+    """One batch's random choices: probe index, pool object per sample, (B, 2) float64 (y, x) window corners,
+    (B,) photons per frame, (B,) bool noisy, and the probe's Σ|P|²."""
+
+    probe: int
+    objects: np.ndarray
+    positions: np.ndarray
+    photons: np.ndarray
+    noisy: np.ndarray
+    power: float
 
 
 def fixed_set(sampler: PatternSampler, n: int, batch: int = 256):

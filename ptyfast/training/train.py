@@ -30,7 +30,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from ptyfast import __version__
-from ptyfast.choices import Autocast, Schedule, TrainLoss
+from ptyfast.choices import Autocast, Schedule, Simulator, TrainLoss
 from ptyfast.errors import InputError
 from ptyfast.io.images import read_image
 from ptyfast.models import build_model, count_parameters, get_entry
@@ -38,6 +38,7 @@ from ptyfast.models.checkpoint import read_checkpoint, save_checkpoint
 from ptyfast.models.manifest import Manifest, probe_hash
 from ptyfast.training.data import DataOptions, PatternSampler, build_pool, fixed_set, list_images, lit_mask
 from ptyfast.training.loss import learning_figures, loss_function
+from ptyfast.training.torch_data import make_sampler
 
 
 @dataclass
@@ -66,6 +67,8 @@ class TrainOptions:
     ema : decay of an exponential moving average of the weights (and BatchNorm statistics), 0 = off. With it,
         validation and ``best.pt`` use the averaged weights: less step-to-step noise, and less over-fitting on
         small labelled sets.
+    simulate : where the training patterns are simulated: ``auto`` (torch on the training device when it is
+        a GPU, numpy on a CPU, where it is faster: ``benchmarks/simulator_speed.py``), ``numpy`` or ``torch``.
     """
 
     model: str = "ptynet-s"
@@ -91,6 +94,7 @@ class TrainOptions:
     init_from: str = ""
     val_seed: int | None = None
     ema: float = 0.0
+    simulate: str = "auto"
     data: DataOptions = field(default_factory=DataOptions)
 
     def validate(self) -> "TrainOptions":
@@ -99,6 +103,7 @@ class TrainOptions:
         self.loss = TrainLoss.check(self.loss, "loss")
         self.schedule = Schedule.check(self.schedule, "schedule")
         self.amp = Autocast.check(self.amp, "--amp mode")
+        self.simulate = Simulator.check(self.simulate, "--simulate choice")
         if not 0.0 <= self.ema < 1.0:
             raise InputError(f"--ema must be in [0, 1) (0 = off); found {self.ema}.")
         self.data.validate()
@@ -151,6 +156,14 @@ def init_weights(model) -> None:
             torch.nn.init.zeros_(mod.bias)
 
 
+def output_convs(model) -> list:
+    """The conv layers that feed the output heads: the last conv, or each decoder's last conv (PtychoNN)."""
+    if hasattr(model, "amplitude") and hasattr(model, "phase"):
+        return [model.amplitude[-1], model.phase[-1]]
+    convs = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    return convs[-1:]
+
+
 def init_output_bias(model, amplitude_mean: float, phase_mean: float) -> bool:
     """Start the heads at the training objects' mean amplitude and phase (logit / atanh of the mean).
 
@@ -159,15 +172,12 @@ def init_output_bias(model, amplitude_mean: float, phase_mean: float) -> bool:
     """
     import math
 
-    last = None
-    for mod in model.modules():
-        if isinstance(mod, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
-            last = mod
+    convs = output_convs(model)
     heads = []
-    if hasattr(model, "amplitude") and hasattr(model, "phase"):  # PtychoNN: two decoders
-        heads = [model.amplitude[-1].bias, model.phase[-1].bias]
-    elif last is not None and last.bias is not None and last.out_channels == 2:
-        heads = [last.bias[0:1], last.bias[1:2]]
+    if len(convs) == 2:  # PtychoNN: two decoders
+        heads = [convs[0].bias, convs[1].bias]
+    elif convs and convs[0].bias is not None and convs[0].out_channels == 2:
+        heads = [convs[0].bias[0:1], convs[0].bias[1:2]]
     if not heads or any(h is None for h in heads):
         return False
     a = min(max(amplitude_mean, 1e-3), 1 - 1e-3)
@@ -178,8 +188,13 @@ def init_output_bias(model, amplitude_mean: float, phase_mean: float) -> bool:
     return True
 
 
+def _tensor(a, device) -> torch.Tensor:
+    """A batch array on ``device``: numpy from the numpy sampler and the fixed sets, torch from the torch one."""
+    return a.to(device) if torch.is_tensor(a) else torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+
 def _forward(model, x, o: TrainOptions, device):
-    x = torch.from_numpy(x).to(device)
+    x = _tensor(x, device)
     if o.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=o.amp == "bf16"):
@@ -190,8 +205,8 @@ def _forward(model, x, o: TrainOptions, device):
 def _loss(model, batch, o: TrainOptions, device, std) -> torch.Tensor:
     x, amp, pha, mask = batch
     pred = _forward(model, x, o, device)
-    target = (torch.from_numpy(amp).to(device), torch.from_numpy(pha).to(device))
-    return loss_function(o.loss)(pred, target, torch.from_numpy(mask).to(device), std,
+    target = (_tensor(amp, device), _tensor(pha, device))
+    return loss_function(o.loss)(pred, target, _tensor(mask, device), std,
                                  phase_mean_weight=o.phase_mean_weight,
                                  phase_weight=o.phase_weight)
 
@@ -230,10 +245,10 @@ def prepare_heads(model, mean: tuple[float, float], std: tuple[float, float], op
         with torch.no_grad():
             heads.mean.copy_(torch.tensor(mean))
             heads.std.copy_(torch.tensor(std))
-            last = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))][-1]
-            torch.nn.init.zeros_(last.weight)
-            if last.bias is not None:
-                torch.nn.init.zeros_(last.bias)
+            for last in output_convs(model):
+                torch.nn.init.zeros_(last.weight)
+                if last.bias is not None:
+                    torch.nn.init.zeros_(last.bias)
         return "standardised linear heads (training-object mean/std), zero-initialised last layer"
     if options.init_bias and init_output_bias(model, *mean):
         return "bounded heads, bias at the training objects' mean"
@@ -298,7 +313,8 @@ def train(
         val_opts = DataOptions(**{**asdict(options.data), "pool_size": max(8, options.data.pool_size // 8)})
         val_pool = build_pool(val_imgs, val_opts, np.random.default_rng(val_seed + 10_000))
         val = fixed_set(PatternSampler(val_pool, probe, options.data, val_seed + 20_000), options.val_size)
-        sampler = PatternSampler(pool, probe, options.data, np.random.default_rng([options.seed, rank]))
+        sampler = make_sampler(pool, probe, options.data, np.random.default_rng([options.seed, rank]), device,
+                               options.simulate)
         obj_mean, std = object_statistics(pool)
     else:
         from ptyfast.training.labels import LabelledSampler
@@ -382,6 +398,7 @@ def train(
             "transform": options.data.transform, "photons": list(options.data.photons),
             "clean_photons": list(options.data.clean_photons) if options.data.clean_photons else None,
             "parameters": count_parameters(getattr(model, "module", model)), "torch": torch.__version__,
+            "simulator": f"torch ({sampler.device})" if hasattr(sampler, "device") else "numpy",
             "loss": options.loss, "phase_mean_weight": options.phase_mean_weight,
             "phase_weight": options.phase_weight, "ema": options.ema, "heads": heads,
             "init_from": options.init_from and Path(options.init_from).name,
