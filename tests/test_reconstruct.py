@@ -32,7 +32,7 @@ def sha(path):
 
 @pytest.fixture(scope="module")
 def held_out_scan(tmp_path_factory):
-    """49 noise-free 128² frames (75 % overlap) of a 320² object made from the two bundled held-out faces."""
+    """36 noise-free 128² frames (75 % overlap) of a 320² object made from the two bundled held-out faces."""
     data = resources.files("ptyfast.data")
     with resources.as_file(data / "demo_amplitude.png") as a, resources.as_file(data / "demo_phase.png") as p:
         obj = object_from_images(read_image(a), read_image(p), (320, 320))
@@ -500,3 +500,35 @@ def test_consistency_matches_the_forward_model_written_out(size, masked):
     s = sab.sum() / saa.sum()
     assert got.scale == pytest.approx(s, rel=1e-4)
     np.testing.assert_allclose(got.per_frame, (s * s * saa - 2 * s * sab + sbb) / sbb, rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["no-mask", "mask"])
+def test_consistency_on_a_sample_kept_from_the_one_read(held_out_scan, tmp_path, masked):
+    """ε on an evenly spaced sample (measured amplitudes kept while the file is read for inference) is exactly
+    the figure of the full pass restricted to those frames, and the output file says which frames they are."""
+    from ptyfast.runtime.backends import open_backend
+    from ptyfast.runtime.output import read_reconstruction, write_reconstruction
+    from ptyfast.runtime.pipeline import consistency_from_sums, consistency_sample, consistency_sums
+    from ptyfast.runtime.reconstruct import ReconstructJob, run_reconstruct
+
+    path, scan = held_out_scan
+    if masked:
+        scan.mask = np.ones(scan.frame_shape, bool)
+        scan.mask[60:66, :] = False
+        path = write_cxi(tmp_path / "masked.cxi", scan)
+    sample = consistency_sample(scan.n_frames, 10)
+    assert len(sample) == 10 and sample[0] == 0 and sample[-1] == scan.n_frames - 1
+    assert np.array_equal(consistency_sample(scan.n_frames, 0), np.arange(scan.n_frames))
+    backend, reason = open_backend(None, "onnxruntime", "cpu", "fp32", threads=2)
+    with backend:
+        lazy = read_cxi(path)
+        rec, prov = run_reconstruct(lazy, ReconstructJob(consistency_frames=10), backend=backend, reason=reason)
+        full = consistency_sums(lazy, rec.object, rec.probe, rec.positions, chunk=16)
+        lazy.close()
+    assert np.array_equal(rec.consistency.frames, sample)
+    want = consistency_from_sums(full[:, sample])
+    assert rec.consistency.error == pytest.approx(want.error, rel=1e-5)
+    np.testing.assert_allclose(rec.consistency.per_frame, want.per_frame, rtol=1e-4, atol=1e-7)
+    out = write_reconstruction(tmp_path / "r.h5", rec, prov)
+    back = read_reconstruction(out)["consistency"]
+    assert np.array_equal(back["frames"], sample) and back["per_frame"].shape == (10,)

@@ -172,10 +172,10 @@ def preprocess(frames: np.ndarray, manifest=None, *, preprocessing: dict | None 
     network.
     """
     prep = preprocessing or getattr(manifest, "preprocessing", None) or {"transform": "sqrt", "normalise": "max"}
-    x = np.asarray(frames, dtype=np.float32)
-    x = np.maximum(x, 0.0)
+    # one new float32 array, then in place (reconstruct's reader thread runs this beside inference)
+    x = np.maximum(np.asarray(frames), 0, dtype=np.float32)
     if mask is not None:
-        x = np.where(np.asarray(mask, bool), x, np.float32(0.0))
+        np.copyto(x, np.float32(0.0), where=~np.asarray(mask, bool))
     norm = prep.get("normalise", "max")
     if norm == "photons":
         power = probe_power if probe_power is not None else getattr(manifest, "probe_photons", 0.0)
@@ -184,14 +184,15 @@ def preprocess(frames: np.ndarray, manifest=None, *, preprocessing: dict | None 
             raise InputError("the input normalisation 'photons' needs the probe's total intensity Σ|P|², "
                              "but no probe with a positive, finite intensity is known.")
         mean_intensity = power.reshape(-1, 1, 1) / (x.shape[-2] * x.shape[-1])  # scalar or one per frame
-        x = (x / mean_intensity).astype(np.float32)
+        np.multiply(x, (1.0 / mean_intensity).astype(np.float32), out=x)
     transform = prep.get("transform", "sqrt")
     if transform == "sqrt":
-        x = np.sqrt(x)
+        np.sqrt(x, out=x)
     elif transform == "log1p":
-        x = np.log1p(x)
+        np.log1p(x, out=x)
     elif transform == "quarter":
-        x = np.sqrt(np.sqrt(x))
+        np.sqrt(x, out=x)
+        np.sqrt(x, out=x)
     else:
         raise InputError(f"unknown preprocessing transform '{transform}'; known: {', '.join(TRANSFORMS)}.")
     if norm == "max":

@@ -4,7 +4,8 @@ HDF5 layout (root):
     object (complex64, rows×cols), amplitude, phase (float32, radians), weight (stitching weight map),
     positions (N, 2) (y, x) on the object grid, origin (2,) scan coordinates of grid pixel (0, 0),
     probe (complex64, H×W) when known,
-    consistency/per_frame (N,) normalised error per frame, attrs error, scale,
+    consistency/per_frame (M,) normalised error per frame, attrs error, scale; consistency/frames (M,) the
+    frames they are of when ε was computed on a sample (``reconstruct --consistency-frames``; else M = N),
     attrs: ptyfast_version, object_pixel_size_m (λz/(N·p); NaN when the scan gives no geometry), provenance
     (JSON: model manifest + sha256, backend, precision, device, input file, timings per stage, command options).
 """
@@ -45,6 +46,8 @@ def write_reconstruction(path: str | Path, rec, provenance: dict, *, datasets: d
                 g.attrs["error"] = rec.consistency.error
                 g.attrs["scale"] = rec.consistency.scale
                 g.attrs["definition"] = "sum((s*sqrt(I_pred) - sqrt(I))^2) / sum(I), valid pixels"
+                if rec.consistency.frames is not None:  # a sample: per_frame[k] is the error of frame frames[k]
+                    g.create_dataset("frames", data=np.asarray(rec.consistency.frames, np.int64))
             f.attrs["ptyfast_version"] = __version__
             f.attrs["n_frames"] = rec.n_frames
             f.attrs["provenance"] = json.dumps(provenance, default=json_default)
@@ -80,7 +83,9 @@ def read_reconstruction(path: str | Path) -> dict:
             out["probe"] = f["probe"][()] if "probe" in f else None
             out["provenance"] = json.loads(f.attrs.get("provenance", "{}"))
             if "consistency" in f:
-                out["consistency"] = {"per_frame": f["consistency/per_frame"][()], **dict(f["consistency"].attrs)}
+                g = f["consistency"]
+                out["consistency"] = {"per_frame": g["per_frame"][()], **dict(g.attrs),
+                                      "frames": g["frames"][()] if "frames" in g else None}
     except OSError as exc:
         raise InputError(f"{path} is not a readable HDF5 reconstruction ({str(exc).split('(')[0].strip()}).") from None
     return out
@@ -139,7 +144,8 @@ def save_previews(rec, stem: str | Path, *, title: str = "", pixel_size_m: float
         h, w = rec.weight.shape
         errors = np.full((h, w), np.nan, np.float32)
         half = np.asarray(rec.probe.shape if rec.probe is not None else (0, 0)) / 2
-        for (y, x), e in zip(np.round(rec.positions + half).astype(int), rec.consistency.per_frame):
+        frames = rec.consistency.frames if rec.consistency.frames is not None else slice(None)
+        for (y, x), e in zip(np.round(rec.positions[frames] + half).astype(int), rec.consistency.per_frame):
             errors[max(y - 2, 0): y + 3, max(x - 2, 0): x + 3] = e
         errors = errors[covered_box(covered)]
         shown = np.isfinite(errors)

@@ -52,16 +52,24 @@ class Consistency:
     overall and per frame (0 = perfect; a flat, structureless object gives roughly 0.3–1). ``scale`` s is
     the least-squares amplitude scale between prediction and measurement (the network's input
     normalisation removes the absolute scale; s ≈ 1 when the stitched amplitude is right in absolute terms).
+    ``reconstruct`` evaluates an evenly spaced sample of frames (``frames``; all of them up to
+    :data:`CONSISTENCY_FRAMES`), whose measured amplitudes it keeps from its one read of the file.
     """
 
     error: float
     scale: float
     per_frame: np.ndarray
+    frames: np.ndarray | None = None  # the frames per_frame holds (None: every frame, in order)
 
 
 #: Frames read (and preprocessed) per chunk. Up to ``queue_depth`` + 2 chunks are in flight at once, raw and
 #: preprocessed: 128 frames of 128² keep that to ≈ 40 MB (512 held ≈ 170 MiB more peak RSS here, and were no faster).
 CHUNK = 128
+
+#: Frames the reconstruct job's consistency figure is computed on: an evenly spaced sample of at most this many,
+#: whose measured amplitudes are kept from the one read of the file (≤ 32 MiB at 128²), so the figure needs no
+#: second pass over the file and its cost does not grow with the scan. 0 = every frame, read again at the end.
+CONSISTENCY_FRAMES = 512
 
 
 @dataclass
@@ -241,12 +249,14 @@ class PartialStitch:
     patches: np.ndarray | None = None
     spilled: SpilledPatches | None = None
     timings: dict = field(default_factory=dict)
+    measured_frames: np.ndarray | None = None  # frames whose measured amplitudes are kept (consistency sample)
+    measured: np.ndarray | None = None  # (m, H, W) float32 their √I, FFT pixel order, masked (measured_amplitudes)
 
     def release(self) -> None:
         """Drop the sums or kept patches (and the spill file)."""
         if self.spilled is not None:
             self.spilled.close()
-        self.num = self.wsum = self.patches = self.spilled = None
+        self.num = self.wsum = self.patches = self.spilled = self.measured = None
 
 
 def complex_patches(amp: np.ndarray, pha: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -295,9 +305,10 @@ class _StitchStage:
 
 def stitch_frames(scan: Scan, backend, plan: StitchPlan, start: int = 0, stop: int | None = None, *,
                   batch: int | None = None, chunk: int = CHUNK, keep_patches: bool | None = None, spill: bool = False,
-                  progress=None) -> PartialStitch:
+                  progress=None, keep_measured: np.ndarray | None = None) -> PartialStitch:
     """Read, preprocess and infer frames [start, stop) of ``scan`` and stitch them (see :class:`PartialStitch`);
-    kept patches are spilled (:mod:`ptyfast.runtime.spilled_patches`) when ``spill``.
+    kept patches are spilled (:mod:`ptyfast.runtime.spilled_patches`) when ``spill``. The measured amplitudes
+    of the frames ``keep_measured`` (sorted indices in [start, stop)) are kept for the consistency figure.
 
     Reading and stitching run in background threads beside inference (see the module docstring);
     ``timings`` holds each stage's own busy time, so their sum may exceed the wall time."""
@@ -336,11 +347,23 @@ def stitch_frames(scan: Scan, backend, plan: StitchPlan, start: int = 0, stop: i
                         weight_accum=part.wsum)
         timings["stitch"] += time.perf_counter() - t
 
+    if keep_measured is not None and plan.probe is not None:
+        part.measured_frames = np.asarray(keep_measured, np.int64)
+        part.measured = np.empty((len(part.measured_frames), *plan.size), np.float32)
+    fft_mask = None if plan.mask is None else np.fft.ifftshift(plan.mask)
+    cursor = [start]
+
     stage = _StitchStage(stitch)
     try:
         def prepare(frames: np.ndarray) -> np.ndarray:  # in the reader's thread
-            return preprocess(fit_frames(frames, plan.size, plan.fit), backend.manifest,
-                              probe_power=plan.probe_power, mask=plan.mask)
+            fitted = fit_frames(frames, plan.size, plan.fit)
+            if part.measured is not None:  # this chunk's frames of the consistency sample
+                first = cursor[0]
+                lo, hi = np.searchsorted(part.measured_frames, [first, first + len(frames)])
+                if hi > lo:
+                    part.measured[lo:hi] = measured_amplitudes(fitted[part.measured_frames[lo:hi] - first], fft_mask)
+                cursor[0] = first + len(frames)
+            return preprocess(fitted, backend.manifest, probe_power=plan.probe_power, mask=plan.mask)
 
         for s, x in stream_frames(scan, chunk, start=start, stop=stop, stats=timings, transform=prepare):
             for b in range(0, len(x), batch):
@@ -467,7 +490,7 @@ def reconstruct_scan(
         Solve the per-patch phase offsets from the overlaps before blending; None = when the model's
         manifest says its outputs carry free offsets (``phase_offsets == "free"``).
     consistency : bool
-        Run the forward-model consistency pass (needs a probe).
+        Compute the forward-model consistency figure (needs a probe), on :func:`consistency_sample`'s frames.
     probe : complex (H, W), optional
         Overrides ``scan.probe`` (e.g. the model's probe when the file has none).
     progress : callable(done_frames, total_frames, stage), optional
@@ -479,7 +502,9 @@ def reconstruct_scan(
     plan = plan_stitch(scan.positions, scan.frame_shape[0], backend.manifest,
                        scan.probe if probe is None else probe, fit=fit, weighting=weighting,
                        align_phase=align_phase, mask=scan.mask)
-    part = stitch_frames(scan, backend, plan, batch=batch, chunk=chunk, spill=True, progress=progress)
+    sample = consistency_sample(scan.n_frames) if consistency else None
+    part = stitch_frames(scan, backend, plan, batch=batch, chunk=chunk, spill=True, progress=progress,
+                         keep_measured=sample)
     return finish_reconstruction(scan, plan, part, consistency=consistency, chunk=chunk, progress=progress,
                                  t_start=t_start, release=True, offset_fitter=offset_fitter)
 
@@ -495,6 +520,7 @@ def finish_reconstruction(scan: Scan, plan: StitchPlan, part: PartialStitch, *, 
     fit = None if offset_fitter is None else (lambda patches, z: offset_fitter(scan, plan, patches, z))
     notes: list[str] = []
     obj, wsum, extra = finish_stitch(plan, part, fit, notes)
+    kept = (part.measured_frames, part.measured) if part.measured is not None else None
     if release:
         part.release()
     timings = dict(part.timings)
@@ -507,6 +533,10 @@ def finish_reconstruction(scan: Scan, plan: StitchPlan, part: PartialStitch, *, 
         t = time.perf_counter()
         if consistency_fn is not None:
             rec.consistency = consistency_fn(obj)
+        elif kept is not None:
+            frames, measured = kept
+            rec.consistency = consistency_from_sums(frame_sums(obj, plan.probe, plan.grid_pos[frames], measured,
+                                                               plan.mask), frames=frames, n_frames=scan.n_frames)
         else:
             rec.consistency = data_consistency(scan, obj, plan.probe, plan.grid_pos, fit=plan.fit, size=plan.size,
                                                chunk=chunk, progress=progress)
@@ -533,41 +563,75 @@ def consistency_sums(scan: Scan, obj: np.ndarray, probe: np.ndarray, grid_pos: n
     mask = None if scan.mask is None else np.fft.ifftshift(fit_mask(scan.mask, size, fit))
     stop = scan.n_frames if stop is None else stop
     sums = np.zeros((3, stop - start))
-
-    def measured(frames):
-        # the sums do not depend on the pixel order: compare in the FFT's own (corner) order and shift the
-        # real measured amplitudes rather than the complex far field
-        meas = np.fft.ifftshift(np.sqrt(np.maximum(fit_frames(frames, size, fit), 0)), axes=(-2, -1))
-        return meas if mask is None else meas * mask
-
-    def add(s, meas):
-        with threads.limited(1):
-            pred = np.abs(far_field_unshifted(exit_waves(probe, obj, grid_pos[s : s + len(meas)])))
-        if mask is not None:
-            pred *= mask
-        i, e = s - start, s - start + len(meas)
-        sums[0, i:e] = np.sum(pred * pred, axis=(1, 2))
-        sums[1, i:e] = np.sum(pred * meas, axis=(1, 2))
-        sums[2, i:e] = np.sum(meas * meas, axis=(1, 2))
-
-    workers = threads.get()
-    with ThreadPoolExecutor(workers) as pool:
-        for s, meas in stream_frames(scan, chunk, start=start, stop=stop, transform=measured):
-            share = -(-len(meas) // workers)
-            for job in [pool.submit(add, s + k, meas[k : k + share]) for k in range(0, len(meas), share)]:
-                job.result()
+    with ThreadPoolExecutor(threads.get()) as pool:
+        for s, meas in stream_frames(scan, chunk, start=start, stop=stop,
+                                     transform=lambda frames: measured_amplitudes(fit_frames(frames, size, fit), mask)):
+            sums[:, s - start : s - start + len(meas)] = frame_sums(obj, probe, grid_pos[s : s + len(meas)], meas,
+                                                                   pool=pool, fft_mask=mask)
             if progress is not None:
                 progress(s - start + len(meas), stop - start, "consistency")
     return sums
 
 
-def consistency_from_sums(sums: np.ndarray) -> Consistency:
-    """The global scale s = ΣS_ab/ΣS_aa and the errors (s²S_aa − 2sS_ab + S_bb)/S_bb, per frame and overall."""
+def measured_amplitudes(frames: np.ndarray, fft_mask: np.ndarray | None = None) -> np.ndarray:
+    """√I of fitted frames (N, H, W), in the FFT's own (corner) pixel order, invalid pixels zeroed
+    (``fft_mask``: the fitted detector mask, ifftshifted). The consistency sums do not depend on the pixel
+    order, so the real measured amplitudes are shifted rather than each complex far field."""
+    meas = np.fft.ifftshift(np.sqrt(np.maximum(frames, 0, dtype=np.float32)), axes=(-2, -1))
+    return meas if fft_mask is None else meas * fft_mask
+
+
+def frame_sums(obj: np.ndarray, probe: np.ndarray, grid_pos: np.ndarray, meas: np.ndarray, mask=None, *,
+               pool: ThreadPoolExecutor | None = None, fft_mask: np.ndarray | None = None) -> np.ndarray:
+    """(3, n) sums S_aa, S_ab, S_bb of the frames at ``grid_pos`` whose :func:`measured_amplitudes` are
+    ``meas``. The frames are split over :func:`ptyfast.threads.get` workers (``pool``, or a pool of its own),
+    each FFT on one thread: the gather and the element-wise work are single-threaded numpy, so splitting the
+    frames, not the FFTs, keeps every core busy. ``mask``: the fitted detector mask (centred order)."""
+    if fft_mask is None and mask is not None:
+        fft_mask = np.fft.ifftshift(mask)
+    sums = np.zeros((3, len(meas)))
+
+    def add(i, e):
+        with threads.limited(1):
+            pred = np.abs(far_field_unshifted(exit_waves(probe, obj, grid_pos[i:e])))
+        if fft_mask is not None:
+            pred *= fft_mask
+        sums[0, i:e] = np.sum(pred * pred, axis=(1, 2))
+        sums[1, i:e] = np.sum(pred * meas[i:e], axis=(1, 2))
+        sums[2, i:e] = np.sum(meas[i:e] * meas[i:e], axis=(1, 2))
+
+    workers = threads.get()
+    own = pool is None
+    pool = ThreadPoolExecutor(workers) if own else pool
+    try:
+        share = max(min(-(-len(meas) // workers), CHUNK // 2), 1)
+        for job in [pool.submit(add, k, min(k + share, len(meas))) for k in range(0, len(meas), share)]:
+            job.result()
+    finally:
+        if own:
+            pool.shutdown()
+    return sums
+
+
+def consistency_sample(n_frames: int, limit: int = CONSISTENCY_FRAMES) -> np.ndarray:
+    """Sorted indices of the frames the consistency figure is computed on: every frame when there are at most
+    ``limit`` (or ``limit`` is 0), else ``limit`` evenly spaced ones (first and last included)."""
+    if limit <= 0 or n_frames <= limit:
+        return np.arange(n_frames)
+    return np.unique(np.linspace(0, n_frames - 1, limit).round().astype(np.int64))
+
+
+def consistency_from_sums(sums: np.ndarray, frames: np.ndarray | None = None, n_frames: int | None = None
+                          ) -> Consistency:
+    """The global scale s = ΣS_ab/ΣS_aa and the errors (s²S_aa − 2sS_ab + S_bb)/S_bb, per frame and overall;
+    ``frames``: the frames the sums are of, when not all ``n_frames`` of the scan."""
     saa, sab, sbb = sums
     scale = float(sab.sum() / max(saa.sum(), 1e-30))
     per = (scale**2 * saa - 2 * scale * sab + sbb) / np.maximum(sbb, 1e-30)
     err = float((scale**2 * saa.sum() - 2 * scale * sab.sum() + sbb.sum()) / max(sbb.sum(), 1e-30))
-    return Consistency(error=err, scale=scale, per_frame=per.astype(np.float32))
+    sampled = frames is not None and (n_frames is None or len(frames) < n_frames)
+    return Consistency(error=err, scale=scale, per_frame=per.astype(np.float32),
+                       frames=np.asarray(frames) if sampled else None)
 
 
 def data_consistency(scan: Scan, obj: np.ndarray, probe: np.ndarray, grid_pos: np.ndarray, *, fit: str = "none",

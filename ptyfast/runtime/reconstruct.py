@@ -12,8 +12,9 @@ from ptyfast import __version__
 from ptyfast.errors import InputError
 from ptyfast.models.manifest import file_hash, probe_hash
 from ptyfast.physics.probe import default_probe, paper_probe, scaled_to
-from ptyfast.runtime.pipeline import (CHUNK, Reconstruction, StitchPlan, check_far_field, finish_reconstruction,
-                                      plan_stitch, probe_similarity, stitch_frames)
+from ptyfast.runtime.pipeline import (CHUNK, CONSISTENCY_FRAMES, Reconstruction, StitchPlan, check_far_field,
+                                      consistency_sample, finish_reconstruction, plan_stitch, probe_similarity,
+                                      stitch_frames)
 from ptyfast.models.preprocess import fit_probe
 from ptyfast.scan import Scan
 
@@ -109,6 +110,7 @@ class ReconstructJob:
     weighting: str = "probe"
     align_phase: bool | None = None
     consistency: bool = True
+    consistency_frames: int = CONSISTENCY_FRAMES  # frames of the consistency figure (0: all, read again at the end)
     allow_probe_mismatch: bool = False
     threads: int | None = None
     offset_fitter: object = None  # callable(scan, plan, patches, z) → (z, note) refining the offsets (--fit-offsets)
@@ -157,8 +159,10 @@ def run_reconstruct(scan: Scan, job: ReconstructJob, *, backend=None, reason: st
         t_start = time.perf_counter()
         plan, probe_note = plan_for(scan, job, backend)
         if client is None:
+            sample = (consistency_sample(scan.n_frames, job.consistency_frames)
+                      if job.consistency and job.consistency_frames > 0 else None)
             part = stitch_frames(scan, backend, plan, batch=job.batch, chunk=job.chunk, spill=True,
-                                 progress=progress)
+                                 progress=progress, keep_measured=sample)
             rec = finish_reconstruction(scan, plan, part, consistency=job.consistency, chunk=job.chunk,
                                         progress=progress, t_start=t_start, release=True,
                                         offset_fitter=job.offset_fitter)
