@@ -176,7 +176,7 @@ def test_stream_never_replaces_an_existing_file(tmp_path):
 
 
 WRITER_THEN_NAN = """
-import sys, time, h5py, numpy as np
+import os, sys, time, h5py, numpy as np
 from ptyfast.io.cxi import create_layout, translations
 from ptyfast.physics.simulate import random_scan
 scan = random_scan(340, 4)
@@ -185,6 +185,10 @@ f = h5py.File(sys.argv[1], "w", libver="latest")
 data, t, p = create_layout(f, scan, None)
 f.swmr_mode = True
 for i in range(30):
+    if i == 25:  # the bad frames come only after a refresh was written (however slowly the follower started)
+        t0 = time.monotonic()
+        while not os.path.exists(sys.argv[2]) and time.monotonic() - t0 < 60:
+            time.sleep(0.02)
     frame = frames[i] if i < 25 else np.full(frames[i].shape, np.nan, np.float32)
     for ds, row in ((data, frame), (t, trans[i]), (p, pos[i])):
         ds.resize(i + 1, axis=0)
@@ -200,7 +204,8 @@ def test_follow_that_fails_midway_leaves_no_output(tmp_path):
     """Refreshed outputs are temporary until the final one is written: bad data arriving after a few refreshes
     is one sentence, exit 2, and removes them."""
     live, out = tmp_path / "bad.cxi", tmp_path / "bad_recon.h5"
-    writer = subprocess.Popen([sys.executable, "-c", WRITER_THEN_NAN, str(live)], stdout=subprocess.PIPE, text=True)
+    writer = subprocess.Popen([sys.executable, "-c", WRITER_THEN_NAN, str(live), str(out)], stdout=subprocess.PIPE,
+                              text=True)
     try:
         _wait_for(live)
         follower = subprocess.Popen(ptyfast("reconstruct", live, "--follow", "-o", out, "--refresh-frames", 5,

@@ -7,8 +7,8 @@ What the one helper guarantees, so that no command can forget it:
   same file (same device and inode: symlinks and hard links included) is refused with one sentence;
 * **atomic** — data go to ``<dir>/.<name>.tmp-XXXX`` and are renamed onto the target only on success;
 * **nothing left behind** — the temporary file is removed on any error, and on SIGINT/SIGTERM/SIGHUP (the
-  CLI's handler removes every registered temporary and exits, :func:`ptyfast.cli.install_signal_handlers`); it
-  is registered while signals are blocked, so there is no window in which it exists unrecorded;
+  CLI's handler removes every registered temporary and exits, :func:`ptyfast.cli.install_signal_handlers`); its
+  name is recorded before the file is created, so there is no window in which it exists unrecorded;
 * **umask permissions** — the output gets ``0o666 & ~umask``, as a plain ``open()`` would give it
   (``mkstemp`` alone would leave 0600);
 * **full disks** — ENOSPC / EDQUOT / EFBIG become :class:`OutputError`: "no space left on ... while writing
@@ -20,8 +20,8 @@ from __future__ import annotations
 import errno
 import os
 import re
+import secrets
 import signal
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -143,12 +143,25 @@ def disk_full_error(final: Path, exc: BaseException) -> OutputError:
 
 
 def _new_temporary(final: Path) -> Path:
-    """Create ``.<name>.tmp-XXXX`` beside ``final`` and record it, with SIGINT/TERM/HUP held off meanwhile."""
+    """Create ``.<name>.tmp-XXXX`` beside ``final``, recorded *before* it is created.
+
+    Blocking the signals in this thread is not enough: another thread (a reader, a stitching stage) can take
+    the signal, and Python then runs the handler in the main thread at its next bytecode — which could fall
+    between creating the file and recording it (seen under load: a SIGINT left ``.c.cxi.tmp-…`` behind). A name
+    recorded first and then created with O_EXCL has no such window: the handler finds it, or finds nothing."""
     old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
-        tmp = Path(name)
-        _live.add(tmp)
+        while True:
+            tmp = final.parent / f".{final.name}.tmp-{secrets.token_hex(8)}"
+            _live.add(tmp)
+            try:
+                fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+                break
+            except FileExistsError:  # another file's name: not ours to remove
+                _live.discard(tmp)
+            except BaseException:
+                _live.discard(tmp)
+                raise
         try:
             os.fchmod(fd, 0o666 & ~umask())
         finally:
