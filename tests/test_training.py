@@ -137,31 +137,40 @@ def test_labels_are_the_patches_their_patterns_were_computed_from():
     assert mask.shape == amp.shape and np.array_equal(mask[0] > 0, lit)
 
 
-def test_network_overfits_one_fixed_batch():
-    """The standard sanity check of a recipe: 16 fixed samples are memorised (with the paper's full-window MSE
-    on a confined probe PtyNet-S stayed at 1.01× its mean loss after 300 steps; this reaches ≈ 0.14 in 150)."""
+def overfit_one_batch(model_name: str, object_size: int, samples: int, steps: int, check=None) -> dict:
+    """Train ``model_name`` with the recipe on one fixed batch for ``steps`` Adam steps; its learning figures on
+    that batch. ``check(model)`` runs after the heads are prepared."""
     from ptyfast.models import build_model
     from ptyfast.training.data import PatternSampler, build_pool
     from ptyfast.training.train import _loss, evaluate, init_weights, object_statistics, prepare_heads
 
     torch.manual_seed(0)
     torch.set_num_threads(2)
-    opts = TrainOptions(model="ptynet-s", data=DataOptions(object_size=96, pool_size=8, procedural_fraction=1.0))
+    opts = TrainOptions(model=model_name, data=DataOptions(object_size=object_size, pool_size=8,
+                                                            procedural_fraction=1.0))
     pool = build_pool([], opts.data, np.random.default_rng(0))
-    batch = PatternSampler(pool, CONFINED, opts.data, 1).sample(16)
-    model = build_model("ptynet-s")
+    batch = PatternSampler(pool, CONFINED, opts.data, 1).sample(samples)
+    model = build_model(model_name)
     init_weights(model)
     mean, std = object_statistics(pool)
-    prepare_heads(model, mean, std, opts)
+    assert prepare_heads(model, mean, std, opts).startswith("standardised")
+    if check is not None:
+        check(model)
     model = model.to(memory_format=torch.channels_last)
     device = torch.device("cpu")
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    for _ in range(150):
+    for _ in range(steps):
         loss = _loss(model, batch, opts, device, std)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    figures = evaluate(model, batch, opts, device, std)
+    return evaluate(model, batch, opts, device, std)
+
+
+def test_network_overfits_one_fixed_batch():
+    """The standard sanity check of a recipe: 16 fixed samples are memorised (with the paper's full-window MSE
+    on a confined probe PtyNet-S stayed at 1.01× its mean loss after 300 steps; this reaches ≈ 0.14 in 150)."""
+    figures = overfit_one_batch("ptynet-s", 96, 16, 150)
     assert figures["relative"] < 0.3 and figures["struct"] < 0.3, figures
 
 
@@ -322,26 +331,8 @@ def test_torch_simulator_on_the_gpu_matches_the_cpu():
 def test_ptychonn_with_the_recipe_overfits_one_fixed_batch():
     """The baseline gets the same recipe (BatchNorm, standardised heads, both decoders' last layers zeroed) and
     memorises a fixed batch, as PtyNet-S does."""
-    from ptyfast.models import build_model
-    from ptyfast.training.data import PatternSampler, build_pool
-    from ptyfast.training.train import _loss, evaluate, init_weights, object_statistics, prepare_heads
+    def zeroed(model):
+        assert all(float(m.weight.detach().abs().max()) == 0 for m in (model.amplitude[-1], model.phase[-1]))
 
-    torch.manual_seed(0)
-    torch.set_num_threads(2)
-    opts = TrainOptions(model="ptychonn-recipe", data=DataOptions(object_size=72, pool_size=8, procedural_fraction=1.0))
-    pool = build_pool([], opts.data, np.random.default_rng(0))
-    batch = PatternSampler(pool, CONFINED, opts.data, 1).sample(8)
-    model = build_model("ptychonn-recipe")
-    init_weights(model)
-    mean, std = object_statistics(pool)
-    assert prepare_heads(model, mean, std, opts).startswith("standardised")
-    assert all(float(m.weight.detach().abs().max()) == 0 for m in (model.amplitude[-1], model.phase[-1]))
-    device = torch.device("cpu")
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    for _ in range(60):
-        loss = _loss(model, batch, opts, device, std)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    figures = evaluate(model, batch, opts, device, std)
+    figures = overfit_one_batch("ptychonn-recipe", 72, 8, 60, zeroed)
     assert figures["relative"] < 0.5 and figures["struct"] < 0.5, figures
