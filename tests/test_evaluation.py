@@ -179,3 +179,14 @@ def test_release_check_runs_on_the_shipped_model_and_scores_only_covered_pixels(
     assert len(curves["network_start_object_error"]) == 2 and len(curves["flat_start_object_error"]) == 3
     assert curves["flat_object_error_at_end"] == curves["flat_start_object_error"][-1]
     assert set(res["summary"]["rpie_network_iterations_to_flat_100_object_error"]) == {"noise-free", "noisy"}
+
+
+def test_release_check_without_rpie_scores_the_network_and_says_it_did_not_check_figure9(tmp_path):
+    from ptyfast.evaluation.release import ReleaseOptions, release_check
+
+    rng = np.random.default_rng(0)
+    pairs = [(rng.random((64, 64)), rng.random((64, 64)))]
+    res = release_check(None, pairs, ReleaseOptions(size=224, rpie=False), backend="onnxruntime", figure_dir=tmp_path)
+    assert res["scans"][0]["rpie"] == {} and "network" in res["mean"] and "network + 20 rPIE" not in res["mean"]
+    assert res["summary"]["passes"] is None and res["summary"]["passes_with_fit_offsets"] is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["release_truth_vs_network.png"]
