@@ -151,7 +151,9 @@ def save_previews(rec, stem: str | Path, *, title: str = "", pixel_size_m: float
         shown = np.isfinite(errors)
         top = float(np.max(rec.consistency.per_frame)) if len(rec.consistency.per_frame) else 1.0
         paths.append(write_preview(stem.with_name(f"{stem.name}_consistency.png"), np.nan_to_num(errors), shown,
-                                   "magma", (0.0, top), f"error per frame (eps = {rec.consistency.error:.3g})",
+                                   "magma", (0.0, top), f"error per frame (eps = {rec.consistency.error:.3g}"
+                                   + ("" if rec.consistency.frames is None else
+                                      f"; {len(rec.consistency.frames)} of {rec.n_frames} frames") + ")",
                                    pixel_size_m=pixel_size_m))
     return paths
 
