@@ -538,3 +538,16 @@ def test_consistency_on_a_sample_kept_from_the_one_read(held_out_scan, tmp_path,
     out = write_reconstruction(tmp_path / "r.h5", rec, prov)
     back = read_reconstruction(out)["consistency"]
     assert np.array_equal(back["frames"], sample) and back["per_frame"].shape == (10,)
+
+
+def test_measured_amplitudes_zero_masked_pixels_whatever_they_hold():
+    from ptyfast.runtime.pipeline import measured_amplitudes
+
+    frames = np.full((2, 4, 4), 9.0, np.float32)
+    frames[:, 1, 2] = np.nan  # a dead pixel's fill value
+    frames[:, 3, 0] = -5.0  # a detector offset
+    mask = np.ones((4, 4), bool)
+    mask[1, 2] = False
+    got = measured_amplitudes(frames, np.fft.ifftshift(mask))
+    want = np.fft.ifftshift(np.where(mask, np.sqrt(np.maximum(np.nan_to_num(frames), 0)), 0), axes=(-2, -1))
+    assert np.all(np.isfinite(got)) and np.array_equal(got, want.astype(np.float32))

@@ -578,7 +578,9 @@ def measured_amplitudes(frames: np.ndarray, fft_mask: np.ndarray | None = None) 
     (``fft_mask``: the fitted detector mask, ifftshifted). The consistency sums do not depend on the pixel
     order, so the real measured amplitudes are shifted rather than each complex far field."""
     meas = np.fft.ifftshift(np.sqrt(np.maximum(frames, 0, dtype=np.float32)), axes=(-2, -1))
-    return meas if fft_mask is None else meas * fft_mask
+    if fft_mask is not None:  # zeroed, not multiplied: a masked pixel may hold NaN or a fill value
+        np.copyto(meas, np.float32(0.0), where=~np.asarray(fft_mask, bool))
+    return meas
 
 
 def frame_sums(obj: np.ndarray, probe: np.ndarray, grid_pos: np.ndarray, meas: np.ndarray, mask=None, *,
