@@ -12,7 +12,6 @@ what ``ptyfast train --simulate auto`` chooses by: torch on a GPU, numpy on a CP
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -61,9 +60,11 @@ def main(argv=None) -> None:
         print(f"{k:11s} {v['median_batch_s'] * 1e3:7.1f} ms per batch of {a.batch}  {v['patterns_per_s']:7.0f} patterns/s")
     print(f"torch-cpu / numpy time: {rows['torch-cpu']['median_batch_s'] / rows['numpy']['median_batch_s']:.2f}")
     if a.json:
-        a.json.write_text(json.dumps({"batch": a.batch, "rounds": a.rounds, "threads": a.threads,
-                                      "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-                                      "rows": rows}, indent=1) + "\n")
+        from ptyfast.io.atomic import write_json
+
+        write_json(a.json, {"batch": a.batch, "rounds": a.rounds, "threads": a.threads,
+                            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+                            "rows": rows})
 
 
 if __name__ == "__main__":

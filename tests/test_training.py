@@ -262,6 +262,7 @@ def test_onecycle_schedule_accepts_short_runs(steps):
     (["--loss", "y"], "unknown loss 'y'"),
     (["--model", "nope"], "unknown model 'nope'"),
     (["--simulate", "gpu"], "unknown --simulate choice 'gpu'; choose auto, numpy or torch"),
+    (["--labels", "ref.h5", "--simulate", "torch"], "--simulate torch does not apply with --labels"),
 ])
 def test_train_options_are_validated_before_anything_is_written(tmp_path, args, fragment):
     from typer.testing import CliRunner

@@ -110,6 +110,9 @@ def train_cmd(
 
         if probe:
             raise InputError("--probe does not apply with --labels: the scan's own probe is used.")
+        if opts.simulate == "torch":
+            raise InputError("--simulate torch does not apply with --labels: the training patterns are the measured "
+                             "ones (and --mix-simulated's are simulated in numpy).")
         labelled = build_labelled(list(images or []), list(labels), frames=frames, val_frames=val_frames,
                                   preprocessing={"transform": transform, "normalise": normalise})
         labelled["sources"] = [f"{s.name}:{r.name}" for s, r in zip(images or [], labels)]
