@@ -29,6 +29,8 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=None, help="default: the cores this process may use")
     ap.add_argument("--backend", default="onnxruntime")
     ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--batch", type=int, default=None, help="default: the backend's")
+    ap.add_argument("--overlap", type=float, default=0.5, help="of the 128² window (the bench scan's 0.5 by default)")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args(argv)
 
@@ -40,16 +42,16 @@ def main(argv=None) -> None:
     from ptyfast.runtime.reconstruct import ReconstructJob, run_reconstruct
 
     n_threads = threads.set_threads(a.threads)
-    scan, _ = simulate_benchmark_scan(a.frames)
+    scan, _ = simulate_benchmark_scan(a.frames, overlap=a.overlap)
     with tempfile.TemporaryDirectory() as tmp:
         path = write_cxi(Path(tmp) / "scan.cxi", scan)
         backend, reason = open_backend(None, a.backend, "cpu", a.precision, threads=n_threads)
         with backend:
-            batch = backend.default_batch
+            batch = a.batch or backend.default_batch
             power = float(np.sum(np.abs(scan.probe) ** 2))
             x = preprocess(np.asarray(scan.diffraction, np.float32), backend.manifest, probe_power=power)
             backend(x[:batch])  # warm-up
-            job = ReconstructJob(backend=a.backend, precision=a.precision, threads=n_threads)
+            job = ReconstructJob(backend=a.backend, precision=a.precision, threads=n_threads, batch=batch)
             rows = []
             for r in range(a.rounds):
                 t = time.perf_counter()

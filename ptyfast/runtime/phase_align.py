@@ -82,27 +82,26 @@ def overlap_pairs(positions: np.ndarray, weight: np.ndarray) -> OverlapPairs:
     self_power = float(np.sum(weight * weight))
     found = cKDTree(pos).query_pairs(r=max(h, w) - 1, p=np.inf, output_type="ndarray") if len(pos) > 1 else \
         np.zeros((0, 2), np.int64)
-    index: dict = {}
-    shifts, keep, shift_of = [], [], []
-    for j, (m, k) in enumerate(found):
-        dy, dx = (int(v) for v in pos[k] - pos[m])
-        if abs(dy) >= h or abs(dx) >= w:
-            continue
-        s = index.get((dy, dx))
-        if s is None:
-            # window m's pixels [ym0:ym1, xm0:xm1] are window k's [ym0-dy:ym1-dy, xm0-dx:xm1-dx]
-            ym0, ym1, xm0, xm1 = max(0, dy), min(h, h + dy), max(0, dx), min(w, w + dx)
-            in_m = (slice(ym0, ym1), slice(xm0, xm1))
-            in_k = (slice(ym0 - dy, ym1 - dy), slice(xm0 - dx, xm1 - dx))
-            both = weight[in_m] * weight[in_k]
-            s = index[(dy, dx)] = len(shifts) if float(both.sum()) >= MIN_OVERLAP * self_power else -1
-            if s >= 0:
-                shifts.append((in_m, in_k, both))
-        if s >= 0:
-            keep.append(j)
-            shift_of.append(s)
-    pairs = found[keep].astype(np.int64) if keep else np.zeros((0, 2), np.int64)  # query_pairs gives m < k
-    return OverlapPairs(len(pos), pairs, np.asarray(shift_of, np.int64), shifts)
+    found = found.astype(np.int64).reshape(-1, 2)  # query_pairs gives m < k
+    d = pos[found[:, 1]] - pos[found[:, 0]]
+    inside = (np.abs(d[:, 0]) < h) & (np.abs(d[:, 1]) < w)
+    found, d = found[inside], d[inside]
+    unique, which = np.unique(d, axis=0, return_inverse=True)  # the weight products depend on the shift alone
+    index = np.full(len(unique), -1, np.int64)
+    shifts = []
+    for u, (dy, dx) in enumerate(unique.tolist()):
+        # window m's pixels [ym0:ym1, xm0:xm1] are window k's [ym0-dy:ym1-dy, xm0-dx:xm1-dx]
+        ym0, ym1, xm0, xm1 = max(0, dy), min(h, h + dy), max(0, dx), min(w, w + dx)
+        in_m = (slice(ym0, ym1), slice(xm0, xm1))
+        in_k = (slice(ym0 - dy, ym1 - dy), slice(xm0 - dx, xm1 - dx))
+        both = weight[in_m] * weight[in_k]
+        if float(both.sum()) >= MIN_OVERLAP * self_power:
+            index[u] = len(shifts)
+            shifts.append((in_m, in_k, both))
+    shift_of = index[np.asarray(which).ravel()] if len(found) else np.zeros(0, np.int64)
+    keep = shift_of >= 0
+    pairs, shift_of = found[keep], shift_of[keep]
+    return OverlapPairs(len(pos), pairs, shift_of, shifts)
 
 
 def overlap_matrix(patches: np.ndarray, positions: np.ndarray, weight: np.ndarray) -> sparse.csr_matrix:

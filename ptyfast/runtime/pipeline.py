@@ -271,16 +271,23 @@ def complex_patches(amp: np.ndarray, pha: np.ndarray, out: np.ndarray | None = N
 class _StitchStage:
     """The stitching stage in a background thread: ``put(start, amplitude, phase)`` hands over one batch's
     outputs (blocking while ``depth`` batches wait), ``close()`` waits for them and re-raises the stage's
-    error, if any. Numpy releases the GIL in the heavy parts, so stitching overlaps the next inference."""
+    error, if any. Numpy releases the GIL in the heavy parts, so stitching overlaps the next inference.
+    ``setup()``, when given, runs first in the stage's thread (while the first chunk is read and inferred)."""
 
-    def __init__(self, work, depth: int = 2) -> None:
+    def __init__(self, work, depth: int = 2, setup=None) -> None:
         self._work = work
+        self._setup = setup
         self._q: queue.Queue = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        if self._setup is not None:
+            try:
+                self._setup()
+            except BaseException as exc:
+                self._error = exc
         while True:
             item = self._q.get()
             if item is None:
@@ -318,8 +325,12 @@ def stitch_frames(scan: Scan, backend, plan: StitchPlan, start: int = 0, stop: i
     timings = {"read": 0.0, "preprocess": 0.0, "infer": 0.0, "stitch": 0.0}
     part = PartialStitch(start, stop, timings=timings)
     w = plan.weight
-    if keep and spill:
-        part.spilled = SpilledPatches(plan.grid_pos[start:stop] + plan.box_offset, plan.solve_weight)
+    setup = None
+    if keep and spill:  # finding the overlapping pairs takes a while: done in the stitching thread, not before reading
+        def setup() -> None:
+            t = time.perf_counter()
+            part.spilled = SpilledPatches(plan.grid_pos[start:stop] + plan.box_offset, plan.solve_weight)
+            timings["stitch"] += time.perf_counter() - t
     elif keep:  # filled in place: no list of batches to concatenate (a second copy of every patch) at the end
         part.patches = np.empty((stop - start, *w[plan.box].shape), np.complex64)
     else:
@@ -328,7 +339,7 @@ def stitch_frames(scan: Scan, backend, plan: StitchPlan, start: int = 0, stop: i
 
     def stitch(first: int, amp: np.ndarray, pha: np.ndarray) -> None:
         t = time.perf_counter()
-        if part.spilled is not None:  # only the box is kept: build the complex patches there alone
+        if setup is not None:  # only the box is kept: build the complex patches there alone
             if part.num is None:  # in this thread, beside inference: the grid's pages are touched here, not after
                 part.num = np.zeros(plan.shape, np.complex64)
                 part.num.fill(0)
@@ -353,7 +364,7 @@ def stitch_frames(scan: Scan, backend, plan: StitchPlan, start: int = 0, stop: i
     fft_mask = None if plan.mask is None else np.fft.ifftshift(plan.mask)
     cursor = [start]
 
-    stage = _StitchStage(stitch)
+    stage = _StitchStage(stitch, setup=setup)
     try:
         def prepare(frames: np.ndarray) -> np.ndarray:  # in the reader's thread
             fitted = fit_frames(frames, plan.size, plan.fit)
@@ -399,7 +410,8 @@ def combine_partials(parts: list[PartialStitch]) -> PartialStitch:
     return out
 
 
-BLEND_CHUNK = 1024  # patches rotated by their phase offsets and blended at a time
+BLEND_CHUNK = 1024  # patches read back from the spill file at a time for the blend
+ROTATE = 64  # patches rotated by their phase offsets at a time (4 MiB for the default probe's 89² box)
 
 
 def finish_stitch(plan: StitchPlan, part: PartialStitch, fit=None, notes: list | None = None
@@ -448,13 +460,17 @@ def finish_stitch(plan: StitchPlan, part: PartialStitch, fit=None, notes: list |
 
 def _blend(plan: StitchPlan, part: PartialStitch, pos: np.ndarray, z: np.ndarray, num: np.ndarray,
            wacc: np.ndarray | None = None) -> np.ndarray:
-    """``num`` += Σ_k z_k w·p_k over the kept patches (and ``wacc`` += Σ w), rotated in chunks: no second copy
-    of every patch."""
+    """``num`` += Σ_k z_k w·p_k over the kept patches (and ``wacc`` += Σ w), rotated ``ROTATE`` at a time into
+    one reused buffer: no second copy of every patch, no fresh memory per chunk."""
     chunks = part.spilled.chunks(BLEND_CHUNK) if part.spilled is not None else \
         ((s, part.patches[s : s + BLEND_CHUNK]) for s in range(0, len(pos), BLEND_CHUNK))
+    rotated = None
     for s, patches in chunks:
-        e = s + len(patches)
-        overlap_add(num, patches * z[s:e, None, None], pos[s:e], weights=plan.box_weight, weight_accum=wacc)
+        for a in range(0, len(patches), ROTATE):
+            b = min(a + ROTATE, len(patches))
+            rotated = np.empty((ROTATE, *patches.shape[1:]), np.complex64) if rotated is None else rotated
+            out = np.multiply(patches[a:b], z[s + a : s + b, None, None], out=rotated[: b - a])
+            overlap_add(num, out, pos[s + a : s + b], weights=plan.box_weight, weight_accum=wacc)
     return num
 
 
