@@ -1,9 +1,11 @@
 """End to end vs model only, side by side: on a shared, noisy machine one pass of each says little, so this
 alternates them in one process, round after round, on the same patterns, and reports the per-round ratios.
 
-    python benchmarks/e2e_ratio.py --frames 1600 --rounds 5 [--threads 1] [--backend onnxruntime --precision fp32]
-                                   [--json benchmarks/results/e2e_ratio.json]
+    python benchmarks/e2e_ratio.py --frames 1600 --rounds 8 [--threads 1] [--backend onnxruntime --precision fp32]
+                                   [--batch B] [--overlap 0.76] [--json benchmarks/results/e2e_ratio.json]
 
+The backend is what ``reconstruct`` picks for a scan of ``--frames`` (``--backend auto --precision auto``: torch
+bf16 from 1,500 frames on a CPU with AVX-512 BF16 or AMX, else ONNX Runtime fp32) unless given.
 Each round: (1) model only — the opened backend over the scan's 1,600 preprocessed patterns in batches of the
 backend's default size (wall time of the backend calls only); (2) end to end — ``run_reconstruct`` on the lazy
 CXI file with default options (reading, preprocessing, inference, stitching with the phase-offset solve, the
@@ -27,8 +29,8 @@ def main(argv=None) -> None:
     ap.add_argument("--frames", type=int, default=1600)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None, help="default: the cores this process may use")
-    ap.add_argument("--backend", default="onnxruntime")
-    ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--backend", default="auto")
+    ap.add_argument("--precision", default="auto", help="auto: what reconstruct picks for a scan of --frames")
     ap.add_argument("--batch", type=int, default=None, help="default: the backend's")
     ap.add_argument("--overlap", type=float, default=0.5, help="of the 128² window (the bench scan's 0.5 by default)")
     ap.add_argument("--json", type=Path, default=None)
@@ -45,13 +47,13 @@ def main(argv=None) -> None:
     scan, _ = simulate_benchmark_scan(a.frames, overlap=a.overlap)
     with tempfile.TemporaryDirectory() as tmp:
         path = write_cxi(Path(tmp) / "scan.cxi", scan)
-        backend, reason = open_backend(None, a.backend, "cpu", a.precision, threads=n_threads)
+        backend, reason = open_backend(None, a.backend, "cpu", a.precision, threads=n_threads, frames=scan.n_frames)
         with backend:
             batch = a.batch or backend.default_batch
             power = float(np.sum(np.abs(scan.probe) ** 2))
             x = preprocess(np.asarray(scan.diffraction, np.float32), backend.manifest, probe_power=power)
             backend(x[:batch])  # warm-up
-            job = ReconstructJob(backend=a.backend, precision=a.precision, threads=n_threads, batch=batch)
+            job = ReconstructJob(backend=backend.name, precision=backend.precision, threads=n_threads, batch=batch)
             rows = []
             for r in range(a.rounds):
                 t = time.perf_counter()
@@ -69,11 +71,11 @@ def main(argv=None) -> None:
                 print(f"round {r + 1}: model only {len(x) / model_s:6.0f} patterns/s, end to end "
                       f"{len(x) / e2e_s:6.0f} patterns/s → {model_s / e2e_s:.2f}×", flush=True)
     ratios = [row["ratio"] for row in rows]
-    res = {"backend": reason, "precision": a.precision, "threads": n_threads, "batch": batch,
+    res = {"backend": reason, "precision": backend.precision, "overlap": a.overlap, "threads": n_threads, "batch": batch,
            "frames": len(x), "rounds": rows, "median_ratio": statistics.median(ratios),
            "median_model_only": statistics.median(r["model_only_patterns_per_s"] for r in rows),
            "median_end_to_end": statistics.median(r["end_to_end_patterns_per_s"] for r in rows)}
-    print(f"{a.backend} {a.precision}, {n_threads} thread(s), batch {batch}, {len(x)} frames: median model only "
+    print(f"{backend.name} {backend.precision}, {n_threads} thread(s), batch {batch}, {len(x)} frames: median model only "
           f"{res['median_model_only']:.0f}, end to end {res['median_end_to_end']:.0f} patterns/s; ratio median "
           f"{res['median_ratio']:.2f}× (rounds {min(ratios):.2f}–{max(ratios):.2f}×)")
     if a.json is not None:

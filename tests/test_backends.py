@@ -18,7 +18,12 @@ from ptyfast.export.samples import simulated_patterns  # noqa: E402
 from ptyfast.export.tensorrt_engine import gpu_info, tensorrt_version  # noqa: E402
 from ptyfast.models import get_entry  # noqa: E402
 from model_helpers import random_checkpoint  # noqa: E402
-from ptyfast.runtime.backends import OnnxRuntimeBackend, TorchBackend, open_backend  # noqa: E402
+from ptyfast.machine import cpu_flags  # noqa: E402
+from ptyfast.runtime import backends  # noqa: E402
+from ptyfast.runtime.backends import AUTO_BF16_FRAMES, OnnxRuntimeBackend, TorchBackend, open_backend  # noqa: E402
+
+BF16_CPU = bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+needs_bf16_cpu = pytest.mark.skipif(not BF16_CPU, reason="this CPU has neither AVX-512 BF16 nor AMX")
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +88,57 @@ def test_bf16_auto_goes_to_torch_with_reason(ckpt):
     assert backend.name == "torch" and "onnxruntime has no bf16" in reason
 
 
+def test_auto_precision_on_a_short_scan_stays_on_onnxruntime_and_says_why(ckpt):
+    b, reason = open_backend(ckpt, precision="auto", device="cpu", frames=AUTO_BF16_FRAMES - 1)
+    assert b.name == "onnxruntime" and b.precision == "fp32"
+    assert ("too few to repay torch's start-up" if BF16_CPU else "neither AVX-512 BF16 nor AMX") in reason
+    _, reason = open_backend(ckpt, precision="auto", device="cpu")
+    assert ("the number of frames is unknown" if BF16_CPU else "neither AVX-512 BF16 nor AMX") in reason
+
+
+@needs_bf16_cpu
+def test_auto_precision_on_a_long_scan_runs_bf16_checked_against_fp32(ckpt, x):
+    b, reason = open_backend(ckpt, precision="auto", device="cpu", frames=AUTO_BF16_FRAMES)
+    assert b.name == "torch" and b.precision == "bf16", reason
+    assert f"{AUTO_BF16_FRAMES:,} frames" in reason and "of fp32" in reason
+    ref, _ = open_backend(ckpt, "torch", "cpu", "fp32")
+    (a16, p16), (a32, p32) = b(x), ref(x)
+    assert np.abs(a16 - a32).max() < 0.05 and np.abs(np.angle(np.exp(1j * (p16 - p32)))).max() < 0.1
+    requested, reason = open_backend(ckpt, "torch", "cpu", "auto")  # any length once torch is asked for
+    assert requested.precision == "bf16" and reason.startswith("torch-cpu bf16: requested backend")
+
+
+@needs_bf16_cpu
+def test_auto_precision_falls_back_to_fp32_when_bf16_disagrees(ckpt, monkeypatch):
+    monkeypatch.setattr(backends, "BF16_TOLERANCE", 0.0)  # any difference at all is too much
+    b, reason = open_backend(ckpt, precision="auto", device="cpu", frames=10 * AUTO_BF16_FRAMES)
+    assert b.name == "onnxruntime" and b.precision == "fp32" and "bf16 differs from fp32 by" in reason
+    b, reason = open_backend(ckpt, "torch", "cpu", "auto")
+    assert b.name == "torch" and b.precision == "fp32" and "bf16 differs from fp32 by" in reason
+
+
+def test_shipped_model_bf16_agrees_with_fp32():
+    from ptyfast.models.pretrained import resolve_model
+
+    b = TorchBackend(resolve_model(None).checkpoint, precision="bf16")
+    error = backends.bf16_agreement(b)
+    assert error is not None and 0 < error < backends.BF16_TOLERANCE / 2  # measured 0.004
+
+
+@pytest.mark.parametrize("env", [{}, {"MALLOC_TRIM_THRESHOLD_": "131072"}])
+def test_freed_memory_is_kept_unless_the_user_set_malloc(env):
+    """glibc's malloc keeps freed memory (no fresh pages per torch batch), unless the environment says otherwise."""
+    import os
+
+    script = ("from ptyfast.allocator import keep_freed_memory; a = keep_freed_memory(); "
+              "print(a, keep_freed_memory() is a)")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                         env={**clean, **env})
+    glibc = sys.platform.startswith("linux") and os.confstr("CS_GNU_LIBC_VERSION") is not None
+    assert out.returncode == 0 and out.stdout.split() == [str(glibc and not env), "True"], out.stderr
+
+
 def test_bad_requests(ckpt, x, tmp_path):
     backend, _ = open_backend(ckpt, "onnxruntime", "cpu")
     with pytest.raises(InputError, match=r"expects a \(B, 1, 128, 128\) batch"):
@@ -116,8 +172,8 @@ def test_onnxruntime_backend_does_not_import_torch(ckpt, cache):
         import sys
         import numpy as np
         from ptyfast.runtime.backends import open_backend
-        for kind, precision in (("onnxruntime", "fp32"), ("auto", "fp32"), ("auto", "int8")):
-            b, reason = open_backend({str(fp32.model_path)!r}, kind, "cpu", precision)
+        for kind, precision in (("onnxruntime", "fp32"), ("auto", "fp32"), ("auto", "int8"), ("auto", "auto")):
+            b, reason = open_backend({str(fp32.model_path)!r}, kind, "cpu", precision, frames=10**6)
             b(np.zeros((2, 1, 128, 128), np.float32))
         assert "torch" not in sys.modules, "torch was imported"
         print("ok")

@@ -36,7 +36,9 @@ def reconstruct_cmd(
     model: Annotated[Optional[str], typer.Option(help="Shipped model name or .pt/.onnx/.engine path.")] = None,
     backend: Annotated[str, typer.Option(help=f"{Backend.listing()}.")] = "auto",
     device: Annotated[str, typer.Option(help=f"{Device.listing()}.")] = "auto",
-    precision: Annotated[str, typer.Option(help=f"{Precision.listing()}.")] = "fp32",
+    precision: Annotated[str, typer.Option(help=f"auto, {Precision.listing()}; auto: torch bf16 for a scan of "
+                                                 "1,500 frames or more on a CPU with AVX-512 BF16 or AMX when its "
+                                                 "outputs agree with fp32, else fp32.")] = "auto",
     batch: Annotated[Optional[int], typer.Option(min=1, help="Inference batch size (default: 32 on the CPU, where "
                                                             "larger batches only cost memory; 128 on a GPU).")] = None,
     chunk: Annotated[int, typer.Option(min=1, help="Frames read from disk per chunk.")] = 128,
@@ -120,7 +122,9 @@ def reconstruct_cmd(
         if clash:
             raise InputError(f"--follow reconstructs one scan as it is written; it cannot be combined with "
                              f"{' or '.join(clash)}.")
-    be, reason = open_backend(model, backend, device, precision, threads=threads)
+    total = _frames_to_reconstruct(scans, frames) if precision.lower() == "auto" and not follow else None
+    be, reason = open_backend(model, backend, device, precision, threads=threads, frames=total)
+    job.precision = be.precision  # what auto chose, for the provenance and for Dask workers
     console.print(f"backend: [bold]{reason}[/] ({be.manifest.architecture}, {be.precision})")
     client = cluster = None
     try:
@@ -146,6 +150,22 @@ def reconstruct_cmd(
             from ptyfast.runtime.distributed import close_client
 
             close_client(client, cluster)
+
+
+def _frames_to_reconstruct(scans: list[Path], frames) -> int | None:
+    """The frames of all ``scans`` (with the --frames selection), for --precision auto; None when one cannot be
+    opened (its own error is raised when it is reconstructed)."""
+    from ptyfast.errors import InputError
+    from ptyfast.io.convert import load_any
+
+    total = 0
+    for path in scans:
+        try:
+            with load_any(path, validate=False, frames=frames) as scan:
+                total += scan.n_frames
+        except (InputError, OSError):
+            return None
+    return total
 
 
 def _one(scan_path: Path, out: Path, job, be, reason: str, finish: "Finisher", client) -> None:

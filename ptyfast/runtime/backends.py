@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ptyfast.allocator import keep_freed_memory
 from ptyfast.choices import Backend as BackendChoice, Device, Precision
 from ptyfast.errors import InputError
 from ptyfast.models.manifest import Manifest, file_hash
@@ -214,6 +215,7 @@ class TorchBackend(Backend):
             raise InputError("fp16 on the torch backend needs CUDA; use --precision bf16 on the CPU.")
         if device == "cpu":
             torch.set_num_threads(threads or cpu_threads())
+            keep_freed_memory()  # no fresh pages for every batch's activations (ptyfast.allocator)
         model, manifest = load_checkpoint(checkpoint)
         self._torch = torch
         self._channels_last = precision != "fp32" or device == "cuda"
@@ -232,6 +234,14 @@ class TorchBackend(Backend):
             t = t.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), torch.autocast(self.device, dtype=self._dtype or torch.float32,
                                                      enabled=self._dtype is not None):
+            amp, phase = self._model(t)
+        return amp.float().cpu().numpy(), phase.float().cpu().numpy()
+
+    def run_fp32(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One batch with autocast off (fp32 weights and activations), whatever this backend's precision."""
+        torch = self._torch
+        t = torch.from_numpy(self._check(x)).to(self.device)
+        with torch.inference_mode():
             amp, phase = self._model(t)
         return amp.float().cpu().numpy(), phase.float().cpu().numpy()
 
@@ -326,6 +336,7 @@ def open_backend(
     *,
     threads: int | None = None,
     batch: str | tuple[int, int, int] | None = None,
+    frames: int | None = None,
 ) -> tuple[Backend, str]:
     """Open a model on a backend.
 
@@ -338,9 +349,11 @@ def open_backend(
         ONNX Runtime CPU, then torch.
     device : {"auto", "cpu", "cuda"}
         ``auto`` uses a GPU when one is visible.
-    precision : {"fp32", "fp16", "bf16", "int8"}
+    precision : {"auto", "fp32", "fp16", "bf16", "int8"}
         int8 on ONNX Runtime is the static QDQ model (made and cached on first use); bf16 runs on torch or
-        TensorRT.
+        TensorRT. ``auto`` (see :func:`auto_precision`): torch bf16 on a CPU with AVX-512 BF16 or AMX for a scan
+        of at least :data:`AUTO_BF16_FRAMES` ``frames`` (any length with ``backend="torch"``) when its outputs
+        agree with fp32 (:func:`bf16_agreement`), else fp32.
     threads : int, optional
         CPU threads (ONNX Runtime intra-op / torch); default all cores.
     batch : "MIN:OPT:MAX", optional
@@ -356,7 +369,8 @@ def open_backend(
 
     backend = BackendChoice.check(backend, "backend")
     device = Device.check(device, "device")
-    precision = Precision.check(precision, "precision")
+    auto = str(precision).lower() == AUTO
+    precision = "fp32" if auto else Precision.check(precision, "precision")
     source = model_spec if isinstance(model_spec, ModelSource) else resolve_model(model_spec)
     b: Backend
 
@@ -364,6 +378,13 @@ def open_backend(
     if device == "cuda" and gpu is None:
         raise InputError("--device cuda was asked for but no NVIDIA GPU is visible; use --device cpu or auto.")
     on_gpu = gpu is not None
+    if auto:
+        chosen = auto_precision(source, backend, on_gpu, frames, threads)
+        if isinstance(chosen, Backend):
+            return chosen, chosen.reason
+        if chosen and backend == "auto":  # why not bf16, said beside the backend's own reason
+            b, why = open_backend(source, backend, device, "fp32", threads=threads, batch=batch)
+            return b, f"{why}; fp32 because {chosen}"
 
     if backend == "onnxruntime":
         if precision not in ORT_PRECISIONS:
@@ -423,8 +444,7 @@ def open_backend(
             try:
                 b = OnnxRuntimeBackend(reduced_onnx(source, precision), source.manifest, device="cpu",
                                        precision=precision, threads=threads)
-                return b, "onnxruntime-cpu: " + "; ".join(notes + _bf16_hint(source, precision) or
-                                                          ["fastest available"])
+                return b, "onnxruntime-cpu: " + "; ".join(notes or ["fastest available"])
             except InputError as exc:
                 if source.checkpoint is None:
                     raise
@@ -440,19 +460,92 @@ def open_backend(
                      "try --precision fp32 or another --backend.")
 
 
-def _bf16_hint(source, precision: str) -> list[str]:
-    """A note when torch bf16 could beat the automatic ONNX Runtime fp32 on a long scan: measured on an
-    AVX-512-BF16 CPU (``benchmarks/e2e_ratio.py``), it streams ≈ 1.2× faster but needs ≈ 1.3 s to import torch,
-    so fp32 ONNX Runtime stays the automatic choice (faster below several thousand frames)."""
+AUTO = "auto"
+
+#: Frames from which ``--precision auto`` runs torch bf16 rather than ONNX Runtime fp32 on a CPU with AVX-512 BF16
+#: or AMX: torch takes ≈ 2 s longer to start (import and checkpoint), which its faster inference repays only on a
+#: long enough scan. Measured, whole ``ptyfast reconstruct`` process, 2-core AMD EPYC with AVX-512 BF16 (no AMX):
+#: 900 frames 6.5 s either way; 1,600 frames 7.7–9.0 s bf16 against 10.0–10.6 s fp32.
+AUTO_BF16_FRAMES = 1500
+
+#: The largest relative RMS difference ‖c_bf16 − c_fp32‖ / ‖c_fp32‖ of the complex patches A·e^{iφ} on the lit
+#: pixels that ``--precision auto`` accepts (the shipped PtyNet-S: 0.005).
+BF16_TOLERANCE = 0.02
+
+
+def auto_precision(source: ModelSource, backend: str, on_gpu: bool, frames: int | None, threads: int | None):
+    """``--precision auto``: an opened torch bf16 :class:`TorchBackend` (its ``reason`` says why) where that is the
+    faster path and agrees with fp32, else a sentence saying why fp32 (empty when bf16 was never a candidate)."""
     from ptyfast.machine import cpu_flags
 
-    if precision != "fp32" or source.checkpoint is None or not _has_module("torch"):
-        return []
-    if not cpu_flags() & {"avx512_bf16", "amx_bf16"}:
-        return []
-    return ["for scans of many thousand frames, --backend torch --precision bf16 may be faster on this "
-            "AVX-512-BF16 CPU (its start-up is slower; compare with ptyfast bench)"]
+    if on_gpu or backend not in ("auto", "torch"):
+        return ""
+    flags = sorted(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    if not flags:
+        return "this CPU has neither AVX-512 BF16 nor AMX"
+    if source.checkpoint is None or not _has_module("torch"):
+        return "bf16 needs PyTorch and a .pt checkpoint"
+    if backend == "auto" and (frames or 0) < AUTO_BF16_FRAMES:
+        count = "the number of frames is unknown" if frames is None else f"{frames:,} frames are too few"
+        return f"{count} to repay torch's start-up (bf16 from {AUTO_BF16_FRAMES:,} frames)"
+    b = TorchBackend(source.checkpoint, device="cpu", precision="bf16", threads=threads)
+    error = bf16_agreement(b)
+    if error is None or error > BF16_TOLERANCE:
+        b.close()
+        why = "bf16 cannot be checked (no probe of the model's input size)" if error is None else \
+            f"bf16 differs from fp32 by {error:.3f} (tolerance {BF16_TOLERANCE})"
+        if backend == "torch":
+            fp32 = TorchBackend(source.checkpoint, device="cpu", precision="fp32", threads=threads)
+            fp32.reason = f"torch-cpu: requested; fp32 because {why}"
+            return fp32
+        return why
+    size = f"{frames:,} frames, " if frames else ""
+    b.reason = (f"torch-cpu bf16: {'requested backend, ' if backend == 'torch' else ''}{size}"
+                f"{'/'.join(flags)} on this CPU, outputs within {error:.3f} of fp32")
+    return b
 
 
-__all__ = ["Backend", "OnnxRuntimeBackend", "TorchBackend", "TensorRTBackend", "open_backend", "BACKENDS", "DEVICES",
-           "PRECISIONS", "cpu_threads"]
+def bf16_agreement(backend: "TorchBackend", n: int = 16) -> float | None:
+    """Relative RMS difference of ``backend``'s bf16 outputs from fp32 (the same weights, autocast off) as complex
+    patches A·e^{iφ} on the lit pixels (|P|² ≥ 10 % of its maximum), on ``n`` noise-free patterns of the bundled
+    held-out cat faces under the model's probe (the bundled default probe when the model's is unknown); None
+    when neither fits the model's input."""
+    from ptyfast.models.preprocess import preprocess
+    from ptyfast.physics.probe import default_probe, lit_pixels
+    from ptyfast.runtime.reconstruct import model_probe
+
+    probe = model_probe(backend.manifest, backend.model_path)
+    probe = default_probe() if probe is None else probe
+    if probe.shape != tuple(backend.manifest.input_size):
+        return None
+    photons = float(backend.manifest.probe_photons) or float(np.sum(np.abs(probe) ** 2))
+    x = preprocess(check_patterns(probe, n, photons), backend.manifest, probe_power=photons)
+    a16, p16 = backend(x)
+    a32, p32 = backend.run_fp32(x)
+    lit = lit_pixels(np.abs(probe) ** 2)
+    c16, c32 = (a * np.exp(1j * p) for a, p in ((a16, p16), (a32, p32)))
+    return float(np.linalg.norm((c16 - c32)[:, lit]) / max(np.linalg.norm(c32[:, lit]), 1e-30))
+
+
+def check_patterns(probe: np.ndarray, n: int, photons: float) -> np.ndarray:
+    """``n`` noise-free far-field patterns (n, H, W) of an object made from the bundled held-out cat faces, a
+    raster at 75 % overlap under ``probe`` scaled to ``photons``."""
+    from importlib import resources
+
+    from ptyfast.io.images import read_image
+    from ptyfast.physics.objects import object_from_images
+    from ptyfast.physics.scanpath import overlap_to_step
+    from ptyfast.physics.simulate import simulate_scan
+
+    h, w = probe.shape
+    side = int(np.ceil(np.sqrt(n)))
+    step = overlap_to_step(0.75, h)
+    data = resources.files("ptyfast.data")
+    with resources.as_file(data / "demo_amplitude.png") as a, resources.as_file(data / "demo_phase.png") as p:
+        obj = object_from_images(read_image(a), read_image(p), (h + step * side, w + step * side))
+    pos = np.array([(i // side * step, i % side * step) for i in range(n)], float)
+    return simulate_scan(obj, probe, pos, photons=photons).diffraction
+
+
+__all__ = ["Backend", "OnnxRuntimeBackend", "TorchBackend", "TensorRTBackend", "open_backend", "auto_precision",
+           "bf16_agreement", "AUTO_BF16_FRAMES", "BACKENDS", "DEVICES", "PRECISIONS", "cpu_threads"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +104,7 @@ class ReconstructJob:
     model: str | None = None
     backend: str = "auto"
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"  # see open_backend: torch bf16 for long scans on AVX-512-BF16/AMX CPUs, else fp32
     batch: int | None = None  # None: the backend's default (32 on the CPU, 128 on a GPU)
     chunk: int = CHUNK
     fit: str = "none"
@@ -153,7 +154,9 @@ def run_reconstruct(scan: Scan, job: ReconstructJob, *, backend=None, reason: st
     t0 = time.perf_counter()
     own = backend is None
     if own:
-        backend, reason = open_backend(job.model, job.backend, job.device, job.precision, threads=job.threads)
+        backend, reason = open_backend(job.model, job.backend, job.device, job.precision, threads=job.threads,
+                                       frames=scan.n_frames)
+        job = dataclasses.replace(job, precision=backend.precision)  # what auto chose (Dask workers open the same)
     t_load = time.perf_counter() - t0
     try:
         t_start = time.perf_counter()
