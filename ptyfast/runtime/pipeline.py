@@ -325,21 +325,22 @@ def stitch_frames(scan: Scan, backend, plan: StitchPlan, start: int = 0, stop: i
     timings = {"read": 0.0, "preprocess": 0.0, "infer": 0.0, "stitch": 0.0}
     part = PartialStitch(start, stop, timings=timings)
     w = plan.weight
-    setup = None
-    if keep and spill:  # finding the overlapping pairs takes a while: done in the stitching thread, not before reading
-        def setup() -> None:
-            t = time.perf_counter()
-            part.spilled = SpilledPatches(plan.grid_pos[start:stop] + plan.box_offset, plan.solve_weight)
-            timings["stitch"] += time.perf_counter() - t
-    elif keep:  # filled in place: no list of batches to concatenate (a second copy of every patch) at the end
+    spilling = keep and spill
+
+    def setup() -> None:  # finding the overlapping pairs takes a while: in the stitching thread, beside reading
+        t = time.perf_counter()
+        part.spilled = SpilledPatches(plan.grid_pos[start:stop] + plan.box_offset, plan.solve_weight)
+        timings["stitch"] += time.perf_counter() - t
+
+    if keep and not spill:  # filled in place: no list of batches to concatenate (a second copy of every patch)
         part.patches = np.empty((stop - start, *w[plan.box].shape), np.complex64)
-    else:
+    elif not keep:
         part.num = np.zeros(plan.shape, np.complex64)
         part.wsum = np.zeros(plan.shape, np.float32)
 
     def stitch(first: int, amp: np.ndarray, pha: np.ndarray) -> None:
         t = time.perf_counter()
-        if setup is not None:  # only the box is kept: build the complex patches there alone
+        if spilling:  # only the box is kept: build the complex patches there alone
             if part.num is None:  # in this thread, beside inference: the grid's pages are touched here, not after
                 part.num = np.zeros(plan.shape, np.complex64)
                 part.num.fill(0)
@@ -364,7 +365,7 @@ def stitch_frames(scan: Scan, backend, plan: StitchPlan, start: int = 0, stop: i
     fft_mask = None if plan.mask is None else np.fft.ifftshift(plan.mask)
     cursor = [start]
 
-    stage = _StitchStage(stitch, setup=setup)
+    stage = _StitchStage(stitch, setup=setup if spilling else None)
     try:
         def prepare(frames: np.ndarray) -> np.ndarray:  # in the reader's thread
             fitted = fit_frames(frames, plan.size, plan.fit)
