@@ -77,6 +77,7 @@ from typing import Callable
 
 import numpy as np
 
+from ptyfast.allocator import keep_freed_memory
 from ptyfast.errors import InputError
 from ptyfast.finetune.options import FinetuneOptions, FinetuneResult, select_frames
 
@@ -369,6 +370,8 @@ def finetune(
     if o.threads:
         torch.set_num_threads(o.threads)
     dev = torch.device(device)
+    if dev.type == "cpu":
+        keep_freed_memory()  # no fresh pages for every step's activations (ptyfast.allocator)
 
     # The selected frames on the model's grid.
     idx = select_frames(scan.n_frames, o.subset)

@@ -30,6 +30,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from ptyfast import __version__
+from ptyfast.allocator import keep_freed_memory
 from ptyfast.choices import Autocast, Schedule, Simulator, TrainLoss
 from ptyfast.errors import InputError
 from ptyfast.io.images import read_image
@@ -291,6 +292,8 @@ def train(
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
     if options.threads:
         torch.set_num_threads(options.threads)
+    if device.type == "cpu":
+        keep_freed_memory()  # every step's activations and gradients reuse freed memory (ptyfast.allocator)
     options.validate()
     out_dir = Path(out_dir)
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
