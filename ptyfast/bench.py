@@ -281,10 +281,7 @@ def simulate_benchmark_scan(frames: int, *, seed: int = 0, overlap: float = 0.5)
     """A noise-free raster scan of about ``frames`` patterns (square grid, 0–2 px jitter) of an object made from
     the bundled held-out cat faces (amplitude ≠ phase image), with the bundled probe. Returns (scan, seconds
     spent in the forward model)."""
-    from importlib import resources
-
-    from ptyfast.io.images import read_image
-    from ptyfast.physics.objects import object_from_images
+    from ptyfast.io.images import held_out_object
     from ptyfast.physics.probe import default_probe
     from ptyfast.physics.scanpath import overlap_to_step, raster_positions
     from ptyfast.physics.simulate import simulate_scan
@@ -294,9 +291,7 @@ def simulate_benchmark_scan(frames: int, *, seed: int = 0, overlap: float = 0.5)
     side = max(2, int(round(np.sqrt(frames))))
     step = overlap_to_step(overlap, h)
     size = h + 2 + step * (side - 1)
-    data = resources.files("ptyfast.data")
-    with resources.as_file(data / "demo_amplitude.png") as a, resources.as_file(data / "demo_phase.png") as p:
-        obj = object_from_images(read_image(a), read_image(p), (size, size))
+    obj = held_out_object((size, size))
     rng = np.random.default_rng(seed)
     pos = raster_positions(obj.shape, probe.shape, overlap=overlap, jitter=2.0, rng=rng)
     t = time.perf_counter()

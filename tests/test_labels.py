@@ -4,7 +4,6 @@ refinement started from a network's result. Real HDF5 files, real training, the 
 from __future__ import annotations
 
 import json
-from importlib import resources
 from pathlib import Path
 
 import h5py
@@ -30,18 +29,15 @@ def labelled_case(tmp_path_factory):
     that object, as a refine output would (object, weight, origin, probe, positions)."""
     from ptyfast.io import write_cxi
     from ptyfast.kernels.numpy_twins import overlap_add
-    from ptyfast.io.images import read_image
     from ptyfast.physics import raster_positions
-    from ptyfast.physics.objects import object_from_images
+    from ptyfast.io.images import held_out_object
     from ptyfast.physics.probe import default_probe
     from ptyfast.physics.simulate import simulate_scan
 
     d = tmp_path_factory.mktemp("labels")
     rng = np.random.default_rng(5)
     probe = default_probe()
-    data = resources.files("ptyfast.data")
-    with resources.as_file(data / "demo_amplitude.png") as a, resources.as_file(data / "demo_phase.png") as b:
-        obj = object_from_images(read_image(a), read_image(b), (384, 384))
+    obj = held_out_object((384, 384))
     pos = raster_positions(obj.shape, probe.shape, overlap=0.75)
     scan = simulate_scan(obj, probe, pos, rng=rng)
     path = write_cxi(d / "scan.cxi", scan)

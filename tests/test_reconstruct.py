@@ -6,16 +6,15 @@ import hashlib
 import json
 import subprocess
 import sys
-from importlib import resources
 
 import h5py
 import numpy as np
 import pytest
 
 from ptyfast.io.cxi import read_cxi, write_cxi
-from ptyfast.io.images import read_image
 from ptyfast.metrics import evaluate_against_truth
 from ptyfast.physics import default_probe, fresnel_probe, object_from_images, raster_positions
+from ptyfast.io.images import held_out_object
 from ptyfast.physics.simulate import simulate_scan
 from cli_helpers import one_error_line
 
@@ -33,9 +32,7 @@ def sha(path):
 @pytest.fixture(scope="module")
 def held_out_scan(tmp_path_factory):
     """36 noise-free 128² frames (75 % overlap) of a 320² object made from the two bundled held-out faces."""
-    data = resources.files("ptyfast.data")
-    with resources.as_file(data / "demo_amplitude.png") as a, resources.as_file(data / "demo_phase.png") as p:
-        obj = object_from_images(read_image(a), read_image(p), (320, 320))
+    obj = held_out_object((320, 320))
     rng = np.random.default_rng(0)
     probe = default_probe()
     pos = raster_positions(obj.shape, probe.shape, overlap=0.75, jitter=2.0, rng=rng)
@@ -144,9 +141,7 @@ def test_offsets_fitted_to_the_data_fit_it_better_and_beat_the_overlap_solve():
     # 81 frames of a 400² object: the fit corrects the phase drift the overlap solve leaves across the scan, so it
     # gains more on larger scans (shipped stage-5 model: 36 frames of 320² −0.004 dB, these 81 +0.55 dB, the
     # 600² release scans +1.8 dB)
-    data = resources.files("ptyfast.data")
-    with resources.as_file(data / "demo_amplitude.png") as a, resources.as_file(data / "demo_phase.png") as p:
-        obj = object_from_images(read_image(a), read_image(p), (400, 400))
+    obj = held_out_object((400, 400))
     rng = np.random.default_rng(0)
     pos = raster_positions(obj.shape, default_probe().shape, overlap=0.75, jitter=2.0, rng=rng)
     truth_scan = simulate_scan(obj, default_probe(), pos, photons=1e6, rng=rng, meta={"source": "held-out"})

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -41,22 +40,13 @@ class DemoResult:
         return q.phase_psnr - flat.phase_psnr, q.amplitude_psnr - flat.amplitude_psnr
 
 
-def held_out_object(size: int) -> np.ndarray:
-    """The bundled held-out pair (cat_face_angle95 amplitude, angle97 phase) as a size² object."""
-    from ptyfast.io.images import read_image
-    from ptyfast.physics.objects import object_from_images
-
-    data = resources.files("ptyfast.data")
-    with resources.as_file(data / "demo_amplitude.png") as a, resources.as_file(data / "demo_phase.png") as p:
-        return object_from_images(read_image(a), read_image(p), (size, size))
-
-
 def run_demo(output: str | Path, o: DemoOptions | None = None, *, log=print) -> DemoResult:
     """Run the demo into folder ``output``; ``log`` receives one line per stage."""
     from ptyfast.evaluation.figures import comparison_figure
     from ptyfast.io.atomic import ensure_dir
     from ptyfast.io.cxi import read_cxi, write_cxi
     from ptyfast.metrics import evaluate_against_truth, truth_on_grid
+    from ptyfast.io.images import held_out_object
     from ptyfast.physics.probe import default_probe
     from ptyfast.physics.scanpath import raster_positions
     from ptyfast.physics.simulate import simulate_scan
@@ -65,7 +55,7 @@ def run_demo(output: str | Path, o: DemoOptions | None = None, *, log=print) -> 
 
     o = o or DemoOptions()
     output = ensure_dir(output)
-    obj = held_out_object(o.size)
+    obj = held_out_object((o.size, o.size))
     rng = np.random.default_rng(o.seed)
     probe = default_probe()
     positions = raster_positions(obj.shape, probe.shape, overlap=o.overlap, jitter=2.0, rng=rng)

@@ -104,3 +104,15 @@ def build_object(
         phase = random_field((size, size), rng)
         how = f"amplitude {images[0].name}, procedural phase"
     return object_from_images(amp, phase, (size, size)), how
+
+
+def held_out_object(shape: tuple[int, int]) -> np.ndarray:
+    """The bundled held-out pair (cat_face_angle95 amplitude, angle97 phase; never trained on) as an object of
+    ``shape``: the demo's, the benchmarks' and the bf16 check's sample."""
+    from importlib import resources
+
+    from ptyfast.physics.objects import object_from_images
+
+    data = resources.files("ptyfast.data")
+    with resources.as_file(data / "demo_amplitude.png") as a, resources.as_file(data / "demo_phase.png") as p:
+        return object_from_images(read_image(a), read_image(p), tuple(shape))

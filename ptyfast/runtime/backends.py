@@ -530,19 +530,14 @@ def bf16_agreement(backend: "TorchBackend", n: int = 16) -> float | None:
 def check_patterns(probe: np.ndarray, n: int, photons: float) -> np.ndarray:
     """``n`` noise-free far-field patterns (n, H, W) of an object made from the bundled held-out cat faces, a
     raster at 75 % overlap under ``probe`` scaled to ``photons``."""
-    from importlib import resources
-
-    from ptyfast.io.images import read_image
-    from ptyfast.physics.objects import object_from_images
+    from ptyfast.io.images import held_out_object
     from ptyfast.physics.scanpath import overlap_to_step
     from ptyfast.physics.simulate import simulate_scan
 
     h, w = probe.shape
     side = int(np.ceil(np.sqrt(n)))
     step = overlap_to_step(0.75, h)
-    data = resources.files("ptyfast.data")
-    with resources.as_file(data / "demo_amplitude.png") as a, resources.as_file(data / "demo_phase.png") as p:
-        obj = object_from_images(read_image(a), read_image(p), (h + step * side, w + step * side))
+    obj = held_out_object((h + step * side, w + step * side))
     pos = np.array([(i // side * step, i % side * step) for i in range(n)], float)
     return simulate_scan(obj, probe, pos, photons=photons).diffraction
 
