@@ -62,6 +62,8 @@ def test_reconstruct_end_to_end_output_is_complete(held_out_scan, tmp_path):
         err = f["consistency"].attrs["error"]
     obj, weight, origin, prov = _read(out)
     assert prov["backend"]["backend"] == "onnxruntime" and len(prov["model_sha256"]) == 64
+    # --precision auto (the default) says why this short scan stays on fp32, and records what it chose
+    assert "fp32 because" in " ".join(res.stdout.split()) and prov["options"]["precision"] == "fp32"
     assert {"read", "preprocess", "infer", "stitch", "consistency", "wall"} <= set(prov["timings_s"])
     assert 0 <= err < 1
     for suffix in ("amplitude", "phase", "consistency"):

@@ -153,17 +153,21 @@ def reconstruct_cmd(
 
 
 def _frames_to_reconstruct(scans: list[Path], frames) -> int | None:
-    """The frames of all ``scans`` (with the --frames selection), for --precision auto; None when one cannot be
-    opened (its own error is raised when it is reconstructed)."""
-    from ptyfast.errors import InputError
+    """The frames of all ``scans`` (with the --frames selection), for --precision auto; None when one is not an
+    HDF5 file (npz layouts would be decompressed twice) or cannot be opened (its own error comes when it is
+    reconstructed)."""
+    import h5py
+
     from ptyfast.io.convert import load_any
 
     total = 0
     for path in scans:
         try:
+            if not h5py.is_hdf5(path):
+                return None
             with load_any(path, validate=False, frames=frames) as scan:
                 total += scan.n_frames
-        except (InputError, OSError):
+        except Exception:  # noqa: BLE001 - reported with its own sentence when the scan itself is read
             return None
     return total
 
