@@ -367,7 +367,7 @@ def finetune_case(source, o: BenchOptions, *, patterns: int = 256, batch: int = 
     from ptyfast.finetune import FinetuneOptions, finetune
     from ptyfast.models.checkpoint import load_checkpoint
 
-    scan, _ = simulate_benchmark_scan(patterns, seed=o.seed)
+    scan, _ = simulate_benchmark_scan(patterns, seed=o.seed, overlap=0.75)  # the paper's fine-tuning set
     net, manifest = load_checkpoint(source.checkpoint)
     dev = "cuda" if (o.device != "cpu" and torch.cuda.is_available()) else "cpu"
     res = finetune(scan, net, manifest, scan.probe, FinetuneOptions(epochs=1, batch=batch, threads=o.threads or 0),

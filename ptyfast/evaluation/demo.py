@@ -45,8 +45,8 @@ def run_demo(output: str | Path, o: DemoOptions | None = None, *, log=print) -> 
     from ptyfast.evaluation.figures import comparison_figure
     from ptyfast.io.atomic import ensure_dir
     from ptyfast.io.cxi import read_cxi, write_cxi
-    from ptyfast.metrics import evaluate_against_truth, truth_on_grid
     from ptyfast.io.images import held_out_object
+    from ptyfast.metrics import evaluate_against_truth, truth_on_grid
     from ptyfast.physics.probe import default_probe
     from ptyfast.physics.scanpath import raster_positions
     from ptyfast.physics.simulate import simulate_scan

@@ -76,4 +76,3 @@ def random_object(
     return object_from_images(
         random_field(shape, rng), random_field(shape, rng), amplitude_range=amplitude_range, phase_range=phase_range
     )
-

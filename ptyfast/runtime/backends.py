@@ -369,7 +369,9 @@ def open_backend(
 
     backend = BackendChoice.check(backend, "backend")
     device = Device.check(device, "device")
-    auto = str(precision).lower() == AUTO
+    auto = str(precision).strip().lower() == AUTO
+    if not auto and str(precision).strip().lower() not in PRECISIONS:
+        raise InputError(f"unknown precision '{precision}'; choose {AUTO}, {Precision.listing()}.")
     precision = "fp32" if auto else Precision.check(precision, "precision")
     source = model_spec if isinstance(model_spec, ModelSource) else resolve_model(model_spec)
     b: Backend
@@ -379,12 +381,12 @@ def open_backend(
         raise InputError("--device cuda was asked for but no NVIDIA GPU is visible; use --device cpu or auto.")
     on_gpu = gpu is not None
     if auto:
-        chosen = auto_precision(source, backend, on_gpu, frames, threads)
-        if isinstance(chosen, Backend):
-            return chosen, chosen.reason
-        if chosen and backend == "auto":  # why not bf16, said beside the backend's own reason
+        bf16, why_not = auto_precision(source, backend, on_gpu, frames, threads)
+        if bf16 is not None:
+            return bf16, why_not
+        if why_not:  # fp32, and why not bf16 beside the backend's own reason
             b, why = open_backend(source, backend, device, "fp32", threads=threads, batch=batch)
-            return b, f"{why}; fp32 because {chosen}"
+            return b, f"{why}; fp32 because {why_not}"
 
     if backend == "onnxruntime":
         if precision not in ORT_PRECISIONS:
@@ -473,36 +475,31 @@ AUTO_BF16_FRAMES = 1500
 BF16_TOLERANCE = 0.02
 
 
-def auto_precision(source: ModelSource, backend: str, on_gpu: bool, frames: int | None, threads: int | None):
-    """``--precision auto``: an opened torch bf16 :class:`TorchBackend` (its ``reason`` says why) where that is the
-    faster path and agrees with fp32, else a sentence saying why fp32 (empty when bf16 was never a candidate)."""
+def auto_precision(source: ModelSource, backend: str, on_gpu: bool, frames: int | None, threads: int | None
+                   ) -> tuple["TorchBackend | None", str]:
+    """``--precision auto``: (an opened torch bf16 :class:`TorchBackend`, why) where that is the faster path and
+    agrees with fp32, else (None, why not bf16; empty when bf16 was never a candidate: a GPU, ONNX Runtime asked)."""
     from ptyfast.machine import cpu_flags
 
     if on_gpu or backend not in ("auto", "torch"):
-        return ""
+        return None, ""
     flags = sorted(cpu_flags() & {"avx512_bf16", "amx_bf16"})
     if not flags:
-        return "this CPU has neither AVX-512 BF16 nor AMX"
+        return None, "this CPU has neither AVX-512 BF16 nor AMX"
     if source.checkpoint is None or not _has_module("torch"):
-        return "bf16 needs PyTorch and a .pt checkpoint"
+        return None, "bf16 needs PyTorch and a .pt checkpoint"
     if backend == "auto" and (frames or 0) < AUTO_BF16_FRAMES:
         count = "the number of frames is unknown" if frames is None else f"{frames:,} frames are too few"
-        return f"{count} to repay torch's start-up (bf16 from {AUTO_BF16_FRAMES:,} frames)"
+        return None, f"{count} to repay torch's start-up (bf16 from {AUTO_BF16_FRAMES:,} frames)"
     b = TorchBackend(source.checkpoint, device="cpu", precision="bf16", threads=threads)
     error = bf16_agreement(b)
     if error is None or error > BF16_TOLERANCE:
         b.close()
-        why = "bf16 cannot be checked (no probe of the model's input size)" if error is None else \
-            f"bf16 differs from fp32 by {error:.3f} (tolerance {BF16_TOLERANCE})"
-        if backend == "torch":
-            fp32 = TorchBackend(source.checkpoint, device="cpu", precision="fp32", threads=threads)
-            fp32.reason = f"torch-cpu: requested; fp32 because {why}"
-            return fp32
-        return why
+        return None, ("bf16 cannot be checked (no probe of the model's input size)" if error is None else
+                      f"bf16 differs from fp32 by {error:.3f} (tolerance {BF16_TOLERANCE})")
     size = f"{frames:,} frames, " if frames else ""
-    b.reason = (f"torch-cpu bf16: {'requested backend, ' if backend == 'torch' else ''}{size}"
-                f"{'/'.join(flags)} on this CPU, outputs within {error:.3f} of fp32")
-    return b
+    return b, (f"torch-cpu bf16: {'requested backend, ' if backend == 'torch' else ''}{size}"
+               f"{'/'.join(flags)} on this CPU, outputs within {error:.3f} of fp32")
 
 
 def bf16_agreement(backend: "TorchBackend", n: int = 16) -> float | None:
