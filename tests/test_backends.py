@@ -191,3 +191,34 @@ def test_both_onnxruntime_packages_is_one_sentence():
     msg = onnxruntime_conflict([("onnxruntime", "1.20.0"), ("onnxruntime-gpu", "1.20.0")])
     assert "pip uninstall" in msg and msg.count(".") >= 1 and "\n" not in msg
     assert onnxruntime_conflict() is None  # this environment has one of them
+
+
+def test_cpu_streams_split_the_threads():
+    assert backends.cpu_streams(1) == (1, 1) and backends.cpu_streams(2) == (2, 1)
+    assert backends.cpu_streams(backends.MAX_STREAMS) == (backends.MAX_STREAMS, 1)
+    assert backends.cpu_streams(16) == (8, 2) and backends.cpu_streams(20) == (6, 3)
+
+
+@pytest.mark.parametrize("name", ["onnxruntime", "torch"])
+def test_streams_run_batches_side_by_side_in_order_with_the_same_outputs(ckpt, name):
+    """Two streams: ``map`` returns every batch's outputs in order, equal to one stream's; one large call is
+    split over the streams and equals the batch run whole; a caller that stops early leaves no work behind."""
+    x = simulated_patterns(10, get_entry("ptynet-s").manifest(), seed=6)
+    one, _ = open_backend(ckpt, name, "cpu", "fp32", threads=1)
+    two, _ = open_backend(ckpt, name, "cpu", "fp32", threads=2)
+    assert (one.streams, two.streams) == (1, 2)
+    batches = [x[s : s + 3] for s in range(0, len(x), 3)]  # 3, 3, 3, 1
+    want = [one(b) for b in batches]
+    got = list(two.map(iter(batches)))
+    assert len(got) == len(want)
+    for (a, p), (b, q) in zip(got, want):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+        np.testing.assert_allclose(p, q, atol=1e-5)
+    whole = two(x)
+    np.testing.assert_allclose(whole[0], np.concatenate([a for a, _ in want]), atol=1e-5)
+    outputs = two.map(iter(batches))
+    next(outputs)
+    outputs.close()  # stopped early: the batches already running finish, the rest never start
+    assert two(x[:1])[0].shape == (1, 128, 128)
+    two.close()
+    one.close()

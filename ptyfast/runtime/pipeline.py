@@ -2,9 +2,10 @@
 then a data-consistency pass through the forward model.
 
 Stages overlap: a background thread reads, validates and preprocesses ``chunk`` frames at a time into a bounded
-queue (at most ``queue_depth`` chunks in flight), the calling thread runs inference, and a second
-background thread turns each batch's outputs into complex patches and stitches them (a queue of two batches)
-while the next batch is inferred — so the wall time approaches the inference time, not the sum of the stages.
+queue (at most ``queue_depth`` chunks in flight), the calling thread hands batches to the backend (on the CPU
+several run side by side, :meth:`~ptyfast.runtime.backends.Backend.map`), and a second background thread turns
+each batch's outputs into complex patches and stitches them in frame order (a queue of two batches) while the
+next batches are inferred — so the wall time approaches the inference time, not the sum of the stages.
 These two helper threads are pipeline stages, not thread pools: ``--threads`` sets the libraries' pools, and the
 number of workers the consistency pass spreads its frames over (it runs alone, after the blend).
 
@@ -25,6 +26,7 @@ memory up to 128 MiB, then in an unlinked temporary file); partials of several w
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 import time
@@ -377,14 +379,26 @@ def stitch_frames(scan: Scan, backend, plan: StitchPlan, start: int = 0, stop: i
                 cursor[0] = first + len(frames)
             return preprocess(fitted, backend.manifest, probe_power=plan.probe_power, mask=plan.mask)
 
-        for s, x in stream_frames(scan, chunk, start=start, stop=stop, stats=timings, transform=prepare):
-            for b in range(0, len(x), batch):
-                t = time.perf_counter()
-                amp, pha = backend(x[b : b + batch])
-                timings["infer"] += time.perf_counter() - t
-                stage.put(s + b, amp, pha)
+        firsts: collections.deque = collections.deque()  # the first frame of each batch handed to the backend
+
+        def batches():
+            for s, x in stream_frames(scan, chunk, start=start, stop=stop, stats=timings, transform=prepare):
+                for b in range(0, len(x), batch):
+                    firsts.append(s + b)
+                    yield x[b : b + batch]
+
+        outputs = backend.map(batches())  # several batches side by side on the CPU (Backend.map)
+        while True:
+            t = time.perf_counter()
+            try:
+                amp, pha = next(outputs)
+            except StopIteration:
+                break
+            timings["infer"] += time.perf_counter() - t  # waiting for inference (and the reader, when behind)
+            first = firsts.popleft()
+            stage.put(first, amp, pha)
             if progress is not None:
-                progress(s + len(x) - start, stop - start, "stitch")
+                progress(first + len(amp) - start, stop - start, "stitch")
     finally:
         stage.close()
     return part
