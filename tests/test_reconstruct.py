@@ -377,6 +377,33 @@ def test_phase_alignment_keeps_isolated_patches_and_is_invariant_to_order():
     np.testing.assert_allclose(z1[order] / z1[order][0], z2 / z2[0], atol=1e-4)
 
 
+def test_overlap_products_equal_whole_windows_on_the_object_grid():
+    """H_mk = Σ w_m w_k conj(p_m) p_k of every pair, against the windows placed whole on the object grid (the
+    products are taken on the bounding box of the nonzero weights only: the lit pixels of a bigger box)."""
+    from ptyfast.runtime.phase_align import MIN_OVERLAP, overlap_matrix
+
+    rng = np.random.default_rng(3)
+    pos = np.round(raster_positions((140, 140), (40, 40), overlap=0.8, jitter=2.0, rng=rng))
+    patches = (rng.random((len(pos), 40, 40)) * np.exp(1j * rng.uniform(-3, 3, (len(pos), 40, 40)))).astype(np.complex64)
+    yy, xx = np.mgrid[:40, :40] - 19.5
+    w = (np.hypot(yy - 3, xx + 2) < 9).astype(np.float32)  # lit disc off the box's centre, zeros around it
+    got = overlap_matrix(patches, pos, w).toarray()
+    shape = (int(pos[:, 0].max()) + 40, int(pos[:, 1].max()) + 40)
+    placed, weights = [], []
+    for p, (y, x) in zip(patches, pos.astype(int)):
+        a, b = np.zeros(shape, np.complex128), np.zeros(shape)
+        a[y : y + 40, x : x + 40], b[y : y + 40, x : x + 40] = p, w
+        placed.append(a)
+        weights.append(b)
+    for m in range(len(pos)):
+        for k in range(m + 1, len(pos)):
+            both = weights[m] * weights[k]
+            want = np.vdot(placed[m] * both, placed[k]) if both.sum() >= MIN_OVERLAP * float(np.sum(w * w)) else 0
+            assert abs(got[m, k] - want) <= 1e-4 * max(abs(want), 1.0), (m, k)
+            assert got[k, m] == np.conj(got[m, k])
+    assert np.count_nonzero(got) > 4 * len(pos)
+
+
 @pytest.mark.parametrize("order", ["raster", "random"])
 def test_spilled_patches_give_the_in_memory_overlaps_and_hold_few_patches(order):
     """Overlap products taken as frames arrive equal those of all patches at once; the patches read back from

@@ -24,6 +24,8 @@ from scipy import sparse
 from scipy.sparse.linalg import eigsh
 from scipy.spatial import cKDTree
 
+from ptyfast import threads
+
 #: Pairs whose overlap Σ w_m w_n is below this fraction of a window's own Σ w² are ignored.
 MIN_OVERLAP = 0.02
 
@@ -75,10 +77,17 @@ def overlap_pairs(positions: np.ndarray, weight: np.ndarray) -> OverlapPairs:
     """The pairs of windows (top-left corners ``positions`` (N, 2), (y, x)) of weight ``weight`` (h, w) that
     overlap; pairs whose overlap Σ w_m w_n is below ``MIN_OVERLAP`` of a window's own Σ w² are left out (they
     barely overlap where the probe is bright). Overlaps are taken on integer-rounded relative shifts; the
-    weight products depend only on that shift, so they are computed once per shift."""
+    weight products depend only on that shift, so they are computed once per shift. Only the bounding box of
+    the nonzero weights counts (the solve's lit pixels: 47² of the default probe's 89² box), so the overlaps,
+    and the products taken over them, are no larger than it; their slices index the whole window."""
+    weight = np.asarray(weight, np.float32)
+    ys, xs = np.nonzero(weight)
+    if len(ys) == 0:
+        return OverlapPairs(len(positions), np.zeros((0, 2), np.int64), np.zeros(0, np.int64), [])
+    y0, x0 = int(ys.min()), int(xs.min())
+    weight = weight[y0 : int(ys.max()) + 1, x0 : int(xs.max()) + 1]
     h, w = weight.shape
     pos = np.round(np.asarray(positions, float)).astype(np.int64)
-    weight = np.asarray(weight, np.float32)
     self_power = float(np.sum(weight * weight))
     found = cKDTree(pos).query_pairs(r=max(h, w) - 1, p=np.inf, output_type="ndarray") if len(pos) > 1 else \
         np.zeros((0, 2), np.int64)
@@ -90,13 +99,13 @@ def overlap_pairs(positions: np.ndarray, weight: np.ndarray) -> OverlapPairs:
     index = np.full(len(unique), -1, np.int64)
     shifts = []
     for u, (dy, dx) in enumerate(unique.tolist()):
-        # window m's pixels [ym0:ym1, xm0:xm1] are window k's [ym0-dy:ym1-dy, xm0-dx:xm1-dx]
+        # window m's pixels [ym0:ym1, xm0:xm1] are window k's [ym0-dy:ym1-dy, xm0-dx:xm1-dx] (in the box)
         ym0, ym1, xm0, xm1 = max(0, dy), min(h, h + dy), max(0, dx), min(w, w + dx)
-        in_m = (slice(ym0, ym1), slice(xm0, xm1))
-        in_k = (slice(ym0 - dy, ym1 - dy), slice(xm0 - dx, xm1 - dx))
-        both = weight[in_m] * weight[in_k]
+        both = weight[ym0:ym1, xm0:xm1] * weight[ym0 - dy : ym1 - dy, xm0 - dx : xm1 - dx]
         if float(both.sum()) >= MIN_OVERLAP * self_power:
             index[u] = len(shifts)
+            in_m = (slice(y0 + ym0, y0 + ym1), slice(x0 + xm0, x0 + xm1))
+            in_k = (slice(y0 + ym0 - dy, y0 + ym1 - dy), slice(x0 + xm0 - dx, x0 + xm1 - dx))
             shifts.append((in_m, in_k, both))
     shift_of = index[np.asarray(which).ravel()] if len(found) else np.zeros(0, np.int64)
     keep = shift_of >= 0
@@ -127,6 +136,11 @@ def offsets_from_overlaps(H: sparse.csr_matrix, *, iterations: int = 30) -> np.n
     n = H.shape[0]
     if n < 2:
         return np.ones(n, np.complex64)
+    with threads.serial_blas():
+        return _leading_offsets(H, n, iterations)
+
+
+def _leading_offsets(H: sparse.csr_matrix, n: int, iterations: int) -> np.ndarray:
     degree = np.asarray(np.abs(H).sum(axis=1)).ravel()
     linked = degree > 0
     z = np.ones(n, np.complex128)
