@@ -1,8 +1,7 @@
-"""The CPU inference module (BatchNorm folded, layers in their precision, traced) and the backends' streams."""
+"""The CPU inference module: BatchNorm folded, layers in their precision, traced to TorchScript."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="the inference module is PyTorch's")

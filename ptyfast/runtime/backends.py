@@ -557,9 +557,11 @@ def open_backend(
 AUTO = "auto"
 
 #: Frames from which ``--precision auto`` runs torch bf16 rather than ONNX Runtime fp32 on a CPU with AVX-512 BF16
-#: or AMX: torch takes ≈ 2 s longer to start (import and checkpoint), which its faster inference repays only on a
-#: long enough scan. Measured, whole ``ptyfast reconstruct`` process, 2-core AMD EPYC with AVX-512 BF16 (no AMX):
-#: 900 frames 6.5 s either way; 1,600 frames 7.7–9.0 s bf16 against 10.0–10.6 s fp32.
+#: or AMX: torch takes ≈ 2 s longer to start (import, checkpoint, tracing), which its faster inference repays only
+#: on a long enough scan. Measured, whole ``ptyfast reconstruct`` process, 2-core AMD EPYC with AVX-512 BF16 (no
+#: AMX), both backends with two streams, alternated: 900 frames 4.85–4.88 s bf16 against 4.56–4.71 s fp32;
+#: 1,600 frames 6.31–6.34 s against 6.46–7.27 s; 3,200 frames 9.7–10.1 s against 12.0–12.5 s; 6,400 frames
+#: 14.8–17.8 s against 22.1–26.0 s.
 AUTO_BF16_FRAMES = 1500
 
 #: The largest relative RMS difference ‖c_bf16 − c_fp32‖ / ‖c_fp32‖ of the complex patches A·e^{iφ} on the lit
