@@ -71,3 +71,20 @@ def test_a_module_that_cannot_be_traced_runs_eager_and_says_why():
     assert not isinstance(module, torch.jit.ScriptModule) and "eager PyTorch (tracing failed" in note
     out, _ = module(torch.ones(1, 1, 8, 8))
     assert out["amplitude"].shape == (1, 8, 8)
+
+
+class _DependsOnItsInput(nn.Module):
+    """Control flow on the input's values: a trace keeps the branch its example took."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return (y[:, 0], y[:, 1]) if x.mean() > 1 else (-y[:, 0], -y[:, 1])
+
+
+def test_a_trace_that_misses_what_the_model_does_is_caught_and_runs_eager():
+    module, note = inference_module(_DependsOnItsInput(), torch.zeros(2, 1, 8, 8))  # traced on the other branch
+    assert not isinstance(module, torch.jit.ScriptModule) and "outputs differed" in note
