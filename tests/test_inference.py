@@ -56,11 +56,15 @@ def test_traced_module_equals_its_eager_form_in_fp32_and_bf16_is_close():
     assert float((amp - want[0]).abs().max()) < 0.05 and float((phase - want[1]).abs().max()) < 0.1
 
 
-class _Untraceable(nn.Module):
+class _TinyConv(nn.Module):
+    """One 3×3 convolution to two channels; the subclasses' forward passes are what a trace gets wrong."""
+
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(1, 2, 3, padding=1)
 
+
+class _Untraceable(_TinyConv):
     def forward(self, x):
         y = self.conv(x)
         return {"amplitude": y[:, 0]}, "a string is not a tensor"
@@ -73,12 +77,8 @@ def test_a_module_that_cannot_be_traced_runs_eager_and_says_why():
     assert out["amplitude"].shape == (1, 8, 8)
 
 
-class _DependsOnItsInput(nn.Module):
+class _DependsOnItsInput(_TinyConv):
     """Control flow on the input's values: a trace keeps the branch its example took."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 2, 3, padding=1)
 
     def forward(self, x):
         y = self.conv(x)
