@@ -146,11 +146,21 @@ def project_exit_waves_fft_order(psi, amplitude, mask=None):
 def overlap_add(accum, patches, positions, *, weights=None, weight_accum=None, bin_size=None):
     """Deterministic overlap-add of (weighted) patches into ``accum`` (and ``weight_accum``) in place.
 
-    Same semantics as the twin; ``accum`` complex64 (rows, cols), ``weight_accum`` float32. The bin
-    index is built on the host from the positions (see :mod:`ptyfast.kernels.binning`).
+    Same semantics as the twin; ``accum`` complex64 (rows, cols), or float32 with real patches (e.g. rPIE's
+    Σ|P|² map: the complex kernel runs on a scratch grid whose real part is added), ``weight_accum`` float32.
+    The bin index is built on the host from the positions (see :mod:`ptyfast.kernels.binning`).
     """
+    if accum.dtype == cupy.float32 and accum.flags.c_contiguous:
+        if cupy.iscomplexobj(patches):
+            raise TypeError("a float32 accum takes real patches; use a complex64 accum for complex ones")
+        scratch = cupy.zeros(accum.shape, cupy.complex64)
+        overlap_add(scratch, cupy.asarray(patches).astype(cupy.complex64), positions, weights=weights,
+                    weight_accum=weight_accum, bin_size=bin_size)
+        accum += scratch.real
+        return accum
     if accum.dtype != cupy.complex64 or not accum.flags.c_contiguous:
-        raise TypeError(f"accum must be a C-contiguous complex64 CuPy array (got {accum.dtype}); it is updated in place")
+        raise TypeError(f"accum must be a C-contiguous complex64 or float32 CuPy array (got {accum.dtype}); it is "
+                        "updated in place")
     patches = _c64(patches, "patches")
     n, h, w = patches.shape
     pos = _positions(positions, n)
