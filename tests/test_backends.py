@@ -60,6 +60,23 @@ def test_auto_on_cpu_picks_onnxruntime_and_says_why(ckpt, x, cache):
     backend.close()
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device visible to torch")
+def test_auto_on_a_gpu_without_onnxruntime_cuda_runs_torch_there_for_a_long_scan(ckpt, x):
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers() or tensorrt_version() is not None:
+        pytest.skip("ONNX Runtime's CUDA provider or TensorRT is installed: auto picks those first")
+    short, why = open_backend(ckpt, frames=backends.AUTO_TORCH_CUDA_FRAMES - 1)
+    assert isinstance(short, OnnxRuntimeBackend) and short.device == "cpu" and "no CUDA provider" in why
+    long, why = open_backend(ckpt, frames=backends.AUTO_TORCH_CUDA_FRAMES)
+    assert isinstance(long, TorchBackend) and long.device == "cuda" and why.startswith("torch-cuda: "), why
+    a, b = short(x), long(x)  # "fp32" on both; cuDNN convolutions run TF32 by default (10-bit mantissa)
+    assert float(np.abs(a[0] - b[0]).max()) < 1e-2 and float(np.abs(a[1] - b[1]).max()) < 5e-2
+    short.close()
+    long.close()
+
+
 def test_backends_agree(ckpt, x):
     ort32, _ = open_backend(ckpt, "onnxruntime", "cpu", "fp32")
     t32, reason = open_backend(ckpt, "torch", "cpu", "fp32")

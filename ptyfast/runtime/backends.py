@@ -404,6 +404,15 @@ def _has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+def _torch_sees_cuda() -> bool:
+    """torch is installed and sees a CUDA device (imports torch: ask only when it would be used)."""
+    if not _has_module("torch"):
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 def _open_tensorrt(source: ModelSource, precision: str, batch) -> TensorRTBackend:
     from ptyfast.export import tensorrt_engine as te
 
@@ -437,8 +446,9 @@ def open_backend(
     model_spec : str, path, ModelSource or None
         Shipped name, ``.pt`` / ``.onnx`` / ``.engine`` path or folder (default: the shipped ``ptynet-s``).
     backend : {"auto", "onnxruntime", "tensorrt", "torch"}
-        ``auto`` picks TensorRT (GPU + TensorRT + an engine it can build), then ONNX Runtime CUDA, then
-        ONNX Runtime CPU, then torch.
+        ``auto`` picks TensorRT (GPU + TensorRT + an engine it can build), then ONNX Runtime CUDA, then torch
+        on the GPU (a scan of at least :data:`AUTO_TORCH_CUDA_FRAMES` ``frames``), then ONNX Runtime CPU, then
+        torch.
     device : {"auto", "cpu", "cuda"}
         ``auto`` uses a GPU when one is visible.
     precision : {"auto", "fp32", "fp16", "bf16", "int8"}
@@ -534,6 +544,10 @@ def open_backend(
             return b, "onnxruntime-cuda: " + "; ".join(notes or ["fastest available"])
         if on_gpu:
             notes.append("onnxruntime has no CUDA provider (install onnxruntime-gpu)")
+            if (frames or 0) >= AUTO_TORCH_CUDA_FRAMES and precision in TORCH_PRECISIONS \
+                    and source.checkpoint is not None and _torch_sees_cuda():
+                b = TorchBackend(source.checkpoint, device="cuda", precision=precision, threads=threads)
+                return b, b.noted(f"torch-cuda: {'; '.join(notes)}; {frames:,} frames repay torch's start-up")
         if precision != "fp16":  # fp16 on CPU is slower than fp32: not an automatic choice
             try:
                 b = OnnxRuntimeBackend(reduced_onnx(source, precision), source.manifest, device="cpu",
@@ -563,6 +577,14 @@ AUTO = "auto"
 #: 1,600 frames 6.31–6.34 s against 6.46–7.27 s; 3,200 frames 9.7–10.1 s against 12.0–12.5 s; 6,400 frames
 #: 14.8–17.8 s against 22.1–26.0 s.
 AUTO_BF16_FRAMES = 1500
+
+#: Frames from which ``--backend auto`` on a GPU runs torch there rather than ONNX Runtime on the CPU, where neither
+#: TensorRT nor ONNX Runtime's CUDA provider is installed: torch's import and CUDA start-up cost ≈ 4 s, which its
+#: faster inference repays only on a long scan. Measured, whole ``ptyfast reconstruct`` processes alternated
+#: (``benchmarks/reconstruct_race.py``), NVIDIA H200 beside a 16-core Xeon (ONNX Runtime on all 16): 1,600 frames
+#: 7.0–7.6 s torch-cuda against 3.7 s onnxruntime-cpu; 4,096 frames 8.2–8.4 s against 7.3–8.0 s (12.8–13.1 CPU-s
+#: against 39–40): the lines cross near 4,700 frames, and sooner on a CPU with fewer cores.
+AUTO_TORCH_CUDA_FRAMES = 5000
 
 #: The largest relative RMS difference ‖c_bf16 − c_fp32‖ / ‖c_fp32‖ of the complex patches A·e^{iφ} on the lit
 #: pixels that ``--precision auto`` accepts (the shipped PtyNet-S: 0.005).
