@@ -12,11 +12,16 @@ SHARED_DATA = Path(os.environ.get("PTYFAST_SHARED_DATA", Path(__file__).resolve(
 
 
 @pytest.fixture
-def shared_data() -> Path:
-    """``../shared/data`` (or $PTYFAST_SHARED_DATA); the test is skipped when it is absent."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data folder {SHARED_DATA} is absent")
-    return SHARED_DATA
+def shared_file():
+    """``shared_file("tike-siemens-star/…")``: that file of ``../shared/data`` (or $PTYFAST_SHARED_DATA); the test
+    is skipped when it is absent (a copy of the folder may hold only some of the data sets)."""
+    def get(relative: str) -> Path:
+        path = SHARED_DATA / relative
+        if not path.is_file():
+            pytest.skip(f"shared data file {path} is absent")
+        return path
+
+    return get
 
 
 @pytest.fixture

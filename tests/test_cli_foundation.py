@@ -98,8 +98,8 @@ def test_info_and_convert(small_cxi, tmp_path):
     assert_one_line_error(run("convert", small_cxi, "-o", tmp_path / "no" / "x.cxi"), "does not exist")
 
 
-def test_info_p25_reports_near_field(shared_data):
-    r = run("info", shared_data / "cdtools-p25-nearfield/PETRAIII_P25_Near_Field_Ptycho.cxi")
+def test_info_p25_reports_near_field(shared_file):
+    r = run("info", shared_file("cdtools-p25-nearfield/PETRAIII_P25_Near_Field_Ptycho.cxi"))
     assert r.exit_code == 0, r.output
     assert "NEAR-field" in r.stdout and "1.12 m" in r.stdout and "200 × 100×100" in r.stdout
 

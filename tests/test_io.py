@@ -175,8 +175,8 @@ def test_simulated_scan_is_far_field(small_scan):
     assert not near and score < 0.2, reason
 
 
-def test_p25_near_field_cxi(shared_data):
-    scan = read_cxi(shared_data / P25)
+def test_p25_near_field_cxi(shared_file):
+    scan = read_cxi(shared_file(P25))
     assert (scan.n_frames, scan.frame_shape) == (200, (100, 100))
     assert scan.geometry.wavelength == pytest.approx(9.794912e-11, rel=1e-6)
     assert scan.geometry.distance == pytest.approx(1.12, rel=1e-6)
@@ -189,8 +189,8 @@ def test_p25_near_field_cxi(shared_data):
     assert scan.meta["near_field_score"] > 0.9
 
 
-def test_tike_siemens_star_converts_far_field(shared_data):
-    scan = load_any(shared_data / TIKE)
+def test_tike_siemens_star_converts_far_field(shared_file):
+    scan = load_any(shared_file(TIKE))
     assert (scan.n_frames, scan.frame_shape) == (516, (128, 128))
     assert scan.meta["geometry_defaulted"] and scan.geometry == Geometry()
     assert not scan.near_field and scan.meta["near_field_score"] < 0.6

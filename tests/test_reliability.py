@@ -418,8 +418,8 @@ def test_finetune_fit_crop_works(tmp_path):
     assert (tmp_path / "ft" / "ptynet-s-ft.pt").is_file()
 
 
-def test_near_field_is_refused_before_any_size_advice(shared_data, tmp_path):
-    p25 = shared_data / "cdtools-p25-nearfield/PETRAIII_P25_Near_Field_Ptycho.cxi"
+def test_near_field_is_refused_before_any_size_advice(shared_file, tmp_path):
+    p25 = shared_file("cdtools-p25-nearfield/PETRAIII_P25_Near_Field_Ptycho.cxi")
     r = run("reconstruct", p25, "-o", tmp_path / "r.h5")
     assert_one_line_error(r, "near-field")
     assert "--fit" not in r.stderr
@@ -431,8 +431,8 @@ def test_square_brackets_survive_help_and_errors():
     assert_one_line_error(run("simulate"), "(amplitude [phase])")
 
 
-def test_unknown_geometry_is_not_written_as_measured(tmp_path, shared_data):
-    tike = next((shared_data / "tike-siemens-star").glob("*.npz*"))
+def test_unknown_geometry_is_not_written_as_measured(tmp_path, shared_file):
+    tike = shared_file("tike-siemens-star/siemens-star-small.npz.bz2")
     out = tmp_path / "star.cxi"
     assert run("convert", tike, "-o", out).exit_code == 0
     with h5py.File(out, "r") as f:
