@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import bz2
 import io
+import os
 from pathlib import Path
 
 import numpy as np
 
-STAR = Path(__file__).resolve().parents[1].parent / "shared/data/tike-siemens-star/siemens-star-small.npz.bz2"
-if not STAR.exists():
-    STAR = Path("/work/shared/data/tike-siemens-star/siemens-star-small.npz.bz2")
+SHARED_DATA = Path(os.environ.get("PTYFAST_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+STAR = SHARED_DATA / "tike-siemens-star" / "siemens-star-small.npz.bz2"
 
 
 def load_star(path: Path = STAR):

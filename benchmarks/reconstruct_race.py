@@ -1,0 +1,63 @@
+"""Whole ``ptyfast reconstruct`` processes per backend, alternated, on simulated scans: wall, CPU and peak memory.
+
+What ``--backend auto`` should pick is a question about whole processes (imports, model load, CUDA start-up, read,
+stitch, write), so this runs the CLI itself, one backend after the other in each round, and prints each run's
+``backend:`` line beside its figures.
+
+Run:  python benchmarks/reconstruct_race.py [--frames 1600 4096] [--backends onnxruntime torch auto] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def child_usage() -> tuple[float, int]:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime, r.ru_maxrss
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, nargs="+", default=[1600, 4096], help="square rasters: n is rounded to k²")
+    ap.add_argument("--backends", nargs="+", default=["onnxruntime", "torch", "auto"])
+    ap.add_argument("--rounds", type=int, default=2)
+    a = ap.parse_args()
+    env = dict(os.environ, COLUMNS="250")  # one line per message
+    with tempfile.TemporaryDirectory() as tmp:
+        scans = {}
+        for n in a.frames:
+            side = math.isqrt(n) * 32 + 128  # 75 % overlap of 128² frames: a 32-px step (≈ n frames)
+            scans[n] = Path(tmp, f"s{n}.cxi")
+            subprocess.run(["ptyfast", "simulate", "-o", str(scans[n]), "--size", str(side), "--random-object",
+                            "--no-noise"], check=True, capture_output=True, env=env)
+        print(f"{'backend':<12} {'frames':>6} {'wall s':>7} {'CPU s':>7}  backend line")
+        for n, scan in scans.items():
+            for _ in range(a.rounds):
+                for b in a.backends:
+                    out = Path(tmp, "r.h5")
+                    out.unlink(missing_ok=True)
+                    c0, _ = child_usage()
+                    t = time.perf_counter()
+                    p = subprocess.run(["ptyfast", "reconstruct", str(scan), "-o", str(out), "--backend", b],
+                                       capture_output=True, text=True, env=env)
+                    wall = time.perf_counter() - t
+                    c1, _ = child_usage()
+                    line = next((s for s in p.stdout.splitlines() if s.startswith("backend:")), p.stderr.strip())
+                    got = re.search(r": ([\d,]+) frames →", p.stdout)
+                    frames = got.group(1).replace(",", "") if got else "?"
+                    print(f"{b:<12} {frames:>6} {wall:7.2f} {c1 - c0:7.2f}  rc={p.returncode} {line}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
