@@ -242,8 +242,9 @@ def test_full_temporary_disk_while_keeping_patches_is_one_sentence(tmp_path, sca
     proc = cli("reconstruct", big, "-o", out, preexec_fn=preexec, env=env)
     line = one_error_line(proc, fragment, code=1)
     assert str(folder) in line and "--no-align-phase" in line and "TMPDIR" in line
-    # the spill file is unlinked from its creation; ONNX Runtime leaves its own session id (.ses) in TMPDIR
-    assert not out.exists() and [p.name for p in folder.iterdir() if p.name != ".ses"] == [] and digest(big) == h
+    # the spill file is unlinked from its creation; ONNX Runtime's telemetry leaves files of its own in TMPDIR (a
+    # session id .ses with 1.32 here; which ones depends on its version and machine), so only ptyfast's are checked
+    assert not out.exists() and not [p for p in folder.iterdir() if "ptyfast" in p.name] and digest(big) == h
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["big.cxi", "scan.cxi"]
 
 
