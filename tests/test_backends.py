@@ -69,6 +69,7 @@ def test_auto_on_a_gpu_without_onnxruntime_cuda_runs_torch_there_for_a_long_scan
         pytest.skip("ONNX Runtime's CUDA provider or TensorRT is installed: auto picks those first")
     short, why = open_backend(ckpt, frames=backends.AUTO_TORCH_CUDA_FRAMES - 1)
     assert isinstance(short, OnnxRuntimeBackend) and short.device == "cpu" and "no CUDA provider" in why
+    assert "too few to repay torch-cuda's start-up" in why, why
     long, why = open_backend(ckpt, frames=backends.AUTO_TORCH_CUDA_FRAMES)
     assert isinstance(long, TorchBackend) and long.device == "cuda" and why.startswith("torch-cuda: "), why
     a, b = short(x), long(x)  # "fp32" on both; cuDNN convolutions run TF32 by default (10-bit mantissa)

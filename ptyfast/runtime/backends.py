@@ -544,10 +544,13 @@ def open_backend(
             return b, "onnxruntime-cuda: " + "; ".join(notes or ["fastest available"])
         if on_gpu:
             notes.append("onnxruntime has no CUDA provider (install onnxruntime-gpu)")
-            if (frames or 0) >= AUTO_TORCH_CUDA_FRAMES and precision in TORCH_PRECISIONS \
-                    and source.checkpoint is not None and _torch_sees_cuda():
-                b = TorchBackend(source.checkpoint, device="cuda", precision=precision, threads=threads)
-                return b, b.noted(f"torch-cuda: {'; '.join(notes)}; {frames:,} frames repay torch's start-up")
+            if precision in TORCH_PRECISIONS and source.checkpoint is not None and _has_module("torch"):
+                if (frames or 0) < AUTO_TORCH_CUDA_FRAMES:
+                    count = "the number of frames is unknown" if frames is None else f"{frames:,} frames are too few"
+                    notes.append(f"{count} to repay torch-cuda's start-up (from {AUTO_TORCH_CUDA_FRAMES:,} frames)")
+                elif _torch_sees_cuda():
+                    b = TorchBackend(source.checkpoint, device="cuda", precision=precision, threads=threads)
+                    return b, b.noted(f"torch-cuda: {'; '.join(notes)}; {frames:,} frames repay its start-up")
         if precision != "fp16":  # fp16 on CPU is slower than fp32: not an automatic choice
             try:
                 b = OnnxRuntimeBackend(reduced_onnx(source, precision), source.manifest, device="cpu",
