@@ -109,9 +109,9 @@ print(int(r[-1]['patterns'] / max(r[-1]['time_s'] - r[0]['time_s'], 1e-3)))" 2>/
     echo "training rate incl. validation: $RATE patterns/s; ${TRAIN_SECONDS}s to train"
     if [ "$RATE" -gt 0 ] && [ "$TRAIN_SECONDS" -gt 30 ]; then
         STEPS=$(( RATE * TRAIN_SECONDS / 256 ))
-        section train $(( TRAIN_SECONDS + 60 )) "ptyfast train $ARGS -o /tmp/gpu-s7 --steps $STEPS \
+        section train $(( TRAIN_SECONDS + 60 )) "ptyfast train $ARGS -o /tmp/gpu-stage --steps $STEPS \
 --val-every $(( STEPS / 10 > 0 ? STEPS / 10 : 1 )) --seed 7"
-        cp /tmp/gpu-s7/best.pt /tmp/gpu-s7/log.jsonl /tmp/gpu-s7/best.json "$OUT/" 2>/dev/null
+        cp /tmp/gpu-stage/best.pt /tmp/gpu-stage/log.jsonl /tmp/gpu-stage/best.json "$OUT/" 2>/dev/null
     else
         echo "train: skipped"
     fi

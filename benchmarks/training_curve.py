@@ -77,7 +77,7 @@ def main() -> None:
     ax.set_ylim(0, 1.1)
     ax.set_xlabel("training patterns seen (thousands)")
     ax.set_ylabel("validation figure (1 = collapsed)")
-    ax.set_title(f"{len(rows)} validations, {rows[-1]['time_s'] / 60:.0f} min on this CPU")
+    ax.set_title(f"{len(rows)} validations, {rows[-1]['time_s'] / 60:.0f} min of training")
     ax.legend()
     ax.grid(alpha=0.3)
     _savefig(fig, args.output.with_suffix(".png"))
