@@ -140,7 +140,7 @@ def test_shipped_model_bf16_agrees_with_fp32():
 
     b = TorchBackend(resolve_model(None).checkpoint, precision="bf16")
     error = backends.bf16_agreement(b)
-    assert error is not None and 0 < error < backends.BF16_TOLERANCE / 2  # measured 0.004
+    assert error is not None and 0 < error < backends.BF16_TOLERANCE / 2  # measured 0.005
 
 
 @pytest.mark.parametrize("env", [{}, {"MALLOC_TRIM_THRESHOLD_": "131072"}])
