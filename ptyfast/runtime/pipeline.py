@@ -368,6 +368,7 @@ def stitch_frames(scan: Scan, backend, plan: StitchPlan, start: int = 0, stop: i
     cursor = [start]
 
     stage = _StitchStage(stitch, setup=setup if spilling else None)
+    outputs = None
     try:
         def prepare(frames: np.ndarray) -> np.ndarray:  # in the reader's thread
             fitted = fit_frames(frames, plan.size, plan.fit)
@@ -400,6 +401,8 @@ def stitch_frames(scan: Scan, backend, plan: StitchPlan, start: int = 0, stop: i
             if progress is not None:
                 progress(first + len(amp) - start, stop - start, "stitch")
     finally:
+        if outputs is not None:  # on an error: stop the batches still running and the reader now, not at GC
+            outputs.close()
         stage.close()
     return part
 
