@@ -11,7 +11,6 @@ Run:  python benchmarks/gpu_refine.py [--iterations 20] [--json out.json]
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -65,7 +64,9 @@ def main() -> int:
           f"{diff:.2e} relative)")
     print(f"  s/iteration: cupy {s_gpu:.4f}  numpy {s_cpu:.3f}  ratio {s_cpu / s_gpu:.1f}x")
     if a.json:
-        a.json.write_text(json.dumps(report, indent=1))
+        from ptyfast.io.atomic import write_json
+
+        write_json(a.json, report)
     return 0
 
 

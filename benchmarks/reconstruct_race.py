@@ -38,8 +38,12 @@ def main() -> int:
         for n in a.frames:
             side = math.isqrt(n) * 32 + 128  # 75 % overlap of 128² frames: a 32-px step (≈ n frames)
             scans[n] = Path(tmp, f"s{n}.cxi")
-            subprocess.run(["ptyfast", "simulate", "-o", str(scans[n]), "--size", str(side), "--random-object",
-                            "--no-noise"], check=True, capture_output=True, env=env)
+            p = subprocess.run(["ptyfast", "simulate", "-o", str(scans[n]), "--size", str(side), "--random-object",
+                                "--no-noise"], capture_output=True, text=True, env=env)
+            if p.returncode != 0:
+                why = (p.stderr.strip().splitlines() or ["no message"])[-1]
+                print(f"reconstruct_race: simulating {n} frames failed: {why}", file=sys.stderr)
+                return 2
         print(f"{'backend':<12} {'frames':>6} {'wall s':>7} {'CPU s':>7}  backend line")
         for n, scan in scans.items():
             for _ in range(a.rounds):
@@ -52,7 +56,8 @@ def main() -> int:
                                        capture_output=True, text=True, env=env)
                     wall = time.perf_counter() - t
                     c1, _ = child_usage()
-                    line = next((s for s in p.stdout.splitlines() if s.startswith("backend:")), p.stderr.strip())
+                    line = next((s for s in p.stdout.splitlines() if s.startswith("backend:")),
+                                (p.stderr.strip().splitlines() or [""])[-1])
                     got = re.search(r": ([\d,]+) frames →", p.stdout)
                     frames = got.group(1).replace(",", "") if got else "?"
                     print(f"{b:<12} {frames:>6} {wall:7.2f} {c1 - c0:7.2f}  rc={p.returncode} {line}", flush=True)
