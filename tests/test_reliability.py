@@ -495,6 +495,24 @@ def test_collapsed_model_gives_a_loud_warning(tmp_path, scan128):
     assert ok.exit_code == 0 and "warning:" not in ok.stderr
 
 
+def test_flat_object_is_named_flat_at_any_phase_even_where_it_wraps():
+    """The collapse guard's phase spread is circular: a constant phase at ±π (where the angle jumps between
+    the two) is as flat as one at 0.5 rad, and a structured phase is not flat anywhere."""
+    from ptyfast.runtime.pipeline import Reconstruction
+    from ptyfast.runtime.reconstruct import result_warnings
+
+    rng = np.random.default_rng(0)
+    for phase in (0.5, np.pi, -np.pi + 1e-6):
+        for spread, flat in ((1e-5, True), (1e-2, False)):
+            obj = (0.8 * np.exp(1j * (phase + spread * rng.standard_normal((64, 64))))).astype(np.complex64)
+            rec = Reconstruction(object=obj, weight=np.ones((64, 64), np.float32), positions=None, origin=None,
+                                 probe=None)
+            notes = result_warnings(rec, "m")
+            assert bool(notes) == flat, (phase, spread, notes)
+            if flat:
+                assert "the object is flat" in notes[0] and "phase spread -" not in notes[0]
+
+
 def test_nan_network_output_is_refused_and_writes_nothing(tmp_path, scan128):
     broken = _edited_model(tmp_path, "nan", lambda m: _last_conv(m).bias.fill_(float("nan")))
     assert_one_line_error(run("reconstruct", scan128, "--model", broken, "-o", tmp_path / "r.h5"), "NaN or Inf")

@@ -212,24 +212,30 @@ def result_warnings(rec: Reconstruction, model: str) -> list[str]:
 
     Non-finite values on the covered pixels raise :class:`InputError` (nothing is written). An object whose
     amplitude and phase are constant there (relative amplitude spread and phase spread both below 10⁻³) is
-    what a collapsed network produces: returned as a warning for the CLI to print."""
+    what a collapsed network produces: returned as a warning for the CLI to print. The phase spread is the
+    circular one, √(−2 ln R) with R = |Σ O| / Σ |O| (amplitude-weighted; the standard deviation for small
+    spreads): a flat phase near ±π, which wraps between the two, is flat too."""
     covered = rec.covered(0.1)
     if not covered.any():
         covered = np.ones(covered.shape, bool)
-    bad, n, sums = 0, 0, np.zeros(4)  # Σ|O|, Σ|O|², Σφ, Σφ² over covered finite pixels, by rows: no object-sized copies
+    bad, n = 0, 0
+    amp_sum = amp_sq = 0.0
+    field = 0j  # Σ|O|, Σ|O|², ΣO over covered pixels, by rows: no object-sized copies
     for r in range(0, covered.shape[0], 256):
         values = rec.object[r : r + 256][covered[r : r + 256]]
-        finite = np.isfinite(values)
-        bad += int(values.size - np.count_nonzero(finite))
-        amp, pha = np.abs(values).astype(np.float64), np.angle(values).astype(np.float64)
+        bad += int(values.size - np.count_nonzero(np.isfinite(values)))
+        amp = np.abs(values)
         n += values.size
-        sums += (amp.sum(), (amp * amp).sum(), pha.sum(), (pha * pha).sum())
+        amp_sum += float(np.sum(amp, dtype=np.float64))
+        amp_sq += float(np.sum(np.square(amp, dtype=np.float64)))
+        field += complex(np.sum(values, dtype=np.complex128))
     if bad:
         raise InputError(f"'{model}' produced NaN or Inf for this scan ({bad} covered pixels); nothing was "
                          "written; check the model file and the scan's counts.")
-    mean_amp, mean_pha = sums[0] / n, sums[2] / n
-    std_amp = float(np.sqrt(max(sums[1] / n - mean_amp**2, 0.0)))
-    std_pha = float(np.sqrt(max(sums[3] / n - mean_pha**2, 0.0)))
+    mean_amp = amp_sum / n
+    std_amp = float(np.sqrt(max(amp_sq / n - mean_amp**2, 0.0)))
+    resultant = min(abs(field) / amp_sum, 1.0) if amp_sum > 0 else 1.0
+    std_pha = float(np.sqrt(max(0.0, -2.0 * np.log(resultant)))) if resultant > 0 else float("inf")  # 0, not -0
     if std_amp < 1e-3 * max(mean_amp, 1e-12) and std_pha < 1e-3:
         return [f"the object is flat: '{model}' predicted the same patch for every pattern (amplitude spread "
                 f"{std_amp:.2g}, phase spread {std_pha:.2g} rad); the model has collapsed or does not fit "
