@@ -5,6 +5,7 @@ reference."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -49,11 +50,18 @@ def test_follow_a_scan_being_written_gives_the_offline_result(tmp_path):
     live, out = tmp_path / "live.cxi", tmp_path / "live_recon.h5"
     writer = subprocess.Popen(ptyfast(*SIM, "-o", live, "--stream", 12), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
+    paused = False
     try:
         _wait_for(live)
         follower = subprocess.Popen(ptyfast("reconstruct", live, "--follow", "-o", out, "--refresh-seconds", 0.5,
                                             "--idle-timeout", 30), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     text=True)
+        # The writer is stopped (SIGSTOP) a second into the scan until the follower has written a partial result
+        # (or for 25 s at most, within its 30 s idle timeout): a follower slow to start on a loaded machine would
+        # otherwise first refresh after the 4 s scan had ended, and the test would see no partial refresh.
+        time.sleep(1.0)
+        writer.send_signal(signal.SIGSTOP)
+        paused, t_paused = True, time.monotonic()
         seen = set()  # frame counts of the refreshed outputs, read while the scan grows
         while follower.poll() is None:
             if out.exists():
@@ -62,11 +70,16 @@ def test_follow_a_scan_being_written_gives_the_offline_result(tmp_path):
                     seen.add((prov["frames"], prov["live"]["complete"]))
                 except OSError:  # replaced between our exists() and open(): the rename is atomic, retry
                     pass
+            if paused and (any(not complete for _, complete in seen) or time.monotonic() - t_paused > 25):
+                writer.send_signal(signal.SIGCONT)
+                paused = False
             time.sleep(0.05)
         stdout, stderr = follower.communicate()
         assert follower.returncode == 0, stderr
         assert writer.wait(60) == 0
     finally:
+        if paused:
+            writer.send_signal(signal.SIGCONT)
         writer.kill()
     assert "the writer marked the scan complete" in stdout
     assert any(not complete and n < 49 for n, complete in seen), seen  # refreshed while it was written
