@@ -192,7 +192,11 @@ def test_sigterm_during_reconstruct(tmp_path, scan128):
     src = _big_cxi(tmp_path / "big.cxi", n=3000)
     proc = subprocess.Popen([sys.executable, "-m", "ptyfast", "reconstruct", str(src), "-o", str(tmp_path / "r.h5"),
                              "--allow-probe-mismatch"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(4)
+    # signalled a second after the model is loaded (its "backend:" line), so the signal lands in the run, not in
+    # the interpreter's start-up, however loaded the machine (a fixed 4 s was start-up on a busy one: killed, -15)
+    first = proc.stdout.readline()
+    assert first.startswith("backend:"), (first, proc.stderr.read() if proc.poll() is not None else "")
+    time.sleep(1.0)
     proc.terminate()
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
