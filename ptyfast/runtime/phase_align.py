@@ -106,7 +106,7 @@ def overlap_pairs(positions: np.ndarray, weight: np.ndarray) -> OverlapPairs:
             index[u] = len(shifts)
             in_m = (slice(y0 + ym0, y0 + ym1), slice(x0 + xm0, x0 + xm1))
             in_k = (slice(y0 + ym0 - dy, y0 + ym1 - dy), slice(x0 + xm0 - dx, x0 + xm1 - dx))
-            shifts.append((in_m, in_k, both))
+            shifts.append((in_m, in_k, both.astype(np.complex64)))  # complex: no per-pair cast in product()
     shift_of = index[np.asarray(which).ravel()] if len(found) else np.zeros(0, np.int64)
     keep = shift_of >= 0
     pairs, shift_of = found[keep], shift_of[keep]
