@@ -91,7 +91,11 @@ if want suite; then
     echo "=== suite (background, limit ${SUITE_LIMIT}s) ==="
     # SIGINT at the limit: pytest still prints its summary (the failures' tracebacks); the whole suite needs
     # ≈ 150 s on 14 workers of an idle 16-core machine (91 % of it ran in 132 s on 2026-12-04)
-    ( timeout -s INT -k 20 "$SUITE_LIMIT" $PY -m pytest -v -p no:cacheprovider -n 14 --timeout 120 --tb=short tests \
+    # pytest-xdist and pytest-timeout are not ptyfast's test dependencies: their flags only where installed
+    PLUGINS=""
+    $PY -c "import xdist" 2>/dev/null && PLUGINS="-n 14"
+    $PY -c "import pytest_timeout" 2>/dev/null && PLUGINS="$PLUGINS --timeout 120"
+    ( timeout -s INT -k 20 "$SUITE_LIMIT" $PY -m pytest -v -p no:cacheprovider $PLUGINS --tb=short tests \
         > "$FILES/suite.log" 2>&1; echo "rc=$?" > "$FILES/suite.rc" ) &
     SUITE_PID=$!
 fi
