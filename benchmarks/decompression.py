@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -27,8 +26,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 
 def frames_for(n: int) -> tuple[np.ndarray, str]:
-    data = Path(os.environ.get("PTYFAST_SHARED_DATA", ROOT.parent / "shared" / "data"))
-    star = data / "tike-siemens-star" / "siemens-star-small.npz.bz2"
+    from _star import STAR as star  # ../shared/data or $PTYFAST_SHARED_DATA
+
     if star.is_file():
         from ptyfast.io import load_any
 

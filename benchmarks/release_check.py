@@ -11,7 +11,6 @@ bundled demo pair (angle95 / angle97) is used. Writes release.json and the pictu
 from __future__ import annotations
 
 import argparse
-import os
 from importlib import resources
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from ptyfast.io.atomic import write_json
 from ptyfast.io.images import read_image
 from ptyfast.training.data import list_images
 
-SHARED = Path(os.environ.get("PTYFAST_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+from _star import SHARED_DATA as SHARED  # ../shared/data or $PTYFAST_SHARED_DATA, in one place
 
 
 def held_out_pairs(n: int):
