@@ -22,12 +22,15 @@ import argparse
 import dataclasses
 import resource
 import statistics
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
+
+from e2e_ratio import positive_int
 
 
 def cpu_s() -> float:
@@ -37,8 +40,8 @@ def cpu_s() -> float:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--frames", type=int, default=1600)
-    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--frames", type=positive_int, default=1600)
+    ap.add_argument("--rounds", type=positive_int, default=6)
     ap.add_argument("--overlap", type=float, default=0.76)
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args(argv)
@@ -208,4 +211,10 @@ def synthetic(kind: str, burst: float = 0.005, duty: float = 0.1):
 
 
 if __name__ == "__main__":
-    main()
+    from ptyfast.errors import InputError
+
+    try:
+        main()
+    except InputError as exc:  # e.g. an --overlap the scan simulator refuses: its sentence, exit 2
+        print(f"e2e_gap.py: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

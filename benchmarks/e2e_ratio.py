@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,14 +29,25 @@ from pathlib import Path
 import numpy as np
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number ≥ 1 (else argparse's one-line error and exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number ≥ 1")
+    return value
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--frames", type=int, default=1600)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=None, help="default: the cores this process may use")
+    ap.add_argument("--frames", type=positive_int, default=1600)
+    ap.add_argument("--rounds", type=positive_int, default=5)
+    ap.add_argument("--threads", type=positive_int, default=None, help="default: the cores this process may use")
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--precision", default="auto", help="auto: what reconstruct picks for a scan of --frames")
-    ap.add_argument("--batch", type=int, default=None, help="default: the backend's")
+    ap.add_argument("--batch", type=positive_int, default=None, help="default: the backend's")
     ap.add_argument("--overlap", type=float, default=0.75, help="of the 128² window (the bench scan's by default)")
     ap.add_argument("--plain-torch", action="store_true", help="also time a plain torch bf16 channels-last loop")
     ap.add_argument("--json", type=Path, default=None)
@@ -131,4 +143,10 @@ def plain_torch_loop(x: np.ndarray, batch: int, threads: int):
 
 
 if __name__ == "__main__":
-    main()
+    from ptyfast.errors import InputError
+
+    try:
+        main()
+    except InputError as exc:  # e.g. an --overlap the scan simulator refuses: its sentence, exit 2
+        print(f"e2e_ratio.py: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
