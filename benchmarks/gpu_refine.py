@@ -18,6 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _star import STAR, load_star  # noqa: E402
+from e2e_ratio import positive_int  # noqa: E402
 
 
 def run(scan, xp, iterations: int, batch: int):
@@ -31,8 +32,8 @@ def run(scan, xp, iterations: int, batch: int):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--iterations", type=int, default=20)
-    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--iterations", type=positive_int, default=20)
+    ap.add_argument("--batch", type=positive_int, default=16)
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     try:

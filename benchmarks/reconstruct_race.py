@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from e2e_ratio import positive_int
+
 
 def child_cpu_s() -> float:
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -28,9 +30,10 @@ def child_cpu_s() -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--frames", type=int, nargs="+", default=[1600, 4096], help="square rasters: n is rounded to k²")
+    ap.add_argument("--frames", type=positive_int, nargs="+", default=[1600, 4096],
+                    help="square rasters: n is rounded to k²")
     ap.add_argument("--backends", nargs="+", default=["onnxruntime", "torch", "auto"])
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=positive_int, default=2)
     a = ap.parse_args()
     env = dict(os.environ, COLUMNS="250")  # one line per message
     with tempfile.TemporaryDirectory() as tmp:
