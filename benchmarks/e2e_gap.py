@@ -22,7 +22,6 @@ import argparse
 import dataclasses
 import resource
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from e2e_ratio import positive_int
+from e2e_ratio import positive_int, run_script
 
 
 def cpu_s() -> float:
@@ -211,10 +210,4 @@ def synthetic(kind: str, burst: float = 0.005, duty: float = 0.1):
 
 
 if __name__ == "__main__":
-    from ptyfast.errors import InputError
-
-    try:
-        main()
-    except InputError as exc:  # e.g. an --overlap the scan simulator refuses: its sentence, exit 2
-        print(f"e2e_gap.py: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    run_script(main, "e2e_gap.py")

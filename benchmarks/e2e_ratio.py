@@ -142,11 +142,17 @@ def plain_torch_loop(x: np.ndarray, batch: int, threads: int):
     return run
 
 
-if __name__ == "__main__":
+def run_script(main, name: str) -> None:
+    """``main()``, with an input ptyfast refuses (e.g. an --overlap the scan simulator cannot make) said in one
+    sentence and exit 2 instead of a traceback."""
     from ptyfast.errors import InputError
 
     try:
         main()
-    except InputError as exc:  # e.g. an --overlap the scan simulator refuses: its sentence, exit 2
-        print(f"e2e_ratio.py: {exc}", file=sys.stderr)
+    except InputError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    run_script(main, "e2e_ratio.py")
