@@ -177,7 +177,9 @@ def export_onnx(
     t0 = time.perf_counter()
     model = getattr(model, "module", model).float().cpu().eval()
     h, w = manifest.input_size
-    example = torch.rand(2, 1, h, w)
+    from ptyfast.models.preprocess import input_channels
+
+    example = torch.rand(2, input_channels(manifest), h, w)
     proto = None
     used = exporter
     errors: list[str] = []

@@ -29,7 +29,7 @@ def simulated_patterns(n: int, manifest: Manifest, *, seed: int = 0, overlap: fl
     Returns
     -------
     numpy.ndarray
-        (n, 1, H, W) float32 network input.
+        (n, C, H, W) float32 network input (C from the manifest's probe conditioning).
     """
     from ptyfast.physics import default_probe, random_object, raster_positions
     from ptyfast.physics.simulate import simulate_scan
@@ -54,10 +54,12 @@ def simulated_patterns(n: int, manifest: Manifest, *, seed: int = 0, overlap: fl
         mode = "crop" if data.shape[1] >= h else "pad"
         data = fit_frames(data, (h, w), mode)
     power = float(np.sum(np.abs(probe) ** 2))
-    return np.ascontiguousarray(preprocess(data, manifest, probe_power=power), dtype=np.float32)
+    return np.ascontiguousarray(preprocess(data, manifest, probe_power=power, probe=probe), dtype=np.float32)
 
 
 def random_inputs(n: int, manifest: Manifest, *, seed: int = 0) -> np.ndarray:
-    """(n, 1, H, W) float32 uniform [0, 1) inputs (the range of max-normalised √I; smoke tests only)."""
+    """(n, C, H, W) float32 uniform [0, 1) inputs (the range of max-normalised √I; smoke tests only)."""
+    from ptyfast.models.preprocess import input_channels
+
     h, w = manifest.input_size
-    return np.random.default_rng(seed).random((n, 1, h, w), dtype=np.float32)
+    return np.random.default_rng(seed).random((n, input_channels(manifest), h, w), dtype=np.float32)

@@ -256,7 +256,10 @@ def build_engine(
         if precision == "int8" and hasattr(trt.BuilderFlag, "FP16"):
             config.set_flag(trt.BuilderFlag.FP16)  # non-quantised layers (ConvTranspose, heads) in fp16
     profile = builder.create_optimization_profile()
-    profile.set_shape(INPUT_NAME, *(trt.Dims([b, 1, h, w]) for b in batch))
+    from ptyfast.models.preprocess import input_channels
+
+    c = input_channels(manifest)
+    profile.set_shape(INPUT_NAME, *(trt.Dims([b, c, h, w]) for b in batch))
     config.add_optimization_profile(profile)
 
     cache_path = Path(timing_cache) if timing_cache else engine_path.parent / (

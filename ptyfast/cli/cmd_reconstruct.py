@@ -57,8 +57,11 @@ def reconstruct_cmd(
     consistency_frames: Annotated[int, typer.Option(
         min=0, help="Frames ε is computed on: an evenly spaced sample of at most this many, kept from the one read "
                     "of the file; 0 = every frame (per-frame errors for all, the file read a second time).")] = 512,
-    allow_probe_mismatch: Annotated[bool, typer.Option(help="Run even if the scan's probe differs from the "
-                                                            "model's.")] = False,
+    probe: Annotated[Optional[Path], typer.Option(
+        help="Probe to use instead of the scan's: an .npy (complex H×W) or a ptyfast output holding one (e.g. "
+             "`ptyfast refine` of part of this scan).")] = None,
+    allow_probe_mismatch: Annotated[bool, typer.Option(help="Run even if the probe is outside the model's probe "
+                                                            "family (or differs from a single-probe model's).")] = False,
     refine: Annotated[Optional[str], typer.Option(help=f"Refine the network's result: {Algorithm.listing()}.")] = None,
     iterations: Annotated[int, typer.Option(min=1, help="Refinement iterations.")] = 50,
     png: Annotated[bool, typer.Option("--png/--no-png", help="Write PNG previews.")] = True,
@@ -106,7 +109,12 @@ def reconstruct_cmd(
     job = ReconstructJob(model=model, backend=backend, device=device, precision=precision, batch=batch,
                          chunk=chunk, fit=fit, weighting=weighting, align_phase=align_phase,
                          consistency=consistency, consistency_frames=consistency_frames,
-                         allow_probe_mismatch=allow_probe_mismatch, threads=threads, offset_fitter=offset_fitter)
+                         allow_probe_mismatch=allow_probe_mismatch, threads=threads, offset_fitter=offset_fitter,
+                         probe=str(probe.resolve()) if probe else None)
+    if probe is not None:
+        from ptyfast.io.convert import load_probe
+
+        load_probe(probe)  # a missing, unreadable or probe-less file is refused before any model is opened
     if handoff is not None:
         from ptyfast.choices import Handoff
 

@@ -50,6 +50,11 @@ def train_cmd(
     clean_photons: Annotated[Optional[str], typer.Option(help="Photon range LO:HI for noise-free samples "
                                                                "(default: the probe's power).")] = None,
     random_probes: Annotated[int, typer.Option(min=0, help="Random Fresnel probes mixed in (0 = fixed probe).")] = 0,
+    family_probes: Annotated[int, typer.Option(
+        min=0, help="Members of the random probe family (focus, defocus either side, central stops, aberrations, a "
+                    "second mode) drawn once; each sample takes one. 0 = the --probe only.")] = 0,
+    given_probe_share: Annotated[float, typer.Option(
+        min=0, max=1, help="With --family-probes: share of samples under --probe itself.")] = 0.1,
     seed: Annotated[int, typer.Option()] = 0,
     val_seed: Annotated[Optional[int], typer.Option(min=0, help="Seed of the validation set (default: --seed); keep it "
                                                          "fixed across continued stages.")] = None,
@@ -102,7 +107,8 @@ def train_cmd(
         threads=threads,
         data=DataOptions(object_size=object_size, pool_size=pool_size, procedural_fraction=procedural,
                          noise_fraction=noise, photons=(lo, hi), random_probes=random_probes,
-                         transform=transform, normalise=normalise, clean_photons=clean),
+                         family_probes=family_probes, given_probe_share=given_probe_share,
+                         sample_like=family_probes > 0, transform=transform, normalise=normalise, clean_photons=clean),
     ).validate()
     labelled = None
     if labels:

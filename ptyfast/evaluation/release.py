@@ -124,15 +124,19 @@ def check_one(backend, probe: np.ndarray, amplitude_image: np.ndarray, phase_ima
 
 
 def release_check(model: str | None, pairs: list[tuple[np.ndarray, np.ndarray]], options: ReleaseOptions,
-                  *, backend: str = "auto", figure_dir: Path | None = None) -> dict:
+                  *, backend: str = "auto", figure_dir: Path | None = None, probe: np.ndarray | None = None,
+                  opened=None) -> dict:
     """Run :func:`check_one` on every (amplitude image, phase image) pair; mean figures and, optionally, the
-    pictures of the first scan (truth beside each object, shared colour limits) and the rPIE curves."""
+    pictures of the first scan (truth beside each object, shared colour limits) and the rPIE curves.
+
+    ``probe``: scan with this probe instead of the model's own (a probe-conditioned model, or a probe sweep);
+    ``opened``: an open backend to use (and leave open) instead of opening ``model``."""
     from ptyfast.runtime.backends import open_backend
     from ptyfast.runtime.reconstruct import model_probe
 
-    be, reason = open_backend(model, backend, "cpu")
+    be, reason = opened if opened is not None else open_backend(model, backend, "cpu")
     try:
-        probe = model_probe(be.manifest)
+        probe = model_probe(be.manifest) if probe is None else np.asarray(probe, np.complex64)
         if probe is None:
             from ptyfast.errors import InputError
 
@@ -141,7 +145,8 @@ def release_check(model: str | None, pairs: list[tuple[np.ndarray, np.ndarray]],
         rng = np.random.default_rng(options.seed)
         scans = [check_one(be, probe, a, p, options, rng) for a, p in pairs]
     finally:
-        be.close()
+        if opened is None:
+            be.close()
     names = list(scans[0]["rows"])
     mean = {n: {m: float(np.mean([s["rows"][n][m] for s in scans])) for m in METRICS} for n in names}
     net, flat = mean["network"], mean["flat"]

@@ -210,7 +210,7 @@ def load_probe(path: str | Path) -> np.ndarray:
         except Exception as exc:  # corrupt or not an .npy file
             raise InputError(f"probe file {path} could not be read as .npy ({exc}).") from None
     else:
-        p = read_probe(path)
+        p = read_probe(path, outputs=True)
     p = np.squeeze(np.asarray(p))
     if p.ndim != 2 or not np.iscomplexobj(p) and not np.isrealobj(p):
         raise InputError(f"probe in {path} must be a 2-D complex array; found shape {p.shape}.")

@@ -289,12 +289,16 @@ def _read_mask(f: h5py.File, shape, path: Path) -> np.ndarray | None:
     return (m.astype(np.int64) & ~MASK_NOT_BAD) == 0
 
 
-def read_probe(path: str | Path) -> np.ndarray:
+#: Where a ptyfast output (reconstruct, refine, finetune) keeps its probe.
+OUTPUT_PROBE_PATH = "probe"
+
+
+def read_probe(path: str | Path, *, outputs: bool = False) -> np.ndarray:
     """The probe of a CXI/HDF5 file: complex (H, W) at ``entry_1/instrument_1/source_1/illumination`` or
-    ``entry_1/probe`` (first mode when several are stored)."""
+    ``entry_1/probe`` — or, with ``outputs``, a ptyfast result's ``probe`` (first mode when several are stored)."""
     path = Path(path)
     with _open(path) as f:
-        ds = _find(f, PROBE_PATHS, "probe", path)
+        ds = _find(f, PROBE_PATHS + ((OUTPUT_PROBE_PATH,) if outputs else ()), "probe", path)
         p = np.asarray(ds[()])
     while p.ndim > 2:
         p = p[0]

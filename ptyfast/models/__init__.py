@@ -43,6 +43,12 @@ def register_model(name: str, target: str, description: str, paper: str) -> None
 register_model("ptynet-s", "ptyfast.models.ptynet_s:PtyNetS",
                "PtyNet-S + BatchNorm, standardised linear heads (325,800 parameters; ptyfast's default)",
                "Pan et al., iScience 2023, trained with ptyfast's recipe")
+register_model("ptynet-s-probe", "ptyfast.models.ptynet_s:PtyNetSProbe",
+               "ptynet-s with the scan's probe as two more input channels (326,088 parameters)",
+               "Pan et al., iScience 2023; probe conditioning by ptyfast")
+register_model("ptynet-s-probe-est", "ptyfast.models.ptynet_s:PtyNetSProbeEstimate",
+               "ptynet-s-probe plus a one-step physics estimate with the scan's probe as input (326,376 parameters)",
+               "Pan et al., iScience 2023; probe conditioning by ptyfast")
 register_model("ptynet-s-paper", "ptyfast.models.ptynet_s:PtyNetSPaper",
                "3-block encoder, grouped 3-block decoder, no skips (324,452 parameters)",
                "Pan et al., iScience 2023")

@@ -43,6 +43,10 @@ class Manifest:
         ``absolute`` when the network was trained to predict the absolute phase.
     training : free-form summary (data, steps, time, hardware, validation metrics).
     finetuned_on : description of the scan a fine-tuned model was adapted to ("" for pre-trained).
+    conditioning : how the scan's probe enters the input ("" none: the model knows one probe, ``probe_sha256``;
+        ``probe`` / ``probe+estimate``: see :data:`ptyfast.models.preprocess.CONDITIONING_CHANNELS`).
+    probe_family : for a probe-conditioned model, the family of probes it was trained on
+        (:meth:`ptyfast.physics.probe_family.ProbeFamily.describe`); ``reconstruct`` accepts any confined probe.
     """
 
     architecture: str
@@ -59,6 +63,8 @@ class Manifest:
     phase_offsets: str = "absolute"
     training: dict = field(default_factory=dict)
     finetuned_on: str = ""
+    conditioning: str = ""
+    probe_family: dict = field(default_factory=dict)
     ptyfast_version: str = ""
     manifest_version: int = MANIFEST_VERSION
 

@@ -154,8 +154,53 @@ TRANSFORMS = Transform.values()
 NORMALISATIONS = Normalisation.values()
 
 
+#: Probe conditioning of a model's input (manifest ``conditioning``) → channels added after the pattern's.
+CONDITIONING_CHANNELS = {"": 0, "probe": 2, "probe+estimate": 4}
+
+
+def input_channels(manifest) -> int:
+    """Channels of a model's input: the preprocessed pattern plus its probe conditioning's."""
+    kind = getattr(manifest, "conditioning", "") or ""
+    if kind not in CONDITIONING_CHANNELS:
+        raise InputError(f"the model's manifest asks for probe conditioning '{kind}', which this ptyfast does not "
+                         f"know ({', '.join(k for k in CONDITIONING_CHANNELS if k)}); upgrade ptyfast.")
+    return 1 + CONDITIONING_CHANNELS[kind]
+
+
+def probe_channels(probe: np.ndarray) -> np.ndarray:
+    """(…, 2, H, W) float32: real and imaginary part of a real-space probe (…, H, W) scaled to max |P| = 1 —
+    how a probe-conditioned network is told which probe lit the pattern (its scale is in the photons
+    normalisation; its global phase is set so the brightest pixel is real, since a global phase is arbitrary)."""
+    probe = np.asarray(probe, np.complex64)
+    flat = probe.reshape(*probe.shape[:-2], -1)
+    peak = np.take_along_axis(flat, np.abs(flat).argmax(axis=-1)[..., None], axis=-1)[..., None]
+    unit = probe * (np.conj(peak) / np.maximum(np.abs(peak), EPS) ** 2)
+    return np.stack([unit.real, unit.imag], axis=-3).astype(np.float32)
+
+
+def estimate_channels(intensity: np.ndarray, probe: np.ndarray, photons) -> np.ndarray:
+    """(N, 2, H, W) float32: one physics step from a flat object — the measured amplitude √I given the phase of
+    the probe's own far field (faded out where that far field is < 10⁻³ of its peak), propagated back and divided by the probe, Wiener-regularised with 1 % of max |P|²
+    (so it fades smoothly to zero where the probe is dark: no threshold that a small error in the probe's
+    power could move). ``probe`` (H, W) or (N, H, W) is scaled to ``photons`` per frame."""
+    probe = np.asarray(probe, np.complex64)
+    power = np.sum(np.abs(probe) ** 2, axis=(-2, -1), keepdims=True)
+    scaled = probe * np.sqrt(np.asarray(photons, np.float64).reshape(-1, 1, 1) / power).astype(np.float32)
+    field = far_field(scaled)
+    magnitude = np.abs(field)
+    # the probe's far-field phase, faded out where its far field is dark (outside the pupil its angle is
+    # round-off: light the object scatters there is dropped rather than given a random phase)
+    phase = field / (magnitude + 1e-3 * magnitude.max(axis=(-2, -1), keepdims=True))
+    psi = back_propagate(np.sqrt(intensity, dtype=np.float32) * phase)
+    inten = np.abs(scaled) ** 2
+    peak = inten.max(axis=(-2, -1), keepdims=True)
+    est = psi * np.conj(scaled) / (inten + 0.01 * peak)
+    return np.stack([est.real, est.imag], axis=1).astype(np.float32)
+
+
 def preprocess(frames: np.ndarray, manifest=None, *, preprocessing: dict | None = None,
-               probe_power=None, mask: np.ndarray | None = None) -> np.ndarray:
+               probe_power=None, mask: np.ndarray | None = None, probe: np.ndarray | None = None,
+               conditioning: str | None = None) -> np.ndarray:
     """(N, H, W) intensities → (N, 1, H, W) float32 network input, as ``manifest.preprocessing`` says.
 
     ``transform``: ``sqrt`` (√I, the seed paper), ``log1p`` (log(1 + I), I in photons: compresses the
@@ -170,7 +215,15 @@ def preprocess(frames: np.ndarray, manifest=None, *, preprocessing: dict | None 
     variance per pattern) or ``none``. Negative counts (detector offsets) are clipped to zero, and pixels that
     ``mask`` (bool (H, W), True = valid) marks invalid are set to zero, so hot or dead pixels never reach the
     network.
+
+    A probe-conditioned model (``conditioning``, default the manifest's) gets more channels after the
+    pattern's: ``probe`` (:func:`probe_channels` of ``probe``, (H, W) for the whole batch or (N, H, W)) and
+    ``probe+estimate`` (also :func:`estimate_channels`). Returns (N, C, H, W).
     """
+    kind = getattr(manifest, "conditioning", "") if conditioning is None else conditioning
+    if kind and probe is None:
+        raise InputError("this model is probe-conditioned: it needs the scan's probe (give --probe FILE, or a "
+                         "scan file that holds one).")
     prep = preprocessing or getattr(manifest, "preprocessing", None) or {"transform": "sqrt", "normalise": "max"}
     # one new float32 array, then in place (reconstruct's reader thread runs this beside inference)
     x = np.maximum(np.asarray(frames), 0, dtype=np.float32)
@@ -203,4 +256,16 @@ def preprocess(frames: np.ndarray, manifest=None, *, preprocessing: dict | None 
         x = (x - flat.mean(axis=1)[:, None, None]) / np.maximum(flat.std(axis=1), EPS)[:, None, None]
     elif norm not in ("photons", "none"):
         raise InputError(f"unknown preprocessing normalisation '{norm}'; known: {', '.join(NORMALISATIONS)}.")
-    return x[:, None]
+    if not kind:
+        return x[:, None]
+    if kind not in CONDITIONING_CHANNELS:
+        input_channels(type("M", (), {"conditioning": kind}))  # raises the one-sentence error
+    probe = np.asarray(probe, np.complex64)
+    parts = [x[:, None], np.broadcast_to(probe_channels(probe), (len(x), 2, *x.shape[-2:]))]
+    if kind == "probe+estimate":
+        counts = np.maximum(np.asarray(frames), 0, dtype=np.float32)
+        if mask is not None:
+            np.copyto(counts, np.float32(0.0), where=~np.asarray(mask, bool))
+        power = probe_power if probe_power is not None else float(np.sum(np.abs(probe) ** 2))
+        parts.append(estimate_channels(counts, probe, np.broadcast_to(np.asarray(power, np.float64), (len(x),))))
+    return np.concatenate(parts, axis=1)

@@ -76,9 +76,9 @@ class StandardisedHeads(nn.Module):
         return amp, pha
 
 
-def _layers(norm: bool) -> tuple[nn.Sequential, nn.Sequential]:
+def _layers(norm: bool, in_channels: int = 1) -> tuple[nn.Sequential, nn.Sequential]:
     encoder = nn.Sequential(
-        conv(1, 16, norm=norm), conv(16, 16, stride=2, norm=norm),
+        conv(in_channels, 16, norm=norm), conv(16, 16, stride=2, norm=norm),
         conv(16, 16, norm=norm), conv(16, 32, stride=2, norm=norm),
         conv(32, 64, norm=norm), conv(64, 128, stride=2, norm=norm),
     )
@@ -93,9 +93,11 @@ def _layers(norm: bool) -> tuple[nn.Sequential, nn.Sequential]:
 class _PtyNetSLayers(nn.Module):
     """The paper's layer table, with or without BatchNorm, and the given output heads."""
 
-    def __init__(self, norm: bool, heads: nn.Module) -> None:
+    CONDITIONING = ""  # probe conditioning of the input (ptyfast.models.preprocess.CONDITIONING_CHANNELS)
+
+    def __init__(self, norm: bool, heads: nn.Module, in_channels: int = 1) -> None:
         super().__init__()
-        self.encoder, self.decoder = _layers(norm=norm)
+        self.encoder, self.decoder = _layers(norm=norm, in_channels=in_channels)
         self.heads = heads
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,3 +116,24 @@ class PtyNetS(_PtyNetSLayers):
 
     def __init__(self) -> None:
         super().__init__(norm=True, heads=StandardisedHeads())
+
+
+class PtyNetSProbe(_PtyNetSLayers):
+    """``ptynet-s`` conditioned on the scan's probe: input (B, 3, H, W) = preprocessed √I, Re P, Im P (P scaled
+    to max |P| = 1, :func:`ptyfast.models.preprocess.probe_channels`). Only the first conv grows (+288
+    weights, +9.4 MFLOP per pattern): one network for a family of probes."""
+
+    CONDITIONING = "probe"
+
+    def __init__(self) -> None:
+        super().__init__(norm=True, heads=StandardisedHeads(), in_channels=3)
+
+
+class PtyNetSProbeEstimate(_PtyNetSLayers):
+    """``ptynet-s-probe`` plus one physics step with the scan's probe as two more channels (Re, Im of
+    :func:`ptyfast.models.preprocess.estimate_channels`): input (B, 5, H, W)."""
+
+    CONDITIONING = "probe+estimate"
+
+    def __init__(self) -> None:
+        super().__init__(norm=True, heads=StandardisedHeads(), in_channels=5)

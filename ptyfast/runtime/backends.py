@@ -167,11 +167,14 @@ class Backend:
                 "model_file": str(self.model_path or ""), "architecture": self.manifest.architecture}
 
     def _check(self, x: np.ndarray) -> np.ndarray:
+        from ptyfast.models.preprocess import input_channels
+
         h, w = self.manifest.input_size
+        c = input_channels(self.manifest)
         x = np.asarray(x)
-        if x.ndim != 4 or x.shape[1:] != (1, h, w):
+        if x.ndim != 4 or x.shape[1:] != (c, h, w):
             raise InputError(
-                f"the {self.name} backend expects a (B, 1, {h}, {w}) batch for '{self.manifest.architecture}', "
+                f"the {self.name} backend expects a (B, {c}, {h}, {w}) batch for '{self.manifest.architecture}', "
                 f"got {x.shape}; preprocess the frames with ptyfast.models.preprocess first."
             )
         return np.ascontiguousarray(x, dtype=np.float32)
@@ -300,7 +303,9 @@ class TorchBackend(Backend):
         self.note = None  # why the CPU path runs eager PyTorch, when it does
         if device == "cpu":
             self._model = fold_batchnorm(model)  # run_fp32's model
-            example = torch.zeros((2, 1, *manifest.input_size), dtype=torch.float32)
+            from ptyfast.models.preprocess import input_channels
+
+            example = torch.zeros((2, input_channels(manifest), *manifest.input_size), dtype=torch.float32)
             self._compiled, self.note = inference_module(model, example, dtype=self._dtype or torch.float32,
                                                          channels_last=self._channels_last)
         else:
@@ -635,7 +640,7 @@ def bf16_agreement(backend: "TorchBackend", n: int = 16) -> float | None:
     if probe.shape != tuple(backend.manifest.input_size):
         return None
     photons = float(backend.manifest.probe_photons) or float(np.sum(np.abs(probe) ** 2))
-    x = preprocess(check_patterns(probe, n, photons), backend.manifest, probe_power=photons)
+    x = preprocess(check_patterns(probe, n, photons), backend.manifest, probe_power=photons, probe=probe)
     a16, p16 = backend(x)
     a32, p32 = backend.run_fp32(x)
     lit = lit_pixels(np.abs(probe) ** 2)

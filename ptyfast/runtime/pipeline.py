@@ -378,7 +378,8 @@ def stitch_frames(scan: Scan, backend, plan: StitchPlan, start: int = 0, stop: i
                 if hi > lo:
                     part.measured[lo:hi] = measured_amplitudes(fitted[part.measured_frames[lo:hi] - first], fft_mask)
                 cursor[0] = first + len(frames)
-            return preprocess(fitted, backend.manifest, probe_power=plan.probe_power, mask=plan.mask)
+            return preprocess(fitted, backend.manifest, probe_power=plan.probe_power, mask=plan.mask,
+                              probe=plan.probe)
 
         firsts: collections.deque = collections.deque()  # the first frame of each batch handed to the backend
 

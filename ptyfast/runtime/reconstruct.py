@@ -52,7 +52,34 @@ def refined_probe(manifest, model_path=None) -> np.ndarray | None:
     return np.asarray(p, np.complex64) if probe_hash(p) == manifest.refined_probe_sha256 else None
 
 
-def choose_probe(scan: Scan, manifest, *, fit: str, allow_mismatch: bool, model_path=None
+def conditioned_probe(scan: Scan, manifest, *, fit: str, allow_mismatch: bool, model_path=None,
+                      given: np.ndarray | None = None, given_name: str = "") -> tuple[np.ndarray, str, None]:
+    """The probe a probe-conditioned model (manifest ``conditioning``) is given: ``given`` (``--probe``), else
+    the scan's, else the model's reference probe. Any member of the model's probe family is accepted; a probe
+    outside it (another window size, not confined, too small, NaN) is refused in one sentence."""
+    from ptyfast.physics.probe_family import family_problem
+
+    size = tuple(manifest.input_size)
+    if given is not None:
+        probe, note = given, f"the probe of {given_name}"
+    elif scan.probe is not None:
+        probe, note = scan.probe, "the scan's probe"
+    else:
+        known = model_probe(manifest, model_path)
+        if known is None:
+            raise InputError(f"'{manifest.architecture}' needs the scan's probe, and the scan holds none; give one "
+                             "with --probe FILE (an .npy, or a ptyfast refine output of this scan).")
+        return known, "the scan has no probe: using the model's reference probe", None
+    probe = fit_probe(np.asarray(probe, np.complex64), size, fit) if fit != "none" else probe
+    problem = family_problem(probe, size)
+    if problem and not allow_mismatch:
+        raise InputError(f"{note[0].upper() + note[1:]} is outside the probes '{manifest.architecture}' was trained "
+                         f"for: {problem} (--allow-probe-mismatch runs anyway).")
+    return np.asarray(probe, np.complex64), f"{note} (inside the model's probe family)", None
+
+
+def choose_probe(scan: Scan, manifest, *, fit: str, allow_mismatch: bool, model_path=None,
+                 given: np.ndarray | None = None, given_name: str = ""
                  ) -> tuple[np.ndarray | None, str, np.ndarray | None]:
     """(probe, note, weight probe): the probe of the consistency pass and of the result (what ``refine --init``
     starts from), a note on where it came from, and the probe whose |P|² weights the stitching when it is not
@@ -67,13 +94,17 @@ def choose_probe(scan: Scan, manifest, *, fit: str, allow_mismatch: bool, model_
     measured +0.35 dB phase but −1.9 dB amplitude on the star: the network's outputs outside its training
     region are not reliable).
     """
+    if getattr(manifest, "conditioning", ""):
+        return conditioned_probe(scan, manifest, fit=fit, allow_mismatch=allow_mismatch, model_path=model_path,
+                                 given=given, given_name=given_name)
     known = model_probe(manifest, model_path)
     size = tuple(manifest.input_size)
-    if scan.probe is None:
+    own = given if given is not None else scan.probe
+    if own is None:
         if known is not None:
             return known, "the scan has no probe: using the probe the model was trained for", None
         return None, "the scan has no probe and the model's probe is unknown: Hann-window weights, no consistency", None
-    probe = fit_probe(scan.probe, size, fit)
+    probe = fit_probe(own, size, fit)
     if known is not None:
         sim = probe_similarity(probe, known)
         if sim < PROBE_SIMILARITY_MIN and not allow_mismatch:
@@ -115,6 +146,7 @@ class ReconstructJob:
     allow_probe_mismatch: bool = False
     threads: int | None = None
     offset_fitter: object = None  # callable(scan, plan, patches, z) → (z, note) refining the offsets (--fit-offsets)
+    probe: str | None = None  # --probe FILE: the probe to use instead of the scan's (.npy or a ptyfast output)
 
 
 def check_frame_size(scan: Scan, manifest, fit: str) -> None:
@@ -134,9 +166,15 @@ def plan_for(scan: Scan, job: ReconstructJob, backend) -> tuple[StitchPlan, str]
     manifest = backend.manifest
     check_far_field(scan)
     check_frame_size(scan, manifest, job.fit)
+    given = None
+    if job.probe:
+        from ptyfast.io.convert import load_probe
+
+        given = load_probe(job.probe)
     probe, probe_note, weight_probe = choose_probe(scan, manifest, fit=job.fit,
                                                    allow_mismatch=job.allow_probe_mismatch,
-                                                   model_path=_given_model_file(job.model) or backend.model_path)
+                                                   model_path=_given_model_file(job.model) or backend.model_path,
+                                                   given=given, given_name=Path(job.probe).name if job.probe else "")
     align = job.align_phase if job.align_phase is not None else manifest.phase_offsets == "free"
     plan = plan_stitch(scan.positions, scan.frame_shape[0], manifest, probe, fit=job.fit, weighting=job.weighting,
                        align_phase=align, mask=scan.mask, weight_probe=weight_probe)

@@ -32,14 +32,14 @@ class TorchPatternSampler(PatternSampler):
         super().__init__(pool, probe, options, rng)
         self.device = torch.device(device)
         self.pool_t = torch.from_numpy(np.stack([o.astype(np.complex64) for o in pool])).to(self.device)
-        self.probes_t = [torch.from_numpy(p).to(self.device) for p in self.probes]
-        self.masks_t = [torch.from_numpy(lit_mask(p).astype(np.float32)).to(self.device) for p in self.probes]
+        self.modes_t = torch.from_numpy(self.modes).to(self.device)
+        self.lit_t = torch.from_numpy(self.lit.astype(np.float32)).to(self.device)
         self.generator = torch.Generator(self.device)
 
     def patches(self, d: Draw) -> torch.Tensor:
         """(B, H, W) complex64 windows of the pool at the draw's sub-pixel corners (bilinear, the
         :func:`ptyfast.kernels.gather` convention: corner = floor, weights from the fractional part)."""
-        h, w = self.probes[d.probe].shape
+        h, w = self.probes[0].shape
         pos = torch.from_numpy(d.positions).to(self.device)
         base = torch.floor(pos)
         fy, fx = (pos - base).float().T[:, :, None, None]
@@ -53,20 +53,51 @@ class TorchPatternSampler(PatternSampler):
         return (1 - fy) * top + fy * bottom
 
     def render(self, d: Draw):
-        probe = self.probes_t[d.probe]
+        modes = self.modes_t[torch.from_numpy(np.asarray(d.probe)).to(self.device)]
         patches = self.patches(d)
-        psi = far_field(probe[None] * patches)
+        psi = far_field(modes[:, 0] * patches)
         intensity = psi.real**2 + psi.imag**2
+        second = np.flatnonzero(np.any(self.modes[d.probe, 1] != 0, axis=(1, 2)))
+        if len(second):
+            sel = torch.from_numpy(second).to(self.device)
+            psi2 = far_field(modes[sel, 1] * patches[sel])
+            intensity[sel] += psi2.real**2 + psi2.imag**2
         photons = torch.from_numpy(d.photons).to(self.device)
-        intensity = intensity * (photons / d.power).float()[:, None, None]
+        intensity = intensity * (photons / torch.from_numpy(np.asarray(d.power, np.float64)).to(self.device)
+                                 ).float()[:, None, None]
         if d.noisy.any():
             self.generator.manual_seed(int(self.rng.integers(2**62)))
             noisy = torch.from_numpy(d.noisy).to(self.device)
             intensity[noisy] = torch.poisson(intensity[noisy], generator=self.generator)
         x = preprocess_tensor(intensity, {"transform": self.options.transform, "normalise": self.options.normalise},
                               photons)
-        mask = self.masks_t[d.probe].expand(len(d.objects), -1, -1)
+        if self.options.conditioning:
+            x = torch.cat([x, condition_tensor(intensity, modes[:, 0], photons, self.options.conditioning)], dim=1)
+        mask = self.lit_t[torch.from_numpy(np.asarray(d.probe)).to(self.device)]
         return x, patches.abs(), patches.angle(), mask
+
+
+def condition_tensor(intensity, probes, photons, kind: str):
+    """The conditioning channels of :func:`ptyfast.models.preprocess.preprocess` for torch tensors on their
+    device: (N, 2 or 4, H, W) from intensities (N, H, W) and probes (N, H, W) complex."""
+    from ptyfast.finetune.torch_forward import back_propagate
+
+    flat = probes.reshape(len(probes), -1)
+    peak = flat.gather(1, flat.abs().argmax(dim=1, keepdim=True))[:, :, None]
+    unit = probes * (peak.conj() / peak.abs().clamp_min(1e-12) ** 2)
+    parts = [unit.real, unit.imag]
+    if kind == "probe+estimate":
+        power = (probes.abs() ** 2).sum((-2, -1), keepdim=True)
+        scaled = probes * torch.sqrt(photons.reshape(-1, 1, 1) / power).to(probes.real.dtype)
+        field = far_field(scaled)
+        magnitude = field.abs()
+        phase = field / (magnitude + 1e-3 * magnitude.amax((-2, -1), keepdim=True))
+        psi = back_propagate(intensity.clamp_min(0).sqrt() * phase)
+        inten = scaled.abs() ** 2
+        peak_i = inten.amax((-2, -1), keepdim=True)
+        est = psi * scaled.conj() / (inten + 0.01 * peak_i)
+        parts += [est.real, est.imag]
+    return torch.stack(parts, dim=1).float()
 
 
 def make_sampler(pool, probe, options: DataOptions, rng, device: torch.device, simulate: str = "auto"):

@@ -256,6 +256,29 @@ def prepare_heads(model, mean: tuple[float, float], std: tuple[float, float], op
     return "bounded heads"
 
 
+def widen_input(state: dict, model) -> dict:
+    """``state`` made to fit ``model`` when the only difference is a first conv with more input channels (a
+    probe-conditioned model started from an unconditioned one): the new channels' weights start at zero, so
+    the widened network computes what the old one did until training teaches it to use the probe."""
+    own = model.state_dict()
+    out = dict(state)
+    for key, value in state.items():
+        want = own.get(key)
+        if (want is not None and value.ndim == 4 and want.ndim == 4 and value.shape[0] == want.shape[0]
+                and value.shape[2:] == want.shape[2:] and value.shape[1] < want.shape[1]):
+            wide = torch.zeros_like(want)
+            wide[:, : value.shape[1]] = value
+            out[key] = wide
+    return out
+
+
+def family_record(data: DataOptions) -> dict:
+    """The manifest's ``probe_family``: which probes a conditioned model was trained on."""
+    from ptyfast.physics.probe_family import ProbeFamily
+
+    return {**ProbeFamily().describe(), "members": data.family_probes, "given_probe_share": data.given_probe_share}
+
+
 def align_label_phase(labelled: dict, sampler, delta: float) -> str:
     """Add ``delta`` rad to every label phase (and the simulated pool objects): a reference reconstruction's
     global phase is arbitrary, so choose it where the continued model's outputs already are, instead of
@@ -338,12 +361,17 @@ def train(
 
     torch.manual_seed(options.seed)
     model = build_model(options.model)
+    options.data.conditioning = getattr(model, "CONDITIONING", "")
+    if options.data.conditioning and labelled is None:  # the samplers were made before the model: re-make them
+        val = fixed_set(PatternSampler(val_pool, probe, options.data, val_seed + 20_000), options.val_size)
+        sampler = make_sampler(pool, probe, options.data, np.random.default_rng([options.seed, rank]), device,
+                               options.simulate)
     init_weights(model)
     heads = prepare_heads(model, obj_mean, std, options)
     if options.init_from:
         ck = read_checkpoint(options.init_from)
         try:
-            model.load_state_dict(ck["state_dict"])
+            model.load_state_dict(widen_input(ck["state_dict"], model))
         except RuntimeError:
             raise InputError(f"{options.init_from} does not hold '{options.model}' weights.") from None
         if hasattr(getattr(model, "heads", None), "std"):
@@ -384,6 +412,8 @@ def train(
         probe_photons=float(np.sum(np.abs(probe) ** 2)), object_amplitude_range=tuple(options.data.amplitude_range),
         object_phase_range=tuple(options.data.phase_range), ptyfast_version=__version__,
         refined_probe_sha256=probe_hash(labelled["refined_probe"]) if labelled else "",
+        conditioning=options.data.conditioning,
+        probe_family=family_record(options.data) if options.data.conditioning else {},
     )
 
     def summary(val_loss: float) -> dict:
@@ -397,7 +427,8 @@ def train(
             **({"labelled_frames_train": len(labelled["train"].x), "labelled_frames_val": len(labelled["val"].x),
                 "labels": labelled.get("sources", []), "mix_simulated": mix_simulated} if labelled else {}),
             "procedural_fraction": options.data.procedural_fraction, "noise_fraction": options.data.noise_fraction,
-            "random_probes": options.data.random_probes, "seed": options.seed, "val_seed": val_seed,
+            "random_probes": options.data.random_probes, "family_probes": options.data.family_probes,
+            "given_probe_share": options.data.given_probe_share, "seed": options.seed, "val_seed": val_seed,
             "transform": options.data.transform, "photons": list(options.data.photons),
             "clean_photons": list(options.data.clean_photons) if options.data.clean_photons else None,
             "parameters": count_parameters(getattr(model, "module", model)), "torch": torch.__version__,
