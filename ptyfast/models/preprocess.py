@@ -180,21 +180,24 @@ def probe_channels(probe: np.ndarray) -> np.ndarray:
 
 def estimate_channels(intensity: np.ndarray, probe: np.ndarray, photons) -> np.ndarray:
     """(N, 2, H, W) float32: one physics step from a flat object — the measured amplitude √I given the phase of
-    the probe's own far field (faded out where that far field is < 10⁻³ of its peak), propagated back and divided by the probe, Wiener-regularised with 1 % of max |P|²
-    (so it fades smoothly to zero where the probe is dark: no threshold that a small error in the probe's
-    power could move). ``probe`` (H, W) or (N, H, W) is scaled to ``photons`` per frame."""
+    the probe's own far field (faded out where that far field is < 10⁻³ of its peak: outside the pupil its
+    angle is round-off, so light the object scatters there is dropped rather than given a random phase),
+    propagated back and divided by the probe scaled to ``photons`` per frame, Wiener-regularised with 1 % of
+    max |P|² (it fades smoothly to zero where the probe is dark: no threshold that a small error in the
+    probe's power could move). ``probe`` (H, W) for every frame, or (N, H, W) one per frame.
+
+    Both filters depend on the probe's shape only, so a scan's probe costs two FFTs once; each frame costs one.
+    """
     probe = np.asarray(probe, np.complex64)
-    power = np.sum(np.abs(probe) ** 2, axis=(-2, -1), keepdims=True)
-    scaled = probe * np.sqrt(np.asarray(photons, np.float64).reshape(-1, 1, 1) / power).astype(np.float32)
-    field = far_field(scaled)
+    field = far_field(probe)
     magnitude = np.abs(field)
-    # the probe's far-field phase, faded out where its far field is dark (outside the pupil its angle is
-    # round-off: light the object scatters there is dropped rather than given a random phase)
     phase = field / (magnitude + 1e-3 * magnitude.max(axis=(-2, -1), keepdims=True))
-    psi = back_propagate(np.sqrt(intensity, dtype=np.float32) * phase)
-    inten = np.abs(scaled) ** 2
-    peak = inten.max(axis=(-2, -1), keepdims=True)
-    est = psi * np.conj(scaled) / (inten + 0.01 * peak)
+    inten = np.abs(probe) ** 2
+    inverse = np.conj(probe) / (inten + 0.01 * inten.max(axis=(-2, -1), keepdims=True))
+    # a probe P scaled by c = √(photons / Σ|P|²) divides the estimate by c
+    power = np.sum(inten, axis=(-2, -1), dtype=np.float64).reshape(-1, 1, 1)
+    inverse = inverse / np.sqrt(np.asarray(photons, np.float64).reshape(-1, 1, 1) / power).astype(np.float32)
+    est = back_propagate(np.sqrt(intensity, dtype=np.float32) * phase) * inverse
     return np.stack([est.real, est.imag], axis=1).astype(np.float32)
 
 
