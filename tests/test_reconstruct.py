@@ -278,11 +278,32 @@ def test_fit_crop_adapts_larger_frames(tmp_path):
         assert np.all(np.isfinite(f["object"][()]))
 
 
-def test_probe_mismatch_is_refused(tmp_path):
+def test_the_single_probe_model_refuses_another_probe(tmp_path):
     path = _scan_cxi(tmp_path, "otherprobe.cxi", probe=fresnel_probe((128, 128), defocus=300e-6, focus_size=300e-9))
-    line = one_error_line(run("reconstruct", path, "-o", tmp_path / "o.h5"))
+    line = one_error_line(run("reconstruct", path, "--model", "ptynet-s", "-o", tmp_path / "o.h5"))
     assert "differs from the probe" in line and "ptyfast finetune" in line
     assert not (tmp_path / "o.h5").exists()
+
+
+def test_by_default_a_probe_outside_every_model_is_refused(tmp_path):
+    """No --model: a probe that is not the bundled one goes to the probe-conditioned model, which refuses a probe
+    too wide for one pattern to determine its patch, in one sentence, writing nothing."""
+    path = _scan_cxi(tmp_path, "wide.cxi", probe=fresnel_probe((128, 128), defocus=300e-6, focus_size=300e-9))
+    line = one_error_line(run("reconstruct", path, "-o", tmp_path / "o.h5"))
+    assert "not confined" in line and "ptynet-s-probe-est" in line
+    assert not (tmp_path / "o.h5").exists()
+
+
+def test_by_default_another_confined_probe_gets_the_probe_conditioned_model(tmp_path):
+    from ptyfast.physics.probe_family import held_out_probe
+
+    path = _scan_cxi(tmp_path, "stop.cxi", probe=held_out_probe("central-stop", 0))
+    res = run("reconstruct", path, "-o", tmp_path / "o.h5", "--no-png")
+    assert res.returncode == 0, res.stderr
+    assert "model ptynet-s-probe-est: the probe is not the bundled one" in res.stdout
+    assert "inside the model's probe family" in res.stdout
+    with h5py.File(tmp_path / "o.h5") as f:
+        assert json.loads(f.attrs["provenance"])["model_manifest"].count("probe+estimate") == 1
 
 
 @pytest.mark.parametrize("case", ["corrupt", "nan", "empty", "missing"])

@@ -33,7 +33,9 @@ def reconstruct_cmd(
     scans: Annotated[list[Path], typer.Argument(help="CXI/HDF5 scans (or Tike .npz / PtyNet layouts).")],
     output: Annotated[Optional[Path], typer.Option("-o", "--output",
                                                    help="Output .h5 (a folder when several scans).")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Shipped model name or .pt/.onnx/.engine path.")] = None,
+    model: Annotated[Optional[str], typer.Option(
+        help="Shipped model name or .pt/.onnx/.engine path (default: ptynet-s for scans under the bundled probe, "
+             "the probe-conditioned ptynet-s-probe-est for any other probe).")] = None,
     backend: Annotated[str, typer.Option(help=f"{Backend.listing()}.")] = "auto",
     device: Annotated[str, typer.Option(help=f"{Device.listing()}.")] = "auto",
     precision: Annotated[str, typer.Option(help=f"auto, {Precision.listing()}; auto: torch bf16 for a scan of "
@@ -131,7 +133,14 @@ def reconstruct_cmd(
             raise InputError(f"--follow reconstructs one scan as it is written; it cannot be combined with "
                              f"{' or '.join(clash)}.")
     total = _frames_to_reconstruct(scans, frames) if precision.lower() == "auto" and not follow else None
+    chosen = ""
+    if model is None:
+        from ptyfast.runtime.reconstruct import default_model_for, scan_probes
+
+        model, chosen = default_model_for(scan_probes(scans, job.probe))
+        job.model = model
     be, reason = open_backend(model, backend, device, precision, threads=threads, frames=total)
+    reason = f"{chosen}; {reason}" if chosen else reason
     job.precision = be.precision  # what auto chose, for the provenance and for Dask workers
     console.print(f"backend: [bold]{reason}[/] ({be.manifest.architecture}, {be.precision})")
     client = cluster = None

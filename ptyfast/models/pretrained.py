@@ -22,9 +22,12 @@ from ptyfast.models import REGISTRY
 from ptyfast.models.manifest import Manifest
 
 #: Registered names for which ptyfast ships (or will ship) pre-trained weights in ``ptyfast/data``.
-SHIPPED: tuple[str, ...] = ("ptynet-s",)
-#: The model used when none is named.
+SHIPPED: tuple[str, ...] = ("ptynet-s", "ptynet-s-probe-est")
+#: The model used when none is named, for scans under the bundled probe (or with no probe)...
 DEFAULT_MODEL = "ptynet-s"
+#: ...and for scans under any other probe: the probe-conditioned model (``reconstruct`` picks; see
+#: :func:`ptyfast.runtime.reconstruct.default_model_for`).
+DEFAULT_CONDITIONED_MODEL = "ptynet-s-probe-est"
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 ONNX_SUFFIXES = (".onnx",)

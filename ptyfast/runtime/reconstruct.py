@@ -122,6 +122,41 @@ def choose_probe(scan: Scan, manifest, *, fit: str, allow_mismatch: bool, model_
     return probe, "the scan's probe", None
 
 
+def default_model_for(probes: list[np.ndarray | None]) -> tuple[str, str]:
+    """(model name, why) when the user names none, from the probes of the scans to reconstruct: the
+    single-probe ``ptynet-s`` when every scan is under the bundled probe it was trained for (or has none), the
+    probe-conditioned model as soon as one is under any other probe (it takes every probe, the bundled one too)."""
+    from ptyfast.models.pretrained import DEFAULT_CONDITIONED_MODEL, DEFAULT_MODEL
+
+    bundled = default_probe()
+    sims = [probe_similarity(np.asarray(p, np.complex64), bundled) if np.shape(p) == bundled.shape else 0.0
+            for p in probes if p is not None]
+    if not sims:
+        return DEFAULT_MODEL, f"model {DEFAULT_MODEL}: no probe is known"
+    if min(sims) >= PROBE_SIMILARITY_MIN:
+        return DEFAULT_MODEL, f"model {DEFAULT_MODEL}: the bundled probe it was trained for"
+    return DEFAULT_CONDITIONED_MODEL, (f"model {DEFAULT_CONDITIONED_MODEL}: the probe is not the bundled one "
+                                       f"(similarity {min(sims):.2f}), so the probe-conditioned network")
+
+
+def scan_probes(paths, probe_file: str | None = None) -> list[np.ndarray | None]:
+    """The probe each scan file would be reconstructed with (``--probe`` for all when given), read without its
+    frames; a file that cannot be read yields None (its own error comes when it is reconstructed)."""
+    if probe_file:
+        from ptyfast.io.convert import load_probe
+
+        return [load_probe(probe_file)]
+    from ptyfast.io.convert import load_any
+
+    out = []
+    for path in paths:
+        try:
+            out.append(load_any(path).probe)
+        except (InputError, OSError):
+            out.append(None)
+    return out
+
+
 def _given_model_file(spec) -> Path | None:
     """The model file the user named (its folder may hold the training probe); a backend may run a cached
     ONNX conversion of it from elsewhere."""
@@ -192,8 +227,13 @@ def run_reconstruct(scan: Scan, job: ReconstructJob, *, backend=None, reason: st
     t0 = time.perf_counter()
     own = backend is None
     if own:
+        chosen = ""
+        if job.model is None:
+            model, chosen = default_model_for(scan_probes([], job.probe) if job.probe else [scan.probe])
+            job = dataclasses.replace(job, model=model)
         backend, reason = open_backend(job.model, job.backend, job.device, job.precision, threads=job.threads,
                                        frames=scan.n_frames)
+        reason = f"{chosen}; {reason}" if chosen else reason
         job = dataclasses.replace(job, precision=backend.precision)  # what auto chose (Dask workers open the same)
     t_load = time.perf_counter() - t0
     try:
