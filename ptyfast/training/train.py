@@ -362,6 +362,10 @@ def train(
     torch.manual_seed(options.seed)
     model = build_model(options.model)
     options.data.conditioning = getattr(model, "CONDITIONING", "")
+    if options.data.conditioning and labelled is not None:
+        raise InputError(f"train --labels trains single-probe models; '{options.model}' is probe-conditioned: "
+                         "reconstruct the scan with it directly (ptyfast reconstruct SCAN --probe REFINED.h5), or "
+                         "train --labels a ptynet-s.")
     if options.data.conditioning and labelled is None:  # the samplers were made before the model: re-make them
         val = fixed_set(PatternSampler(val_pool, probe, options.data, val_seed + 20_000), options.val_size)
         sampler = make_sampler(pool, probe, options.data, np.random.default_rng([options.seed, rank]), device,
