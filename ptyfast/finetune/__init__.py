@@ -3,8 +3,9 @@
 Needs torch (the ``train`` extra). Modules by job: :mod:`~ptyfast.finetune.options` (options, frame subset,
 result record), :mod:`~ptyfast.finetune.probe` (the starting probe), :mod:`~ptyfast.finetune.objectives` (data
 term, anchors, the overlap-stitched object), :mod:`~ptyfast.finetune.loop` (the optimisation; the method is
-described there), :mod:`~ptyfast.finetune.output` (model, previews and the ``ptyfast finetune`` command's
-library function); :mod:`~ptyfast.finetune.torch_forward` and :mod:`~ptyfast.finetune.torch_stitch` are the
+described there), :mod:`~ptyfast.finetune.validation` (the guard: held-out frames judged on ``reconstruct``'s
+object), :mod:`~ptyfast.finetune.output` (model, previews and the ``ptyfast finetune`` command's library
+function); :mod:`~ptyfast.finetune.torch_forward` and :mod:`~ptyfast.finetune.torch_stitch` are the
 forward model and the stitching in torch.
 """
 

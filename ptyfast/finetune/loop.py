@@ -35,8 +35,8 @@ Ambiguities the per-pattern loss cannot resolve, and what ptyfast does about the
 * **Probe ↔ object** (``--learn-probe``): a per-pattern loss cannot separate ``P`` from ``O_n`` (any
   ``P'`` with ``O'_n = P·O_n/P'`` fits every pattern): the probe is only identifiable through the overlap,
   i.e. through *one* object explaining all patterns. So the probe is not learned through the per-patch
-  loss. ptyfast keeps an auxiliary object on the scan grid, started from the pre-trained network's
-  stitched prediction, and after every epoch runs ``probe_iterations`` rPIE passes
+  loss. ptyfast keeps an auxiliary object on the scan grid, started from ``reconstruct``'s stitching of the
+  training frames with the pre-trained network, and after every epoch runs ``probe_iterations`` rPIE passes
   (:func:`ptyfast.refine.engines.refine`, object and probe updated) on it; the network is then fine-tuned
   with the updated probe (its gradient w.r.t. the probe is not used). The remaining ambiguities of
   ptychography (global complex factor, a linear phase ramp and a translation shared by ``P`` and ``O``)
@@ -47,15 +47,43 @@ Objectives (``--objective``)
 * ``pattern`` (the paper): each pattern against its own predicted patch. Every pattern is a separate
   phase-retrieval problem; with the paper's probe (nearly flat, filling the 128² window: no oversampling)
   a single pattern does not determine its patch, so the loss can fall while the object does not improve.
-* ``overlap``: each pattern against the window of the *stitched* object (``|P|²``-weighted, bilinear, what
-  ``reconstruct`` writes; :mod:`ptyfast.finetune.torch_stitch`): overlapping patches must agree, as in
-  ptychography. The batch's live patches replace their cached copies in the stitched object, so a step
-  costs O(batch).
+* ``overlap``: each pattern against the window of the *stitched* object (``|P|²``-weighted, bilinear, as
+  ``reconstruct`` blends, but without its phase-offset solve; :mod:`ptyfast.finetune.torch_stitch`):
+  overlapping patches must agree, as in ptychography. The batch's live patches replace their cached copies
+  in the stitched object, so a step costs O(batch).
 * ``guided``: the paper's loss plus ``guide_weight ·‖O_n − W_n(Ô)‖² / ‖W_n(Ô)‖²``, where ``Ô`` is an
-  auxiliary object started from the network's stitched prediction and advanced by ``probe_iterations``
-  rPIE sweeps per epoch (:func:`ptyfast.refine.engines.refine`, measured data and known probe only) and
-  ``W_n`` its window at frame ``n``. The network learns the overlap-consistent solution and keeps it:
-  the fine-tuned network then reconstructs further scans of the sample at network speed.
+  auxiliary object started from ``reconstruct``'s stitching of the training frames (phase offsets solved)
+  and advanced by ``probe_iterations`` rPIE sweeps per epoch (:func:`ptyfast.refine.engines.refine`,
+  measured data and known probe only) and ``W_n`` its window at frame ``n``. The network learns the
+  overlap-consistent solution and keeps it: the fine-tuned network then reconstructs further scans of the
+  sample at network speed.
+
+The guard: held-out frames, validation on reconstruct's object, keep-best
+-------------------------------------------------------------------------
+None of the objectives above measures what the user gets: the training loss can fall while the object
+``reconstruct`` writes gets worse (one pattern does not determine its patch, so the network can trade
+amplitude for phase inside each patch; with free per-patch phase offsets the patches can also stop agreeing).
+So, unless ``val_fraction`` is 0, an evenly spaced ``val_fraction`` of the selected frames (at least
+:data:`~ptyfast.finetune.validation.MIN_HELD_OUT`) is held out: never trained on, never seen by the rPIE
+sweeps. Before the first epoch, every ``val_every`` epochs and after the last, every selected frame is
+reconstructed exactly as ``reconstruct`` would with the current weights
+(:func:`ptyfast.runtime.pipeline.reconstruct_scan`: predicted, phase offsets solved from the overlaps,
+``|P|²``-blended) and that object is propagated through the forward model at the held-out frames: their data
+error ε (:class:`~ptyfast.runtime.pipeline.Consistency`, its own amplitude scale) judges the weights
+(:mod:`ptyfast.finetune.validation`). The weights (with their amplitude scale and probe) of the check with
+the lowest ε are returned; a check counts as better only when it lowers ε by
+:data:`~ptyfast.finetune.validation.MIN_GAIN` of the best so far. If no check beats the start, the starting
+weights are returned and the result's ``verdict`` says so; after ``patience`` checks in a row without a
+better one the loop stops early. The R-factors are those of the training frames; the ``before``/``after``
+objects are the checks' reconstructions (what ``reconstruct`` writes with those weights).
+
+What the guard cannot see: ε is a data error, so it is blind to what the data do not constrain. Fine-tuning
+can lower ε while moving the object away from the truth (amplitude and phase both worse, the network fitting
+the measured patterns more closely than the true object does). Measured falls of 3–4 % in ε came with a
+phase 0.7–1.9 dB worse, so :data:`~ptyfast.finetune.validation.MIN_GAIN` is 5 %: below it the starting
+weights are kept. The guard reliably catches a fine-tuning that makes the data fit worse (a diverging
+optimiser, a wrong probe, a drift that the data reject), not every loss of fidelity. ``pattern`` (the paper's loss, the cheapest) is the
+default.
 
 Batch normalisation
 -------------------
@@ -67,6 +95,7 @@ batch of a few correlated patterns of one sample cannot corrupt them (the refere
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
@@ -77,9 +106,11 @@ from typing import Callable
 
 import numpy as np
 
+from ptyfast import threads
 from ptyfast.allocator import keep_freed_memory
 from ptyfast.errors import InputError
 from ptyfast.finetune.options import FinetuneOptions, FinetuneResult, select_frames
+from ptyfast.finetune.validation import MIN_GAIN, Validation, Validator, held_out_frames
 
 __all__ = ["finetune", "predict_object"]
 
@@ -200,9 +231,9 @@ class _Run:
         return max(self.options.batch, 32)
 
 
-def _initial_pass(run: _Run, keep_object: bool):
-    """The pre-trained network's predictions of every frame: each patch's mean phase (the anchors), the
-    predicted amplitudes (through the stitched object for ``overlap``) and, when asked, their stitch."""
+def _initial_pass(run: _Run):
+    """The pre-trained network's predictions of every training frame: each patch's mean phase (the anchors)
+    and the predicted amplitudes (through the stitched object for ``overlap``)."""
     import torch
 
     from ptyfast.finetune import torch_forward
@@ -210,21 +241,18 @@ def _initial_pass(run: _Run, keep_object: bool):
 
     n = len(run.x)
     anchors, pred = torch.empty(n), torch.empty(run.meas.shape)
-    first = _Stitch(run.shape, (run.probe.abs() ** 2).cpu().numpy()) if keep_object else None
     with torch.no_grad():
         for s, a, ph in run.net.over(run.x, run.eval_batch):
             anchors[s : s + len(a)] = mean_phase(ph, run.weight).cpu()
             pred[s : s + len(a)] = torch_forward.predicted_amplitude(run.probe, a, ph).cpu()
             if run.stitched is not None:
                 run.stitched.cache[s : s + len(a)] = torch.polar(a, ph)
-            if first is not None:
-                first.add(a, ph, run.positions[s : s + len(a)])
         if run.stitched is not None:  # the data as seen through the stitched object (what the objective compares)
             run.stitched.restitch()
             for s in range(0, n, run.eval_batch):
                 pred[s : s + run.eval_batch] = run.stitched.seen_through(
                     run.probe, run.stitched.every[s : s + run.eval_batch]).cpu()
-    return anchors.to(run.device), pred, first
+    return anchors.to(run.device), pred
 
 
 def _epoch(run: _Run, opt, order, log_scale, anchors, targets) -> tuple[float, float]:
@@ -267,15 +295,14 @@ def _epoch(run: _Run, opt, order, log_scale, anchors, targets) -> tuple[float, f
     return tot / len(order), rnum / max(rden, 1e-30)
 
 
-def _final_pass(run: _Run, scale: float, keep_object: bool):
-    """R-factor of the fine-tuned network over every frame (through the stitched object for ``overlap``) and,
-    when asked, the stitch of its patches."""
+def _final_pass(run: _Run, scale: float) -> float:
+    """R-factor of the fine-tuned network over the training frames (through the stitched object for
+    ``overlap``)."""
     import torch
 
     from ptyfast.finetune import torch_forward
 
     rnum = rden = 0.0
-    last = _Stitch(run.shape, (run.probe.abs() ** 2).cpu().numpy()) if keep_object else None
     stitched, dev = run.stitched, run.device
     with torch.no_grad():
         for s, a, ph in run.net.over(run.x, run.eval_batch):
@@ -285,26 +312,25 @@ def _final_pass(run: _Run, scale: float, keep_object: bool):
                 pred = scale * torch_forward.predicted_amplitude(run.probe, a, ph)
                 rn, rd = run.data_term.r_factor(pred, run.meas[s : s + len(a)].to(dev))
                 rnum, rden = rnum + float(rn), rden + float(rd)
-            if last is not None:
-                last.add(a, ph, run.positions[s : s + len(a)])
         if stitched is not None:
             stitched.restitch()
             for s in range(0, len(run.x), run.eval_batch):
                 pred = scale * stitched.seen_through(run.probe, stitched.every[s : s + run.eval_batch])
                 rn, rd = run.data_term.r_factor(pred, run.meas[s : s + run.eval_batch].to(dev))
                 rnum, rden = rnum + float(rn), rden + float(rd)
-    return rnum / max(rden, 1e-30), last
+    return rnum / max(rden, 1e-30)
 
 
 def _finetuned_manifest(manifest, summary: dict, *, source: str, frames: int, total: int, epochs: int,
-                        probe: np.ndarray | None):
+                        probe: np.ndarray | None, held: int = 0):
     """The manifest of the fine-tuned network (``finetuned_on``, ``training["finetune"]``; a learned probe's
     hash and power when ``probe`` is given)."""
     from ptyfast import __version__
     from ptyfast.models.manifest import probe_hash
 
-    new = replace(manifest, finetuned_on=f"{Path(source).name if source else 'scan'}: {frames} of {total} frames, "
-                                         f"{epochs} epochs",
+    kept_out = f" ({held} held out)" if held else ""
+    new = replace(manifest, finetuned_on=f"{Path(source).name if source else 'scan'}: {frames} of {total} frames"
+                                         f"{kept_out}, {epochs} epochs",
                   training={**(manifest.training or {}), "finetune": summary}, ptyfast_version=__version__)
     if probe is not None:
         new = replace(new, probe_sha256=probe_hash(probe), probe_photons=float(np.sum(np.abs(probe) ** 2)))
@@ -339,11 +365,13 @@ def finetune(
     source : str
         Name of the scan (file) for the manifest's ``finetuned_on``.
     stitch : bool
-        Also return the stitched objects before and after (from the selected frames).
+        Also return the objects before and after: ``reconstruct``'s stitching (phase offsets solved) of every
+        selected frame with the starting and with the returned weights.
     device : str or torch.device
         Where to run (CPU by default).
     progress : callable(epoch, info) or None
-        Called after every epoch with ``loss``, ``r_factor``, ``lr``, ``scale``, ``time_s``.
+        Called after every epoch with ``loss``, ``r_factor``, ``lr``, ``scale``, ``time_s``, and after a check
+        of the weights also ``held_out_error`` (ε).
 
     Returns
     -------
@@ -373,13 +401,20 @@ def finetune(
     if dev.type == "cpu":
         keep_freed_memory()  # no fresh pages for every step's activations (ptyfast.allocator)
 
-    # The selected frames on the model's grid.
-    idx = select_frames(scan.n_frames, o.subset)
+    # The selected frames on the model's grid; the held-out ones are never trained on.
+    sel = select_frames(scan.n_frames, o.subset)
+    held = held_out_frames(sel, o.val_fraction)
+    in_train = ~np.isin(sel, held)
+    idx = sel[in_train]
     n = len(idx)
+    guard = len(held) > 0
     grid = model_grid(scan.positions, scan.frame_shape[0], size, o.fit, scan.mask)
     pos, mask = grid.positions[idx], grid.mask
     frames = grid.frames(scan, idx)
     meas_np = np.sqrt(np.maximum(frames, 0.0)).astype(np.float32)
+    held_frames = grid.frames(scan, held) if guard else np.zeros((0, *size), np.float32)
+    validator = Validator(scan.select(sel), o.fit, manifest, np.flatnonzero(~in_train), held_frames, mask,
+                          batch=max(o.batch, 32))
 
     model = model.to(dev)
     model.eval()  # BN uses (and keeps) its pre-training running statistics; see the module docstring
@@ -390,19 +425,17 @@ def finetune(
     guided, overlap = o.objective == "guided", o.objective == "overlap"
     run = _Run(options=o, net=_Network(model, dev, o.amp), device=dev,
                x=torch.from_numpy(preprocess(frames, manifest, probe_power=float(np.sum(np.abs(probe) ** 2)),
-                                             mask=mask)),
+                                             mask=mask, probe=probe)),
                meas=torch.from_numpy(meas_np), data_term=DataTerm(o.loss, meas_np, mask, dev), probe=probe_t,
                weight=(probe_t.abs() ** 2) / (probe_t.abs() ** 2).sum(), positions=pos, shape=grid.shape)
     if overlap:
         run.stitched = OverlapObject(pos, size, grid.shape, np.abs(probe) ** 2, dev, run.eval_batch)
 
-    # Pass 0: pre-trained predictions → R-factor before, the scale fit, the phase anchors, the "before" object.
-    anchors, pred0, first = _initial_pass(run, keep_object=stitch or o.learn_probe or guided)
+    # Pass 0: pre-trained predictions → R-factor before, the scale fit, the phase anchors.
+    anchors, pred0 = _initial_pass(run)
     m0 = torch.from_numpy(mask.astype(np.float32)) if mask is not None else torch.ones(size)
     den_aa = float((pred0 * pred0 * m0).sum())
     s_fit = float((pred0 * run.meas * m0).sum()) / den_aa if den_aa > 0 else float("nan")
-    consensus = first.object() if first is not None else None
-    before, weight_before = (consensus, first.wsum) if stitch else (None, None)
     s0 = s_fit if o.scale == "fit" else 1.0
     if not (np.isfinite(s0) and s0 > 0):
         raise InputError(
@@ -419,8 +452,29 @@ def finetune(
         probe_t.mul_(s0)
         s0 = 1.0
     log_scale = torch.nn.Parameter(torch.tensor(math.log(s0), device=dev), requires_grad=learn_scale)
+
+    def current_probe() -> np.ndarray:
+        return (torch.exp(log_scale.detach()) * probe_t).cpu().numpy()
+
+    def check() -> "Validation":
+        with threads.limited(o.threads) if o.threads else contextlib.nullcontext():
+            return validator(run.net, current_probe())
+
+    consensus = None
     if o.learn_probe or guided:
+        # The auxiliary object starts from what reconstruct makes of the training frames (offsets solved),
+        # placed on the training grid; the held-out frames stay out of it.
+        with threads.limited(o.threads) if o.threads else contextlib.nullcontext():
+            start = validator(run.net, current_probe(), subset=validator.train).reconstruction
+        consensus = _on_grid(start.object, start.origin, grid.origin, grid.shape)
         probe_scan = Scan(diffraction=frames, positions=pos, probe=probe_t.cpu().numpy(), mask=mask)
+
+    # The guard: the weights are judged by the held-out frames' data error against reconstruct's object.
+    first = check() if guard or stitch else None
+    kept = _Kept(epoch=0, error=first.held_out_error if guard else float("nan"), state=_snapshot(model),
+                 log_scale=float(log_scale.detach()), probe=probe_t.clone(),
+                 reconstruction=first.reconstruction if first is not None else None)
+    error_start, checks_since, lowest_later = kept.error, 0, float("inf")
 
     groups = [{"params": net_params, "lr": o.lr}]
     if learn_scale:
@@ -432,6 +486,7 @@ def finetune(
     gen = torch.Generator().manual_seed(o.seed)
     history: list[dict] = []
     targets = None
+    epochs_run = 0
     t0 = time.perf_counter()
     for epoch in range(1, o.epochs + 1):
         if o.learn_probe or guided:  # rPIE sweeps on the auxiliary object (+ probe) before the network's pass
@@ -448,16 +503,41 @@ def finetune(
                     targets = torch.from_numpy(gather(consensus.astype(np.complex64), pos, size)).to(dev)
         loss, r_factor = _epoch(run, opt, torch.randperm(n, generator=gen), log_scale, anchors, targets)
         sched.step()
+        epochs_run = epoch
         info = {"epoch": epoch, "loss": loss, "r_factor": r_factor, "lr": opt.param_groups[0]["lr"],
                 "scale": float(torch.exp(log_scale.detach())), "time_s": time.perf_counter() - t0}
+        if guard and (epoch % o.val_every == 0 or epoch == o.epochs):
+            v = check()
+            info["held_out_error"] = v.held_out_error
+            lowest_later = min(lowest_later, v.held_out_error)
+            if v.held_out_error < kept.error * (1 - MIN_GAIN):
+                kept = _Kept(epoch=epoch, error=v.held_out_error, state=_snapshot(model),
+                             log_scale=float(log_scale.detach()), probe=probe_t.clone(),
+                             reconstruction=v.reconstruction)
+                checks_since = 0
+            else:
+                checks_since += 1
         history.append(info)
         if progress is not None:
             progress(epoch, info)
+        if guard and checks_since >= o.patience:
+            break
     elapsed = time.perf_counter() - t0
 
-    # Final pass: R-factor after (and the "after" object) with the final weights.
+    if guard:  # back to the weights (and scale, probe) with the lowest held-out error
+        model.load_state_dict(kept.state)
+        with torch.no_grad():
+            log_scale.fill_(kept.log_scale)
+            probe_t.copy_(kept.probe)
+        after = kept.reconstruction
+    else:
+        after = check().reconstruction if stitch else None
+    kept_epoch = kept.epoch if guard else epochs_run
+    verdict = _verdict(guard, error_start, kept.error, lowest_later, kept_epoch, epochs_run, o)
+
+    # Final pass: R-factor of the training frames with the weights returned.
     scale = float(torch.exp(log_scale).detach())
-    r_after, last = _final_pass(run, scale, keep_object=stitch)
+    r_after = _final_pass(run, scale)
 
     # Back to a plain fp32, contiguous, CPU, eval-mode module (exportable like any other).
     model = model.to("cpu").to(memory_format=torch.contiguous_format).float().eval()
@@ -465,24 +545,88 @@ def finetune(
         p.requires_grad_(True)
     final_probe = (scale * probe_t.cpu().numpy()).astype(np.complex64)
 
+    error_after = kept.error if guard else float("nan")
     summary = {
         "scan": source, "frames": int(n), "frames_total": int(scan.n_frames), "subset": str(o.subset),
-        "epochs": o.epochs, "batch": o.batch, "lr": o.lr, "schedule": f"StepLR(step={step} epochs, gamma=0.5)",
+        "epochs": o.epochs, "epochs_run": epochs_run, "batch": o.batch, "lr": o.lr,
+        "schedule": f"StepLR(step={step} epochs, gamma=0.5)",
         "loss": o.loss, "objective": o.objective, "guide_weight": o.guide_weight if guided else None,
         "freeze": o.freeze, "learn_probe": o.learn_probe, "scale_mode": o.scale,
         "amplitude_scale": scale, "amplitude_scale_fit": float(s_fit), "phase_anchor": o.phase_anchor,
-        "r_factor_before": float(r_before), "r_factor_after": float(r_after), "time_s": round(elapsed, 2),
+        "r_factor_before": float(r_before), "r_factor_after": float(r_after),
+        "val_fraction": o.val_fraction, "val_every": o.val_every, "patience": o.patience,
+        "held_out_frames": [int(i) for i in held], "held_out_error_start": _json_float(error_start),
+        "held_out_error_kept": _json_float(error_after), "kept_epoch": int(kept_epoch),
+        "validations": [[h["epoch"], _json_float(h["held_out_error"])] for h in history if "held_out_error" in h],
+        "verdict": verdict, "time_s": round(elapsed, 2),
         "amp": o.amp, "batch_norm": "eval mode, running statistics frozen",
         "hardware": f"{platform.machine()} {os.cpu_count()} cores"
         + (f", {torch.cuda.get_device_name()}" if dev.type == "cuda" else ""),
         "torch": torch.__version__,
     }
     new_manifest = _finetuned_manifest(manifest, summary, source=source, frames=n, total=scan.n_frames,
-                                       epochs=o.epochs, probe=final_probe if o.learn_probe else None)
+                                       held=len(held), epochs=epochs_run,
+                                       probe=final_probe if o.learn_probe else None)
+    before = first.reconstruction if (stitch and first is not None) else None
+    after = after if stitch else None
     return FinetuneResult(model=model, manifest=new_manifest, probe=final_probe, amplitude_scale=scale,
                           frames=idx, history=history, r_factor_before=float(r_before),
-                          r_factor_after=float(r_after), time_s=elapsed, before=before,
-                          after=last.object() if last is not None else None, weight_before=weight_before,
-                          weight_after=last.wsum if last is not None else None,
-                          origin=tuple(float(v) for v in grid.origin), positions=pos, options=o,
-                          pixel_size_m=float(scan.object_pixel_size(size[0], o.fit)))
+                          r_factor_after=float(r_after), time_s=elapsed,
+                          before=before.object if before is not None else None,
+                          after=after.object if after is not None else None,
+                          weight_before=before.weight if before is not None else None,
+                          weight_after=after.weight if after is not None else None,
+                          origin=tuple(float(v) for v in (after.origin if after is not None else grid.origin)),
+                          positions=after.positions if after is not None else pos, options=o,
+                          pixel_size_m=float(scan.object_pixel_size(size[0], o.fit)), held_out=held,
+                          held_out_error_before=float(error_start), held_out_error_after=float(error_after),
+                          kept_epoch=int(kept_epoch), epochs_run=int(epochs_run), verdict=verdict)
+
+
+@dataclass
+class _Kept:
+    """The best weights so far (by the held-out data error), with the scale and probe that went with them."""
+
+    epoch: int
+    error: float
+    state: dict
+    log_scale: float
+    probe: object
+    reconstruction: object
+
+
+def _snapshot(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _json_float(v: float):
+    return float(v) if np.isfinite(v) else None
+
+
+def _on_grid(obj: np.ndarray, origin, grid_origin, shape) -> np.ndarray:
+    """``obj`` (grid pixel (0, 0) at scan position ``origin``) placed on a grid of ``shape`` whose pixel (0, 0) is
+    ``grid_origin`` (both origins are whole pixels; the object lies inside that grid)."""
+    out = np.zeros(shape, np.complex64)
+    dy, dx = (int(round(v)) for v in np.asarray(origin) - np.asarray(grid_origin))
+    h, w = min(obj.shape[0], shape[0] - dy), min(obj.shape[1], shape[1] - dx)
+    out[dy : dy + h, dx : dx + w] = obj[:h, :w]
+    return out
+
+
+def _fmt(e: float) -> str:
+    return f"{e:.3g}" if np.isfinite(e) else ("∞" if e == float("inf") else "n/a")
+
+
+def _verdict(guard: bool, start: float, kept: float, lowest_later: float, kept_epoch: int, epochs_run: int,
+             o: FinetuneOptions) -> str:
+    """One plain sentence saying which weights fine-tuning returned and why."""
+    stopped = (f" It stopped after {epochs_run} of {o.epochs} epochs ({o.patience} checks without a lower error)."
+               if epochs_run < o.epochs else "")
+    if not guard:
+        return ("no frames were held out (val_fraction 0), so the weights after the last epoch were kept "
+                "without a check.")
+    if kept_epoch == 0:
+        return (f"fine-tuning did not lower the held-out data error (ε {_fmt(start)} → {_fmt(lowest_later)}); "
+                f"the starting weights were kept.{stopped}")
+    return (f"fine-tuning lowered the held-out data error (ε {_fmt(start)} → {_fmt(kept)}); the weights of epoch "
+            f"{kept_epoch} were kept.{stopped}")

@@ -27,7 +27,7 @@ class FinetuneOptions:
         fraction in (0, 1] (evenly spaced frames).
     freeze : ``none`` (all weights, paper) or ``encoder`` (only the decoder learns).
     loss : ``l1`` on amplitudes (paper) or ``poisson`` negative log-likelihood on intensities.
-    objective : ``pattern`` (paper: each pattern against its own predicted patch) or ``overlap`` (each
+    objective : ``pattern`` (paper, the default: each pattern against its own predicted patch) or ``overlap`` (each
         pattern against the window of the *stitched* object, so overlapping patches must agree) or
         ``guided`` (the paper's loss plus ``guide_weight`` × the distance of every patch to the window of an
         auxiliary object refined by ``probe_iterations`` rPIE sweeps per epoch, see the module docstring).
@@ -42,6 +42,12 @@ class FinetuneOptions:
     fit : how frames of another size are brought to the model's input size (see ``fit_frames``).
     seed : shuffling seed.
     threads : torch CPU threads (0 = torch's default).
+    val_fraction : fraction of the selected frames held out of training to judge the weights by (evenly
+        spaced, at least :data:`~ptyfast.finetune.validation.MIN_HELD_OUT`), in [0, 0.5]; 0 turns the
+        guard off (the final weights are returned unchecked).
+    val_every : epochs between two checks of the held-out data error (also checked before the first epoch
+        and after the last).
+    patience : checks in a row without a lower held-out error before fine-tuning stops early.
     """
 
     epochs: int = 300
@@ -62,6 +68,9 @@ class FinetuneOptions:
     fit: str = "none"
     seed: int = 0
     threads: int = 0
+    val_fraction: float = 0.1
+    val_every: int = 5
+    patience: int = 10
 
     def validate(self) -> "FinetuneOptions":
         """Check every field; raise :class:`InputError` naming the first bad one."""
@@ -85,6 +94,12 @@ class FinetuneOptions:
         self.amp = Autocast.check(self.amp, "--amp mode")
         if self.phase_anchor < 0:
             raise InputError(f"--phase-anchor must be ≥ 0; found {self.phase_anchor}.")
+        if not (0 <= self.val_fraction <= 0.5):
+            raise InputError(f"--val-fraction must be in [0, 0.5] (0 = no held-out frames); found {self.val_fraction}.")
+        if self.val_every < 1:
+            raise InputError(f"--val-every must be at least 1 epoch; found {self.val_every}.")
+        if self.patience < 1:
+            raise InputError(f"--patience must be at least 1 check; found {self.patience}.")
         frame_subset(self.subset)
         return self
 
@@ -133,11 +148,19 @@ class FinetuneResult:
     probe : complex64 (H, W) probe in photon units as used at the end (``s·P``; learned with
         ``learn_probe``).
     amplitude_scale : the per-scan scale ``s`` (1 with ``scale="fixed"``).
-    frames : indices of the frames fine-tuned on.
-    history : per epoch ``{"epoch", "loss", "r_factor", "lr", "scale", "time_s"}``.
-    r_factor_before, r_factor_after : ``Σ|√I_pred − √I| / Σ√I`` over the frames, before and after.
+    frames : indices of the frames fine-tuned on (the held-out ones excluded).
+    held_out : indices of the selected frames held out of training (empty with ``val_fraction=0``).
+    history : per epoch ``{"epoch", "loss", "r_factor", "lr", "scale", "time_s"}``, plus ``held_out_error``
+        (ε) after the epochs where the weights were checked.
+    r_factor_before, r_factor_after : ``Σ|√I_pred − √I| / Σ√I`` over the training frames, before and with the
+        weights returned.
+    held_out_error_before, held_out_error_after : ε of the held-out frames against the reconstruction with the
+        starting weights and with the weights returned (NaN without held-out frames).
+    kept_epoch : the epoch whose weights were returned (0: the starting weights); ``epochs_run`` : the epochs
+        actually run (fewer than asked when stopped early); ``verdict`` : one sentence saying what was kept.
     time_s : wall time of the optimisation loop (seconds).
-    before, after : stitched complex objects (from the frames used) when ``stitch=True``, else None.
+    before, after : ``reconstruct``'s stitching (phase offsets solved) of every selected frame with the starting
+        and the returned weights when ``stitch=True``, else None.
     weight_before, weight_after : their ``Σ|P|²`` weight maps; ``origin`` : the scan position of pixel (0, 0);
     ``positions`` : the frames' windows on that grid; ``pixel_size_m`` : its object pixel (NaN without geometry).
     """
@@ -159,3 +182,9 @@ class FinetuneResult:
     positions: np.ndarray | None = None
     options: FinetuneOptions | None = None
     pixel_size_m: float = float("nan")
+    held_out: np.ndarray | None = None
+    held_out_error_before: float = float("nan")
+    held_out_error_after: float = float("nan")
+    kept_epoch: int = 0
+    epochs_run: int = 0
+    verdict: str = ""

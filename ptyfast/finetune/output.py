@@ -14,6 +14,7 @@ from ptyfast.errors import InputError
 from ptyfast.finetune.loop import finetune
 from ptyfast.finetune.options import FinetuneOptions, FinetuneResult, select_frames
 from ptyfast.finetune.probe import resolve_probe
+from ptyfast.finetune.validation import held_out_frames
 from ptyfast.io.atomic import atomic_path
 from ptyfast.runtime.output import MIN_SPAN, display_limits, panel_figure, probe_figure
 
@@ -112,11 +113,15 @@ def _write_result(path: Path, result: FinetuneResult) -> None:
     from ptyfast.runtime.pipeline import Reconstruction
 
     rec = Reconstruction(object=result.after, weight=result.weight_after, positions=result.positions,
-                         origin=np.asarray(result.origin), probe=result.probe, n_frames=len(result.frames))
+                         origin=np.asarray(result.origin), probe=result.probe, n_frames=len(result.positions))
     write_reconstruction(path, rec, {"source": "ptyfast finetune", "model_manifest": result.manifest.to_json(),
                                      "r_factor_before": result.r_factor_before,
                                      "r_factor_after": result.r_factor_after,
-                                     "frames": len(result.frames), "object_pixel_size_m": result.pixel_size_m})
+                                     "frames": len(result.frames), "object_pixel_size_m": result.pixel_size_m,
+                                     "held_out_frames": len(result.held_out) if result.held_out is not None else 0,
+                                     "held_out_error_before": result.held_out_error_before,
+                                     "held_out_error_after": result.held_out_error_after,
+                                     "finetune_verdict": result.verdict})
 
 
 def finetune_file(
@@ -144,7 +149,8 @@ def finetune_file(
     probe : ``None`` (the scan's probe), a ``.npy``/CXI file, or ``"fresnel"``.
     output : folder for the new model.
     name : file stem of the new checkpoint (default ``<model>-ft``).
-    on_start : called once with ``{"frames", "frames_total", "probe", "model"}`` before the first epoch.
+    on_start : called once with ``{"frames", "held_out", "frames_total", "probe", "model"}`` before the first
+        epoch (``frames``: those trained on; ``held_out``: how many are kept out to judge the weights).
     """
     from ptyfast.io.convert import load_any
     from ptyfast.models.checkpoint import load_checkpoint
@@ -173,8 +179,10 @@ def finetune_file(
             f"expects {size[0]}×{size[1]}; pass --fit crop (or bin/pad), or fine-tune a model of that size."
         )
     p = fit_probe(p, size, o.fit)  # the probe goes where the frames go
+    selected = select_frames(scan.n_frames, o.subset)
+    held = held_out_frames(selected, o.val_fraction)  # refused here (too few frames) before any work
     if on_start is not None:
-        on_start({"frames": len(select_frames(scan.n_frames, o.subset)), "frames_total": scan.n_frames,
+        on_start({"frames": len(selected) - len(held), "held_out": len(held), "frames_total": scan.n_frames,
                   "probe": "given" if probe is None else str(probe), "model": str(source.checkpoint)})
     result = finetune(scan, net, manifest, p, o, source=src, stitch=True, device=device, progress=progress)
     written = save_finetuned(out, result, name=name or f"{source.name}-ft")
