@@ -16,7 +16,6 @@ import torch
 
 from ptyfast.finetune.torch_forward import far_field
 from ptyfast.models.preprocess import preprocess_tensor
-from ptyfast.physics.probe import lit_mask
 from ptyfast.training.data import DataOptions, Draw, PatternSampler
 
 
