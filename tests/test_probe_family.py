@@ -14,8 +14,8 @@ from ptyfast.errors import InputError
 from ptyfast.models.preprocess import estimate_channels, input_channels, preprocess, probe_channels
 from ptyfast.physics import default_probe, far_field, paper_probe
 from ptyfast.physics.probe import energy_radius, lit_mask
-from ptyfast.physics.probe_family import (HELD_OUT_KINDS, ProbeDraw, family_probe, family_problem, held_out_probe,
-                                          probe_bank)
+from ptyfast.physics.probe_family import (HELD_OUT_KINDS, MAX_RADIUS_FRACTION, ProbeDraw, family_probe,
+                                          family_problem, held_out_probe, probe_bank)
 
 PREP = {"transform": "sqrt", "normalise": "photons"}
 
@@ -29,7 +29,7 @@ def test_family_members_are_confined_varied_and_reproducible():
     again, _ = probe_bank(24, 5)
     np.testing.assert_array_equal(modes, again)
     radii = [energy_radius(m) for m in modes[:, 0]]
-    assert max(radii) <= 32 and min(radii) >= 5 and np.ptp(radii) > 8
+    assert max(radii) <= MAX_RADIUS_FRACTION * 128 and min(radii) >= 5 and np.ptp(radii) > 8
     assert all(family_problem(m) == "" for m in modes[:, 0])
     total = np.sum(np.abs(modes) ** 2, axis=(1, 2, 3))
     np.testing.assert_allclose(total, 1e6, rtol=1e-4)  # the modes share the photons
