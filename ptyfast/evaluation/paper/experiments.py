@@ -149,8 +149,10 @@ def table3(model: dict, test: list[Path], cfg: PaperConfig, log) -> tuple[dict, 
         net, manifest = load_checkpoint(model["source"].checkpoint)
         log(f"Table 3: fine-tuning {LABELS[cfg.finetune_model]} on the {cond} scan ({scan.n_frames} patterns, "
             f"{cfg.finetune_epochs} epochs)")
+        # the paper's method: every frame trained on, no held-out guard (``val_fraction=0``)
         res = finetune(scan, net, manifest, scan.probe,
-                       FinetuneOptions(epochs=cfg.finetune_epochs, threads=cfg.threads, seed=cfg.seed), stitch=True)
+                       FinetuneOptions(epochs=cfg.finetune_epochs, threads=cfg.threads, seed=cfg.seed,
+                                       val_fraction=0.0), stitch=True)
         for stage, o, wmap in (("before", res.before, res.weight_before), ("after", res.after, res.weight_after)):
             q, b, region = evaluate_against_truth(o, wmap, res.origin, scan.truth)
             key = cond if stage == "before" else f"finetune_{cond}"
