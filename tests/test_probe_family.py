@@ -213,3 +213,12 @@ def test_probes_a_conditioned_model_cannot_use_are_one_sentence_and_write_nothin
     res = run("reconstruct", *args, "--model", model, "-o", out, "--no-png")
     one_error_line(res, fragment)
     assert not out.exists()
+
+
+def test_reconstruct_will_not_write_over_its_probe_file(conditioned):
+    model, f = conditioned
+    target = f["dir"] / "probe_copy.npy"
+    target.write_bytes((f["dir"] / "probe.npy").read_bytes())
+    before = target.read_bytes()
+    one_error_line(run("reconstruct", f["scan"], "--model", model, "--probe", target, "-o", target, "--no-png"))
+    assert target.read_bytes() == before

@@ -100,6 +100,10 @@ def reconstruct_cmd(
     if many and output is not None and not output.is_dir():
         raise InputError(f"with several scans, -o must be an existing folder; {output} is not one.")
     outs = [output_for(s, output, many) for s in scans]
+    if probe is not None:
+        from ptyfast.io.atomic import register_input
+
+        register_input(probe)  # -o may not name the --probe file
     for o in outs:
         check_writable(o)  # also refuses an output that is one of the scans (or a link to one)
     offset_fitter = None
