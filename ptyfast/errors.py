@@ -24,3 +24,10 @@ class ClusterError(InputError):
     scheduler went away); one sentence, exit status 1, nothing written for the scans not yet finished."""
 
     exit_code = 1
+
+
+class ResultError(InputError):
+    """A result that cannot explain its data, refused because the user asked for strictness (``--strict``);
+    one sentence, exit status 1, nothing written."""
+
+    exit_code = 1

@@ -83,4 +83,11 @@ def test_masked_pixels_never_reach_the_network():
     a = preprocess(hot, preprocessing={"transform": "sqrt", "normalise": "max"}, mask=mask)
     b = preprocess(FRAMES, preprocessing={"transform": "sqrt", "normalise": "max"}, mask=mask)
     np.testing.assert_array_equal(a, b)
-    assert np.all(a[:, 0, 0, :] == 0)
+    # the masked row is filled from its valid neighbours (row 1), not left as a dark stripe
+    row1 = FRAMES[:, 1, :].astype(np.float64)
+    padded = np.pad(row1, ((0, 0), (1, 1)), constant_values=np.nan)
+    expected = np.nanmean(np.stack([padded[:, :-2], padded[:, 1:-1], padded[:, 2:]]), axis=0)
+    filled = preprocess(np.concatenate([expected[:, None, :], FRAMES[:, 1:, :]], axis=1).astype(np.float32),
+                        preprocessing={"transform": "sqrt", "normalise": "max"})
+    np.testing.assert_allclose(a, filled, rtol=1e-5, atol=1e-6)
+    assert np.all(a[:, 0, 0, :] > 0)

@@ -110,6 +110,17 @@ Frames = Annotated[Optional[str], typer.Option(
     "--frames", help="Use frames START:STOP[:STEP] only (Python slice rules over frame indices, e.g. 0:258).")]
 OutPath = Annotated[Path, typer.Option("-o", "--output", help="Output file (written atomically).")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]
+AutoMask = Annotated[bool, typer.Option(
+    "--auto-mask/--no-auto-mask",
+    help="Mask detector pixels that hold no photon counts (pinned at the dtype's maximum, negative markers, dead, "
+         "hot, saturated, behind a beam stop), judged on 64 sampled frames; one line says how many and why.")]
+
+
+def note_auto_mask(scan) -> None:
+    """Print the one line saying which detector pixels were masked on read, if any."""
+    note = scan.meta.get("auto_mask_note")
+    if note:
+        console.print(f"  pixels: {escape(note)}", highlight=False)
 
 
 def parse_list(text: str, *, kind: type = str, what: str = "value") -> tuple:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ptyfast.cli.app import OutPath, command, console
+from ptyfast.cli.app import AutoMask, OutPath, command, console, note_auto_mask
 
 
 @command("convert")
@@ -16,6 +16,7 @@ def convert(
     output: OutPath = Path("scan.cxi"),
     compression: Annotated[str, typer.Option(help="Frame compression: none, gzip, lz4, bitshuffle-lz4 (Eiger), "
                                                   "zstd or blosc-zstd.")] = "none",
+    auto_mask: AutoMask = True,
 ) -> None:
     """Convert a scan to CXI."""
     from ptyfast.io import check_writable, load_any, write_cxi
@@ -24,7 +25,8 @@ def convert(
 
     check_writable(output)  # refuses an output that is the source (or a link to it)
     compression_filter(compression)  # a bad name fails before any work
-    scan = load_any(source)
+    scan = load_any(source, auto_mask=auto_mask)
+    note_auto_mask(scan)  # the pixels found are written as the CXI mask
     write_cxi(output, scan, compression=compression)
     field = "near-field" if scan.near_field else "far-field"
     console.print(f"wrote {output}: {scan.n_frames} frames {scan.frame_shape[0]}×{scan.frame_shape[1]}, {field}")

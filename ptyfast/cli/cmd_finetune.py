@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ptyfast.cli.app import Frames, command, console
+from ptyfast.cli.app import AutoMask, Frames, command, console
 
 
 @command("finetune")
@@ -45,6 +45,7 @@ def finetune_cmd(
                                      "none.")] = "bf16",
     threads: Annotated[int, typer.Option("--threads", min=0, help="torch CPU threads (0 = default).")] = 0,
     frames: Frames = None,
+    auto_mask: AutoMask = True,
     fit: Annotated[str, typer.Option("--fit", help="Adapt frames to the model input: none, crop, bin, pad "
                                      "(as reconstruct --fit).")] = "none",
     seed: Annotated[int, typer.Option("--seed", help="Shuffling seed.")] = 0,
@@ -97,6 +98,8 @@ def finetune_cmd(
                 else "; no frames held out (--val-fraction 0): the last weights are written unchecked")
         console.print(f"fine-tuning {info['model']} on {info['frames']} of {info['frames_total']} frames "
                       f"({'the scan probe' if info['probe'] == 'given' else 'probe ' + info['probe']}){held}")
+        if info["auto_mask_note"]:
+            console.print(f"  pixels: {info['auto_mask_note']}", highlight=False, markup=False)
         bar.start()
         task = bar.add_task("finetune", total=epochs, loss=float("nan"), r=float("nan"), s=float("nan"),
                             e=float("nan"))
@@ -107,7 +110,7 @@ def finetune_cmd(
 
     try:
         result, written = finetune_file(scan, model=model, probe=probe, output=output, options=opts, frames=frames,
-                                        progress=on_epoch, on_start=on_start)
+                                        progress=on_epoch, on_start=on_start, auto_mask=auto_mask)
     finally:
         bar.stop()
     console.print(f"R-factor (training frames) {result.r_factor_before:.4f} → {result.r_factor_after:.4f} "

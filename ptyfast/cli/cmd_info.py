@@ -8,14 +8,14 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from ptyfast.cli.app import Frames, command, console
+from ptyfast.cli.app import AutoMask, Frames, command, console
 
 
-def scan_summary(path: Path, frames: str | None = None) -> list[tuple[str, str]]:
+def scan_summary(path: Path, frames: str | None = None, auto_mask: bool = True) -> list[tuple[str, str]]:
     """(field, value) rows describing the scan in ``path`` (any layout :func:`ptyfast.io.load_any` reads)."""
     from ptyfast.io import load_any
 
-    scan = load_any(path, frames=frames)
+    scan = load_any(path, frames=frames, auto_mask=auto_mask)
     n, (h, w) = scan.n_frames, scan.frame_shape
     g = scan.geometry
     first = scan.frames(0, min(n, 64))
@@ -30,14 +30,27 @@ def scan_summary(path: Path, frames: str | None = None) -> list[tuple[str, str]]
         ("detector", f"distance {g.distance:.4g} m, pixel {g.pixel_size:.4g} m"),
         ("object pixel", "unknown (the file gives no geometry)" if defaulted else
          f"{g.object_pixel_size(h):.4g} m (λz/(Np), far-field)"),
-        ("probe", _probe_line(scan.probe) if scan.probe is not None else "absent"),
-        ("mask", f"{int((~scan.mask).sum())} bad of {h * w} pixels" if scan.mask is not None else "absent"),
+        ("probe", (_probe_line(scan.probe) if scan.probe is not None else "absent")
+         + (f"; {scan.meta['probe_modes_note']}" if scan.meta.get("probe_modes_note") else "")),
+        ("mask", _mask_line(scan)),
         ("positions", f"y {lo[0]:.1f}…{hi[0]:.1f}, x {lo[1]:.1f}…{hi[1]:.1f} px; object {scan.object_shape}"),
         ("overlap", f"≈ {scan.overlap_estimate():.0%} (linear, median nearest-neighbour step)"),
         ("field", ("NEAR-field: " if scan.near_field else "") + str(scan.meta.get("near_field_reason", "far-field"))),
         ("ground truth", "yes" if scan.truth is not None else "no"),
     ]
     return rows
+
+
+def _mask_line(scan) -> str:
+    """Bad pixels: how many the file marks and how many ptyfast found (and why)."""
+    h, w = scan.frame_shape
+    found = scan.meta.get("auto_mask") or {}
+    total = int((~scan.mask).sum()) if scan.mask is not None else 0
+    auto = int(found.get("masked", 0))
+    why = ", ".join(f"{n} {reason}" for reason, n in found.get("reasons", {}).items())
+    if not total:
+        return "none (no mask in the file, no bad pixels found)" if found else "absent"
+    return (f"{total} bad of {h * w} pixels: {total - auto} from the file" + (f", {auto} found ({why})" if auto else ""))
 
 
 def _probe_line(probe) -> str:
@@ -52,13 +65,13 @@ def _probe_line(probe) -> str:
 
 @command("info")
 def info(file: Annotated[Path, typer.Argument(help="Scan file (CXI/HDF5, Tike npz, PtyNet npz/dir).")],
-         frames: Frames = None) -> None:
+         frames: Frames = None, auto_mask: AutoMask = True) -> None:
     """Describe a scan file."""
     from rich.table import Table
 
     table = Table(title=str(file.name), show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
-    for k, v in scan_summary(file, frames):
+    for k, v in scan_summary(file, frames, auto_mask):
         table.add_row(k, v)
     console.print(table)

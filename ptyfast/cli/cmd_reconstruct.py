@@ -9,7 +9,7 @@ import numpy as np
 import typer
 from rich.markup import escape
 
-from ptyfast.cli.app import Frames, command, console, console_err
+from ptyfast.cli.app import AutoMask, Frames, command, console, console_err
 from ptyfast.choices import Algorithm, Backend, Device, Fit, Precision
 
 
@@ -81,6 +81,10 @@ def reconstruct_cmd(
     refresh_frames: Annotated[int, typer.Option(min=1, help="With --follow: rewrite the output every N new "
                                                             "frames...")] = 256,
     refresh_seconds: Annotated[float, typer.Option(min=0.0, help="...or every S seconds, whichever first.")] = 10.0,
+    auto_mask: AutoMask = True,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Exit 1 (writing nothing) when the result cannot explain its data (data consistency "
+                         "ε above 0.5, or above 0.7 × a flat object's), instead of warning; for pipelines.")] = False,
     handoff: Annotated[Optional[tuple[str, Path]], typer.Option(
         help="Also write the result as an iterative code's initial guess: 'ptychi DIR' (Pty-Chi 2.2 conventions "
              "and a script that starts its rPIE; several scans: one subfolder each).")] = None,
@@ -116,7 +120,7 @@ def reconstruct_cmd(
                          chunk=chunk, fit=fit, weighting=weighting, align_phase=align_phase,
                          consistency=consistency, consistency_frames=consistency_frames,
                          allow_probe_mismatch=allow_probe_mismatch, threads=threads, offset_fitter=offset_fitter,
-                         probe=str(probe.resolve()) if probe else None)
+                         probe=str(probe.resolve()) if probe else None, auto_mask=auto_mask, strict=strict)
     if probe is not None:
         from ptyfast.io.convert import load_probe
 
@@ -128,7 +132,7 @@ def reconstruct_cmd(
         if handoff[1].exists() and not handoff[1].is_dir():
             raise InputError(f"--handoff {handoff[0]} {handoff[1]}: that is a file; give a folder.")
     finish = Finisher(frames=frames, refine=refine, iterations=iterations, consistency=consistency, png=png,
-                      handoff=None if handoff is None else (handoff[0], handoff[1], many))
+                      handoff=None if handoff is None else (handoff[0], handoff[1], many), strict=strict)
     if follow:
         clash = [name for name, used in (("several scans", many), ("--frames", frames), ("--scheduler", scheduler),
                                          ("--refine", refine), ("--handoff", handoff),
@@ -198,7 +202,7 @@ def _one(scan_path: Path, out: Path, job, be, reason: str, finish: "Finisher", c
     from ptyfast.io.convert import load_any
     from ptyfast.runtime.reconstruct import run_reconstruct
 
-    with load_any(scan_path, validate=False, frames=finish.frames) as scan:  # frames checked chunk by chunk
+    with load_any(scan_path, validate=False, frames=finish.frames, auto_mask=job.auto_mask) as scan:  # frames checked chunk by chunk
         with progress_bar() as bar:
             task = bar.add_task(scan_path.name, total=scan.n_frames, rate="")
 
@@ -218,7 +222,7 @@ def _many_on_cluster(client, scans: list[Path], outs: list[Path], job, finish: "
     from ptyfast.runtime.distributed import gather, submit_scans
 
     for p in scans:  # every scan opens (format, frames, near field) before any work is sent: one sentence, no output
-        load_any(p, validate=False, frames=finish.frames).close()
+        load_any(p, validate=False, frames=finish.frames, auto_mask=job.auto_mask).close()
     futures = submit_scans(client, [(str(p), finish.frames) for p in scans], job)
     index = {f.key: k for k, f in enumerate(futures)}
     with progress_bar() as bar:
@@ -227,7 +231,7 @@ def _many_on_cluster(client, scans: list[Path], outs: list[Path], job, finish: "
             k = index[fut.key]
             rec, prov = gather(client, fut, f"reconstructing {scans[k]}")
             bar.advance(task)
-            scan = load_any(scans[k], validate=False, frames=finish.frames) if finish.needs_scan else None
+            scan = load_any(scans[k], validate=False, frames=finish.frames, auto_mask=job.auto_mask) if finish.needs_scan else None
             try:
                 finish(scan, scans[k], outs[k], rec, prov)
             finally:
@@ -272,8 +276,8 @@ class Finisher:
     """What happens to a reconstruction after the network: optional refinement, the atomic write of the
     HDF5 and its previews, the summary lines."""
 
-    def __init__(self, *, frames, refine, iterations, consistency, png, handoff=None):
-        self.frames, self.refine, self.iterations = frames, refine, iterations
+    def __init__(self, *, frames, refine, iterations, consistency, png, handoff=None, strict=False):
+        self.frames, self.refine, self.iterations, self.strict = frames, refine, iterations, strict
         self.consistency, self.png, self.handoff = consistency, png, handoff
 
     @property
@@ -300,8 +304,11 @@ class Finisher:
             return written
 
     def __call__(self, scan, scan_path: Path, out: Path, rec, prov) -> None:
+        from ptyfast.runtime.reconstruct import check_explains_data
+
         if self.refine:
             rec, prov = _refine(scan, rec, prov, self.refine, self.iterations, consistency=self.consistency)
+        check_explains_data(rec, prov, strict=self.strict, name=scan_path.name)
         previews = self.write(out, rec, prov, scan=scan, scan_path=scan_path)
         t = rec.timings
         rate = (f"followed for {t['wall']:.1f} s" if "live" in prov  # paced by the writer, not a throughput
@@ -315,9 +322,13 @@ class Finisher:
         if rec.consistency is not None:
             c = rec.consistency
             sample = "" if c.frames is None else f" on {len(c.frames)} evenly spaced frames of {rec.n_frames}"
-            console.print(f"  data consistency ε = {c.error:.4f}{sample} (amplitude scale {c.scale:.3f}); worst "
-                          f"frame {c.per_frame.max():.4f}")
-        console.print(f"  probe: {prov['probe_source']}")
+            flat = "" if c.flat_error is None else f"; a flat object: {c.flat_error:.4f}"
+            console.print(f"  data consistency ε = {c.error:.4f}{sample} (amplitude scale {c.scale:.3f}{flat}); "
+                          f"worst frame {c.per_frame.max():.4f}")
+        console.print(f"  probe: {prov['probe_source']}"
+                      + (f"; {prov['probe_modes_note']}" if prov.get("probe_modes_note") else ""))
+        if prov.get("auto_mask_note"):
+            console.print(f"  pixels: {escape(prov['auto_mask_note'])}", highlight=False)
         for warning in prov.get("warnings", []):
             console_err.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
         for p in previews:
@@ -348,6 +359,6 @@ def _refine(scan, rec, prov, algorithm, iterations, *, consistency: bool):
     out = Reconstruction(object=obj, weight=rec.weight, positions=rec.positions,
                          origin=rec.origin, probe=probe, consistency=checked,
                          timings={**rec.timings, "refine": float(np.sum(res.timings))}, n_frames=rec.n_frames,
-                         provenance=prov)
+                         provenance=prov, mask=rec.mask)
     return out, prov
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 
-from ptyfast.cli.app import Frames, OutPath, Seed, command, console, console_err
+from ptyfast.cli.app import AutoMask, Frames, OutPath, Seed, command, console, console_err, note_auto_mask
 from ptyfast.choices import Algorithm
 
 
@@ -38,6 +38,7 @@ def refine_cmd(
     png: Annotated[bool, typer.Option("--png/--no-png", help="Also write amplitude/phase/probe/error PNGs.")] = True,
     seed: Seed = 0,
     frames: Frames = None,
+    auto_mask: AutoMask = True,
 ) -> None:
     """Refine a scan with ePIE or rPIE; writes the object, probe and error curve (HDF5 + PNG).
 
@@ -53,7 +54,8 @@ def refine_cmd(
 
     check_writable(output)
     start = _init_arg(init)
-    scan = load_any(scan_path, frames=frames)
+    scan = load_any(scan_path, frames=frames, auto_mask=auto_mask)
+    note_auto_mask(scan)
     if scan.near_field:
         from ptyfast.errors import InputError
 
@@ -68,15 +70,21 @@ def refine_cmd(
             progress=lambda i, n, e: bar.update(task, completed=i, err=f"{e:.4g}"),
         )
     provenance = {"source": str(scan_path), "init": init, "frame_selection": frames or "all",
-                  "object_pixel_size_m": scan.object_pixel_size()}
+                  "object_pixel_size_m": scan.object_pixel_size(),
+                  "detector_mask": {"given": scan.mask is not None, **(scan.meta.get("auto_mask") or {})}}
     weight = result_weight(result)  # computed once for the HDF5 and the PNGs
     with output_transaction():  # the HDF5 and its PNGs appear together or not at all
-        write_refine_h5(output, result, provenance=provenance, origin=start["origin"], weight=weight)
+        write_refine_h5(output, result, provenance=provenance, origin=start["origin"], weight=weight, mask=scan.mask)
         files = [output] + (save_pngs(result, output.with_suffix(""), weight=weight,
                                                   pixel_size_m=provenance["object_pixel_size_m"]) if png else [])
     if result.iterations:
         console.print(f"{result.algorithm}: {result.iterations} iterations, error {result.errors[0]:.4g} → "
                       f"{result.errors[-1]:.4g}, {result.seconds_per_iteration:.3g} s/iteration")
+    if "probe_trial" in result.meta:
+        t = result.meta["probe_trial"]
+        console.print(f"  probe {t['kept']}: over the {t['iterations']}-iteration trial from iteration "
+                      f"{t['from_iteration'] + 1}, updating it ended at data error {t['error_updated']:.4g}, "
+                      f"holding it at {t['error_held']:.4g}")
     console.print("wrote " + ", ".join(str(f) for f in files))
     if result.diverged:
         console_err.print(f"[bold red]error:[/] {result.message}", highlight=False)

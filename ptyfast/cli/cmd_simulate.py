@@ -34,6 +34,15 @@ def simulate(
     jitter: Annotated[float, typer.Option(help="Uniform position jitter ±px per axis.")] = 2.0,
     probe: Annotated[Optional[Path], typer.Option(help="Probe .npy/.cxi (default: the bundled confined 128² probe).")] = None,
     random_object: Annotated[bool, typer.Option("--random-object", help="Procedural object, no images.")] = False,
+    beamstop: Annotated[float, typer.Option(min=0.0, help="Beam stop: zero counts within this radius (detector "
+                                                            "pixels) of the zero frequency.")] = 0.0,
+    saturation: Annotated[Optional[float], typer.Option(min=1.0, help="Counts clip at this value (a saturating "
+                                                                       "counter).")] = None,
+    pinned: Annotated[float, typer.Option(min=0.0, max=0.5, help="Fraction of detector pixels stuck at the "
+                                                                 "dtype's maximum in every frame (dead/hot "
+                                                                 "pixel markers; 2³²−1 for float32).")] = 0.0,
+    dtype: Annotated[str, typer.Option(help="Stored frame type: float32, uint16 or uint32 (detector counts, "
+                                            "rounded).")] = "float32",
     stream: Annotated[Optional[float], typer.Option(
         min=0.001, help="Write the scan live at this many frames/s (HDF5 SWMR, as a detector would), for "
                         "reconstruct --follow.")] = None,
@@ -67,6 +76,12 @@ def simulate(
     scan = simulate_scan(obj, p, positions, photons=photons, noise=noise, rng=rng, geometry=geometry, meta=dict(
         object=how, path=path.value, overlap=overlap, jitter=jitter, seed=seed,
         probe=str(probe) if probe else "bundled confined default probe", geometry_defaulted=probe is not None))
+    if beamstop or saturation is not None or pinned or dtype != "float32":
+        from ptyfast.physics.simulate import detector_counts
+
+        counts, done = detector_counts(scan.diffraction, beamstop=beamstop, saturation=saturation, pinned=pinned,
+                                       dtype=dtype, rng=rng)
+        scan = scan.with_(diffraction=counts, meta={**scan.meta, "detector": {"dtype": dtype, **done}})
     if stream is not None:
         from ptyfast.io.live import stream_cxi
 

@@ -188,3 +188,4 @@ class FinetuneResult:
     kept_epoch: int = 0
     epochs_run: int = 0
     verdict: str = ""
+    mask: np.ndarray | None = None  # the detector mask the scan was read with (written with the result)

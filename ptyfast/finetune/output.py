@@ -113,7 +113,8 @@ def _write_result(path: Path, result: FinetuneResult) -> None:
     from ptyfast.runtime.pipeline import Reconstruction
 
     rec = Reconstruction(object=result.after, weight=result.weight_after, positions=result.positions,
-                         origin=np.asarray(result.origin), probe=result.probe, n_frames=len(result.positions))
+                         origin=np.asarray(result.origin), probe=result.probe, n_frames=len(result.positions),
+                         mask=result.mask)
     write_reconstruction(path, rec, {"source": "ptyfast finetune", "model_manifest": result.manifest.to_json(),
                                      "r_factor_before": result.r_factor_before,
                                      "r_factor_after": result.r_factor_after,
@@ -136,6 +137,7 @@ def finetune_file(
     progress: Callable[[int, dict], None] | None = None,
     on_start: Callable[[dict], None] | None = None,
     frames: str | None = None,
+    auto_mask: bool = True,
 ) -> tuple[FinetuneResult, dict[str, Path]]:
     """Load a scan and a model, fine-tune, and write the new model (the ``ptyfast finetune`` command).
 
@@ -149,8 +151,10 @@ def finetune_file(
     probe : ``None`` (the scan's probe), a ``.npy``/CXI file, or ``"fresnel"``.
     output : folder for the new model.
     name : file stem of the new checkpoint (default ``<model>-ft``).
-    on_start : called once with ``{"frames", "held_out", "frames_total", "probe", "model"}`` before the first
-        epoch (``frames``: those trained on; ``held_out``: how many are kept out to judge the weights).
+    on_start : called once with ``{"frames", "held_out", "frames_total", "probe", "model", "auto_mask_note"}``
+        before the first epoch (``frames``: those trained on; ``held_out``: how many are kept out to judge the
+        weights; ``auto_mask_note``: which detector pixels were masked on read, or "").
+    auto_mask : mask detector pixels that hold no photon counts (:mod:`ptyfast.io.pixels`).
     """
     from ptyfast.io.convert import load_any
     from ptyfast.models.checkpoint import load_checkpoint
@@ -158,7 +162,7 @@ def finetune_file(
 
     o = (options or FinetuneOptions()).validate()
     out = model_folder(output)  # checked before any work
-    scan = load_any(scan_path, frames=frames)
+    scan = load_any(scan_path, frames=frames, auto_mask=auto_mask)
     src = str(scan_path)
     if scan.near_field:
         raise InputError(f"{src} is near-field data; fine-tuning uses the far-field model and cannot use it.")
@@ -183,7 +187,9 @@ def finetune_file(
     held = held_out_frames(selected, o.val_fraction)  # refused here (too few frames) before any work
     if on_start is not None:
         on_start({"frames": len(selected) - len(held), "held_out": len(held), "frames_total": scan.n_frames,
-                  "probe": "given" if probe is None else str(probe), "model": str(source.checkpoint)})
+                  "probe": "given" if probe is None else str(probe), "model": str(source.checkpoint),
+                  "auto_mask_note": scan.meta.get("auto_mask_note", "")})
     result = finetune(scan, net, manifest, p, o, source=src, stitch=True, device=device, progress=progress)
+    result.mask = scan.mask
     written = save_finetuned(out, result, name=name or f"{source.name}-ft")
     return result, written

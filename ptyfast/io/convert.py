@@ -30,7 +30,8 @@ import h5py
 import numpy as np
 
 from ptyfast.errors import InputError
-from ptyfast.io.cxi import read_cxi, read_probe, short_reason
+from ptyfast.io.cxi import probe_modes, read_cxi, read_probe, short_reason
+from ptyfast.io.pixels import mask_bad_pixels
 from ptyfast.physics.nearfield import detect_near_field
 from ptyfast.scan import Geometry, Scan, check_probe, validate_scan_frames
 
@@ -51,7 +52,9 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
         raise InputError(f"{path} could not be read as a (bz2-compressed) .npz archive ({detail}).") from None
 
 
-def _finish(scan: Scan) -> Scan:
+def _finish(scan: Scan, auto_mask: bool = True) -> Scan:
+    if auto_mask:
+        scan.mask = mask_bad_pixels(scan.diffraction, scan.mask, scan.meta)
     validate_scan_frames(scan.diffraction, mask=scan.mask, source=scan.meta["source"])
     scan.near_field, scan.meta["near_field_reason"], scan.meta["near_field_score"] = detect_near_field(scan)
     return scan
@@ -82,7 +85,7 @@ def _positions(pos: np.ndarray, n: int, name: str, path: Path) -> np.ndarray:
     return pos - pos.min(axis=0)
 
 
-def read_tike(path: str | Path) -> Scan:
+def read_tike(path: str | Path, *, auto_mask: bool = True) -> Scan:
     """Read a Tike ``.npz``/``.npz.bz2`` scan (see the module docstring); frames are fftshifted to centre."""
     path = Path(path)
     z = _load_npz(path)
@@ -98,9 +101,9 @@ def read_tike(path: str | Path) -> Scan:
     positions = _positions(scan_pos, len(data), "scan", path)
     probe, meta = None, {}
     if "probe" in z:
-        p = np.asarray(z["probe"])
-        while p.ndim > 2:
-            p = p[0]
+        p, note = probe_modes(z["probe"])
+        if note:
+            meta["probe_modes_note"] = note
         if p.shape != data.shape[1:]:
             raise InputError(f"{path}: the stored probe is {p.shape[0]}×{p.shape[1]} but the frames are "
                              f"{data.shape[1]}×{data.shape[2]}; store the probe at the frame size or remove it.")
@@ -110,10 +113,11 @@ def read_tike(path: str | Path) -> Scan:
         meta["probe_rescaled"] = "multiplied by sqrt(H*W): Tike FFT (unnormalised) -> ptyfast ortho"
     meta.update(source=str(path), format="tike-npz", geometry_defaulted=True,
                 fftshifted_on_import=True)
-    return _finish(Scan(diffraction=data, positions=positions, geometry=Geometry(), probe=probe, meta=meta))
+    return _finish(Scan(diffraction=data, positions=positions, geometry=Geometry(), probe=probe, meta=meta),
+                   auto_mask)
 
 
-def read_ptynet(path: str | Path) -> Scan:
+def read_ptynet(path: str | Path, *, auto_mask: bool = True) -> Scan:
     """Read PtyNet arrays from a directory or an ``.npz`` (see the module docstring)."""
     path = Path(path)
     if path.is_dir():
@@ -148,10 +152,11 @@ def read_ptynet(path: str | Path) -> Scan:
     truth = np.asarray(z["object"]).astype(np.complex64) if "object" in z else None
     meta = dict(source=str(path), format="ptynet", geometry_defaulted=len(given) < len(GEOMETRY_KEYS))
     return _finish(Scan(diffraction=data, positions=positions, geometry=geo, probe=probe, truth=truth,
-                        meta=meta))
+                        meta=meta), auto_mask)
 
 
-def load_any(path: str | Path, *, lazy: bool = True, validate: bool = True, frames: str | None = None) -> Scan:
+def load_any(path: str | Path, *, lazy: bool = True, validate: bool = True, frames: str | None = None,
+             auto_mask: bool = True) -> Scan:
     """Read a scan in any supported layout (see the module docstring), dispatching on content and suffix.
 
     Parameters
@@ -165,6 +170,9 @@ def load_any(path: str | Path, *, lazy: bool = True, validate: bool = True, fram
         that check each chunk themselves (``ptyfast reconstruct``) pass False.
     frames : str, optional
         ``START:STOP[:STEP]`` frame selection (:func:`ptyfast.scan.parse_frames`, the CLI's ``--frames``).
+    auto_mask : bool
+        Mask detector pixels that do not hold photon counts (:mod:`ptyfast.io.pixels`; the CLI's
+        ``--no-auto-mask`` turns it off); judged on the whole file's frames, before ``frames`` selects.
 
     Raises
     ------
@@ -175,23 +183,23 @@ def load_any(path: str | Path, *, lazy: bool = True, validate: bool = True, fram
     from ptyfast.scan import parse_frames
 
     register_input(path)
-    scan = _load_layout(Path(path), lazy=lazy, validate=validate)
+    scan = _load_layout(Path(path), lazy=lazy, validate=validate, auto_mask=auto_mask)
     return scan.select(parse_frames(frames, scan.n_frames)) if frames else scan
 
 
-def _load_layout(path: Path, *, lazy: bool, validate: bool) -> Scan:
+def _load_layout(path: Path, *, lazy: bool, validate: bool, auto_mask: bool = True) -> Scan:
     if path.is_dir():
-        return read_ptynet(path)
+        return read_ptynet(path, auto_mask=auto_mask)
     if not path.is_file():
         raise InputError(f"{path} does not exist.")
     if h5py.is_hdf5(path):
-        return read_cxi(path, lazy=lazy, validate=validate)
+        return read_cxi(path, lazy=lazy, validate=validate, auto_mask=auto_mask)
     name = path.name.lower()
     if name.endswith((".npz", ".npz.bz2")):
         z_keys = set(_load_npz(path)) if name.endswith(".npz") else None
         if z_keys is not None and "diffraction" in z_keys:
-            return read_ptynet(path)
-        return read_tike(path)
+            return read_ptynet(path, auto_mask=auto_mask)
+        return read_tike(path, auto_mask=auto_mask)
     if name.endswith((".cxi", ".h5", ".hdf5", ".nxs")):
         return read_cxi(path)  # raises the precise "not HDF5 / truncated" message
     raise InputError(f"{path}: unrecognised scan format; give a CXI/HDF5 file, a Tike .npz(.bz2), or a PtyNet "

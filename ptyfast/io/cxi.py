@@ -7,7 +7,8 @@ Layout written by :func:`write_cxi` (spec paths; lengths in metres, energy in jo
     entry_1/instrument_1/source_1/energy             photon energy (J)
     entry_1/instrument_1/source_1/wavelength         wavelength (m)
     entry_1/instrument_1/source_1/illumination       complex64 (H, W) probe (when present)
-    entry_1/instrument_1/detector_1/data             float32 (N, H, W) photon counts, zero frequency at
+    entry_1/instrument_1/detector_1/data             float32 (N, H, W) photon counts (uint16/uint32 when the
+                                                     scan holds detector integers), zero frequency at
                                                      (H//2, W//2); chunks of one frame (streamable)
     entry_1/instrument_1/detector_1/distance         sample-detector distance (m)
     entry_1/instrument_1/detector_1/x_pixel_size     detector pixel size (m)
@@ -58,6 +59,7 @@ import numpy as np
 
 from ptyfast.errors import InputError
 from ptyfast.io.atomic import atomic_path
+from ptyfast.io.pixels import mask_bad_pixels
 from ptyfast.physics.nearfield import detect_near_field
 from ptyfast.scan import (PLANCK_TIMES_C, Geometry, LazyFrames, Scan, SelectedFrames, validate_frames,
                           validate_scan_frames)
@@ -121,7 +123,9 @@ def write_cxi(path: str | Path, scan: Scan, *, chunk: int = 64, compression: str
     src = str(scan.meta.get("source", "the scan"))
     with atomic_path(path) as tmp, h5py.File(tmp, "w", rdcc_nbytes=0) as f:
         data, trans, pos = create_layout(f, scan, n, compression=compression)
-        for s, frames in scan.iter_chunks(chunk):
+        for s in range(0, n, chunk):
+            frames = np.asarray(scan.diffraction[s : min(s + chunk, n)])
+            frames = frames if frames.dtype == data.dtype else frames.astype(np.float32)
             validate_frames(frames, start=s, mask=scan.mask, source=src)
             data[s : s + len(frames)] = frames
         trans[:], pos[:] = translations(scan), scan.positions
@@ -135,6 +139,13 @@ def translations(scan: Scan) -> np.ndarray:
     t[:, 0] = -scan.positions[:, 1] * dx
     t[:, 1] = -scan.positions[:, 0] * dx
     return t
+
+
+def frame_dtype(scan: Scan) -> np.dtype:
+    """How frames are stored: as the detector's unsigned integer counts when the scan holds them (so its
+    markers, e.g. 2³²−1 for a dead pixel, survive), else float32 photons."""
+    dtype = np.dtype(getattr(scan.diffraction, "dtype", np.float32))
+    return dtype if dtype in (np.dtype(np.uint16), np.dtype(np.uint32)) else np.dtype(np.float32)
 
 
 def create_layout(f: h5py.File, scan: Scan, n: int | None, *, compression: str | None = None):
@@ -162,7 +173,8 @@ def create_layout(f: h5py.File, scan: Scan, n: int | None, *, compression: str |
         det["y_pixel_size"] = geo.pixel_size
         for k in ("distance", "x_pixel_size", "y_pixel_size"):
             det[k].attrs["units"] = "m"
-    data = det.create_dataset("data", shape=(rows, h, w), maxshape=(None if grow else rows, h, w), dtype=np.float32,
+    dtype = frame_dtype(scan)
+    data = det.create_dataset("data", shape=(rows, h, w), maxshape=(None if grow else rows, h, w), dtype=dtype,
                               chunks=(1, h, w), **compression_filter(compression))
     data.attrs["axes"] = "translation:y:x"
     data.attrs["units"] = "photons"
@@ -289,19 +301,37 @@ def _read_mask(f: h5py.File, shape, path: Path) -> np.ndarray | None:
     return (m.astype(np.int64) & ~MASK_NOT_BAD) == 0
 
 
+def probe_modes(stored: np.ndarray) -> tuple[np.ndarray, str]:
+    """The probe to use from a stored probe array: one (H, W) mode, or the strongest of several incoherent
+    modes stacked on the leading axes (mixed states, as Tike, Pty-Chi and PtyPy store them), with a note
+    saying how many there were and which is used (empty for a single mode). Returns (probe, note)."""
+    p = np.asarray(stored)
+    if p.ndim <= 2:
+        return p, ""
+    modes = p.reshape(-1, *p.shape[-2:])
+    power = np.sum(np.abs(modes.astype(np.complex128)) ** 2, axis=(1, 2))
+    nonzero = power > 0
+    if nonzero.sum() <= 1:
+        k = int(np.argmax(power))
+        return modes[k], ""
+    k = int(np.argmax(power))
+    shares = ", ".join(f"{v / power.sum():.0%}" for v in power[nonzero])
+    return modes[k], (f"the file holds {int(nonzero.sum())} probe modes (power {shares}); mode {k} (the strongest, "
+                      f"{power[k] / power.sum():.0%} of the power) is used")
+
+
 #: Where a ptyfast output (reconstruct, refine, finetune) keeps its probe.
 OUTPUT_PROBE_PATH = "probe"
 
 
 def read_probe(path: str | Path, *, outputs: bool = False) -> np.ndarray:
     """The probe of a CXI/HDF5 file: complex (H, W) at ``entry_1/instrument_1/source_1/illumination`` or
-    ``entry_1/probe`` — or, with ``outputs``, a ptyfast result's ``probe`` (first mode when several are stored)."""
+    ``entry_1/probe`` — or, with ``outputs``, a ptyfast result's ``probe`` (the strongest mode when several are
+    stored, :func:`probe_modes`)."""
     path = Path(path)
     with _open(path) as f:
         ds = _find(f, PROBE_PATHS + ((OUTPUT_PROBE_PATH,) if outputs else ()), "probe", path)
-        p = np.asarray(ds[()])
-    while p.ndim > 2:
-        p = p[0]
+        p, _ = probe_modes(ds[()])
     return p.astype(np.complex64)
 
 
@@ -312,6 +342,7 @@ def read_cxi(
     validate: bool = True,
     near_field: bool | None = None,
     margin: float = 0.0,
+    auto_mask: bool = True,
 ) -> Scan:
     """Read a CXI ptychography file (spec or PyNX variant) as a :class:`~ptyfast.scan.Scan`.
 
@@ -330,6 +361,10 @@ def read_cxi(
         ``entry_1`` is honoured, else :func:`detect_near_field` decides from the data.
     margin : float
         Object pixels added before the first probe window when converting metre translations.
+    auto_mask : bool
+        Mask the pixels that do not hold photon counts (pinned at the dtype's maximum, dead, hot, saturated,
+        behind a beam stop; :mod:`ptyfast.io.pixels`), judged on a sample of frames; what was masked and why is
+        in ``scan.meta["auto_mask"]``.
 
     Returns
     -------
@@ -339,7 +374,8 @@ def read_cxi(
     path = Path(path)
     f = _open(path)
     try:
-        scan = _read_open(f, path, lazy=lazy, validate=validate, near_field=near_field, margin=margin)
+        scan = _read_open(f, path, lazy=lazy, validate=validate, near_field=near_field, margin=margin,
+                          auto_mask=auto_mask)
     except BaseException:
         f.close()
         raise
@@ -431,7 +467,7 @@ def ready_frames(f: h5py.File, path: Path) -> int:
     return int(n)
 
 
-def _read_open(f: h5py.File, path: Path, *, lazy, validate, near_field, margin) -> Scan:
+def _read_open(f: h5py.File, path: Path, *, lazy, validate, near_field, margin, auto_mask=True) -> Scan:
     data = _find(f, DATA_PATHS, "diffraction data", path)
     check_storage(data, path)
     check_filters(data, path)
@@ -479,13 +515,16 @@ def _read_open(f: h5py.File, path: Path, *, lazy, validate, near_field, margin) 
     probe = None
     pds = _find(f, PROBE_PATHS, "probe", path, required=False)
     if pds is not None:
-        p = np.asarray(pds[()])
-        while p.ndim > 2:
-            p = p[0]
+        p, note = probe_modes(pds[()])
+        if note:
+            meta["probe_modes_note"] = note
+            meta["probe_modes"] = int(np.prod(np.asarray(pds.shape[:-2])))
         if p.shape != (h, w):
             raise InputError(f"{path}: the stored probe {pds.name} is {p.shape[0]}×{p.shape[1]} but the frames "
                              f"are {h}×{w}; store the probe at the frame size or remove it.")
         probe = p.astype(np.complex64)
+    if auto_mask:
+        mask = mask_bad_pixels(frames, mask, meta)
     if validate:
         validate_scan_frames(frames, mask=mask, source=str(path))
     if not lazy:

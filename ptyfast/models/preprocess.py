@@ -5,6 +5,7 @@ Used by training, inference, fine-tuning and export parity checks (one place).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -201,6 +202,55 @@ def estimate_channels(intensity: np.ndarray, probe: np.ndarray, photons) -> np.n
     return np.stack([est.real, est.imag], axis=1).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=8)
+def _fill_operator(mask_bytes: bytes, shape: tuple[int, int]):
+    """(masked pixel indices, the valid pixels they are filled from, weights (n_sources, n_masked)) of
+    :func:`fill_masked` for one mask: the fill is linear in the valid pixels, so it is built once per mask
+    and applied to every batch as one small product."""
+    from scipy import ndimage, sparse
+
+    valid = np.frombuffer(mask_bytes, dtype=bool).reshape(shape).copy()
+    h, w = shape
+    rows: dict[int, sparse.csr_matrix] = {}
+    offsets = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
+    while not valid.all():
+        weight = ndimage.convolve(valid.astype(np.float32), np.ones((3, 3), np.float32), mode="constant") - valid
+        ring = np.argwhere(~valid & (weight > 0))
+        new = {}
+        for y, x in ring:
+            parts = []
+            for dy, dx in offsets:
+                yy, xx = y + dy, x + dx
+                if 0 <= yy < h and 0 <= xx < w and valid[yy, xx]:
+                    k = yy * w + xx
+                    parts.append(rows[k] if k in rows else sparse.csr_matrix(([1.0], ([0], [k])), shape=(1, h * w)))
+            new[y * w + x] = sum(parts[1:], parts[0]) / len(parts)
+        rows.update(new)
+        valid[ring[:, 0], ring[:, 1]] = True
+    index = np.array(sorted(rows), dtype=np.int64)
+    op = sparse.vstack([rows[k] for k in index]).tocsc()
+    sources = np.flatnonzero(op.getnnz(axis=0))
+    return index, sources, np.ascontiguousarray(op[:, sources].toarray().T, dtype=np.float32)
+
+
+def fill_masked(frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Frames (N, H, W) float32 with the pixels ``mask`` (bool (H, W), True = valid) marks invalid replaced,
+    in place, by the mean of their valid 8-neighbours, ring by ring from the edge of each masked region
+    inwards: an isolated dead or hot pixel takes its neighbours' level and a beam stop's disk the level of
+    its rim, so the network sees a pattern like those it was trained on instead of a hole of zeros (which it
+    reads as real darkness). Returns ``frames``."""
+    valid = np.ascontiguousarray(mask, dtype=bool)
+    if valid.all():
+        return frames
+    if not valid.any():
+        frames[...] = 0.0
+        return frames
+    index, sources, weights = _fill_operator(valid.tobytes(), valid.shape)
+    flat = frames.reshape(len(frames), -1)
+    flat[:, index] = flat[:, sources] @ weights  # reads valid pixels only: a NaN or fill value cannot leak
+    return frames
+
+
 def preprocess(frames: np.ndarray, manifest=None, *, preprocessing: dict | None = None,
                probe_power=None, mask: np.ndarray | None = None, probe: np.ndarray | None = None,
                conditioning: str | None = None) -> np.ndarray:
@@ -216,8 +266,9 @@ def preprocess(frames: np.ndarray, manifest=None, *, preprocessing: dict | None 
     the object only, not on the flux, and keeps the amplitude scale), ``max`` (the paper: divide by the
     per-pattern maximum, so the input is in [0, 1] and the amplitude scale is lost), ``std`` (zero mean, unit
     variance per pattern) or ``none``. Negative counts (detector offsets) are clipped to zero, and pixels that
-    ``mask`` (bool (H, W), True = valid) marks invalid are set to zero, so hot or dead pixels never reach the
-    network.
+    ``mask`` (bool (H, W), True = valid) marks invalid are filled from their valid neighbours
+    (:func:`fill_masked`), so hot or dead pixels never reach the network and a masked region does not read as
+    darkness.
 
     A probe-conditioned model (``conditioning``, default the manifest's) gets more channels after the
     pattern's: ``probe`` (:func:`probe_channels` of ``probe``, (H, W) for the whole batch or (N, H, W)) and
@@ -231,7 +282,8 @@ def preprocess(frames: np.ndarray, manifest=None, *, preprocessing: dict | None 
     # one new float32 array, then in place (reconstruct's reader thread runs this beside inference)
     x = np.maximum(np.asarray(frames), 0, dtype=np.float32)
     if mask is not None:
-        np.copyto(x, np.float32(0.0), where=~np.asarray(mask, bool))
+        fill_masked(x, mask)
+    counts = x.copy() if kind == "probe+estimate" else None
     norm = prep.get("normalise", "max")
     if norm == "photons":
         power = probe_power if probe_power is not None else getattr(manifest, "probe_photons", 0.0)
@@ -266,9 +318,6 @@ def preprocess(frames: np.ndarray, manifest=None, *, preprocessing: dict | None 
     probe = np.asarray(probe, np.complex64)
     parts = [x[:, None], np.broadcast_to(probe_channels(probe), (len(x), 2, *x.shape[-2:]))]
     if kind == "probe+estimate":
-        counts = np.maximum(np.asarray(frames), 0, dtype=np.float32)
-        if mask is not None:
-            np.copyto(counts, np.float32(0.0), where=~np.asarray(mask, bool))
         power = probe_power if probe_power is not None else float(np.sum(np.abs(probe) ** 2))
         parts.append(estimate_channels(counts, probe, np.broadcast_to(np.asarray(power, np.float64), (len(x),))))
     return np.concatenate(parts, axis=1)

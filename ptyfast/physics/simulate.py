@@ -53,6 +53,42 @@ def simulate_scan(
     )
 
 
+DETECTOR_DTYPES = ("float32", "uint16", "uint32")
+
+
+def detector_counts(data: np.ndarray, *, beamstop: float = 0.0, saturation: float | None = None,
+                    pinned: float = 0.0, dtype: str = "float32", rng=None) -> tuple[np.ndarray, dict]:
+    """What a real counting detector would record of intensities ``data`` (N, H, W), zero frequency at
+    (H//2, W//2): a beam stop of radius ``beamstop`` pixels blocks the centre (zero counts), counts clip at
+    ``saturation``, a fraction ``pinned`` of pixels is stuck at the integer ``dtype``'s maximum in every frame
+    (how Eiger-type detectors mark dead or hot pixels; 2³²−1 for float32), and the frames are stored as
+    ``dtype`` (rounded). Returns the frames and what was done (for the scan's provenance)."""
+    if dtype not in DETECTOR_DTYPES:
+        from ptyfast.errors import InputError
+
+        raise InputError(f"unknown detector dtype '{dtype}'; choose one of {', '.join(DETECTOR_DTYPES)}.")
+    rng = np.random.default_rng(rng)
+    out = np.array(data, dtype=np.float64)
+    h, w = out.shape[-2:]
+    done: dict = {}
+    if beamstop > 0:
+        yy, xx = np.mgrid[:h, :w]
+        out[:, (yy - h // 2) ** 2 + (xx - w // 2) ** 2 <= beamstop**2] = 0
+        done["beamstop_radius_px"] = beamstop
+    if saturation is not None:
+        np.minimum(out, saturation, out=out)
+        done["saturation_counts"] = saturation
+    top = float(np.iinfo(dtype).max) if dtype != "float32" else 2.0**32 - 1
+    if dtype != "float32":
+        np.clip(np.rint(out), 0, top - 1, out=out)
+    if pinned > 0:
+        k = max(1, int(round(pinned * h * w)))
+        idx = rng.choice(h * w, size=k, replace=False)
+        out.reshape(len(out), -1)[:, idx] = top
+        done["pinned_pixels"] = k
+    return out.astype(dtype), done
+
+
 def random_scan(size: int, seed: int = 0, *, overlap: float = 0.75, jitter: float = 1.0, photons: float = 1e6,
                 noise: bool = True, meta: dict | None = None) -> Scan:
     """A procedural size² object scanned with the default probe on a raster at ``overlap`` (benchmarks and

@@ -38,7 +38,7 @@ def _np(a) -> np.ndarray:
 
 
 def write_refine_h5(path: str | Path, result, *, provenance: dict | None = None, origin=(0.0, 0.0),
-                    weight: np.ndarray | None = None) -> Path:
+                    weight: np.ndarray | None = None, mask: np.ndarray | None = None) -> Path:
     """Write a :class:`~ptyfast.refine.RefineResult` to ``path`` atomically, in reconstruct's result format
     (:func:`ptyfast.runtime.output.write_reconstruction`) plus its errors and timings (see the module table)."""
     from ptyfast.runtime.output import write_reconstruction
@@ -50,7 +50,7 @@ def write_refine_h5(path: str | Path, result, *, provenance: dict | None = None,
     weight = result_weight(result) if weight is None else weight
     rec = Reconstruction(object=obj, weight=np.asarray(weight, np.float32), positions=positions,
                          origin=np.asarray(origin, dtype=np.float64), probe=_np(result.probe).astype(np.complex64),
-                         n_frames=len(positions))
+                         n_frames=len(positions), mask=mask)
     attrs = {**result.options, **(provenance or {}), "diverged": bool(result.diverged), "message": result.message,
              "meta": json.dumps(result.meta, default=float),
              "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}

@@ -105,17 +105,17 @@ def worker_backend(job):
     return _backends[key]
 
 
-def _load(path: str, frames: str | None):
+def _load(path: str, frames: str | None, auto_mask: bool = True):
     from ptyfast.io.convert import load_any
 
-    return load_any(path, validate=False, frames=frames)
+    return load_any(path, validate=False, frames=frames, auto_mask=auto_mask)
 
 
 def scan_task(path: str, frames: str | None, job):
     """One whole scan on a worker: (Reconstruction, provenance)."""
     from ptyfast.runtime.reconstruct import run_reconstruct
 
-    with _load(path, frames) as scan:
+    with _load(path, frames, job.auto_mask) as scan:
         backend, reason = worker_backend(job)
         return run_reconstruct(scan, job, backend=backend, reason=reason)
 
@@ -124,7 +124,7 @@ def partial_task(path: str, frames: str | None, job, plan, start: int, stop: int
     """Frames [start, stop) of a scan on a worker: a PartialStitch."""
     from ptyfast.runtime.pipeline import stitch_frames
 
-    with _load(path, frames) as scan:
+    with _load(path, frames, job.auto_mask) as scan:
         backend, _ = worker_backend(job)
         return stitch_frames(scan, backend, plan, start, stop, batch=job.batch, chunk=job.chunk)
 
@@ -136,7 +136,7 @@ def sums_task(path: str, frames: str | None, job, plan, obj: np.ndarray, start: 
     from ptyfast.runtime.pipeline import consistency_sums
 
     threads.set_threads(worker_threads(job))
-    with _load(path, frames) as scan:
+    with _load(path, frames, job.auto_mask) as scan:
         return consistency_sums(scan, obj, plan.probe, plan.grid_pos, fit=plan.fit, size=plan.size,
                                 chunk=job.chunk, start=start, stop=stop)
 

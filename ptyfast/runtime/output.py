@@ -40,11 +40,16 @@ def write_reconstruction(path: str | Path, rec, provenance: dict, *, datasets: d
             f.create_dataset("origin", data=np.asarray(rec.origin, dtype=np.float64))
             if rec.probe is not None:
                 f.create_dataset("probe", data=np.asarray(rec.probe, np.complex64))
+            if getattr(rec, "mask", None) is not None:
+                d = f.create_dataset("detector_mask", data=np.asarray(rec.mask, np.uint8))
+                d.attrs["meaning"] = "1 = valid detector pixel, 0 = masked (the file's mask and ptyfast's auto-mask)"
             if rec.consistency is not None:
                 g = f.create_group("consistency")
                 g.create_dataset("per_frame", data=rec.consistency.per_frame)
                 g.attrs["error"] = rec.consistency.error
                 g.attrs["scale"] = rec.consistency.scale
+                if rec.consistency.flat_error is not None:
+                    g.attrs["flat_object_error"] = rec.consistency.flat_error
                 g.attrs["definition"] = "sum((s*sqrt(I_pred) - sqrt(I))^2) / sum(I), valid pixels"
                 if rec.consistency.frames is not None:  # a sample: per_frame[k] is the error of frame frames[k]
                     g.create_dataset("frames", data=np.asarray(rec.consistency.frames, np.int64))

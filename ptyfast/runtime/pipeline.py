@@ -51,7 +51,9 @@ class Consistency:
     """Data consistency of the stitched object with the measured intensities, no ground truth needed.
 
     ``error`` is the normalised amplitude error ε = Σ(s·√I_pred − √I)² / Σ I over valid detector pixels,
-    overall and per frame (0 = perfect; a flat, structureless object gives roughly 0.3–1). ``scale`` s is
+    overall and per frame (0 = perfect). ``flat_error`` is the same figure for a flat object under the same
+    probe on the same frames — the baseline a result must beat to explain anything (0.05–0.2 on the
+    held-out and real scans measured; computed where the measured frames are kept). ``scale`` s is
     the least-squares amplitude scale between prediction and measurement (the network's input
     normalisation removes the absolute scale; s ≈ 1 when the stitched amplitude is right in absolute terms).
     ``reconstruct`` evaluates an evenly spaced sample of frames (``frames``; all of them up to
@@ -62,6 +64,7 @@ class Consistency:
     scale: float
     per_frame: np.ndarray
     frames: np.ndarray | None = None  # the frames per_frame holds (None: every frame, in order)
+    flat_error: float | None = None  # ε of a flat object with the same probe on the same frames
 
 
 #: Frames read (and preprocessed) per chunk. Up to ``queue_depth`` + 2 chunks are in flight at once, raw and
@@ -89,6 +92,7 @@ class Reconstruction:
     n_frames: int = 0
     provenance: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)  # warnings from stitching (e.g. a refused offset fit)
+    mask: np.ndarray | None = None  # the detector mask the data were read with (True = valid), as written out
 
     @property
     def amplitude(self) -> np.ndarray:
@@ -563,7 +567,7 @@ def finish_reconstruction(scan: Scan, plan: StitchPlan, part: PartialStitch, *, 
     timings.update(extra)
     timings["wall_stitched"] = time.perf_counter() - t_start
     rec = Reconstruction(object=obj, weight=wsum, positions=plan.grid_pos, origin=plan.origin, probe=plan.probe,
-                         n_frames=scan.n_frames, timings=timings, notes=notes)
+                         n_frames=scan.n_frames, timings=timings, notes=notes, mask=scan.mask)
     if consistency and plan.probe is not None:
         t = time.perf_counter()
         if consistency_fn is not None:
@@ -572,6 +576,9 @@ def finish_reconstruction(scan: Scan, plan: StitchPlan, part: PartialStitch, *, 
             frames, measured = kept
             rec.consistency = consistency_from_sums(frame_sums(obj, plan.probe, plan.grid_pos[frames], measured,
                                                                plan.mask), frames=frames, n_frames=scan.n_frames)
+            flat = np.ones(obj.shape, np.complex64)
+            rec.consistency.flat_error = consistency_from_sums(
+                frame_sums(flat, plan.probe, plan.grid_pos[frames], measured, plan.mask)).error
         else:
             rec.consistency = data_consistency(scan, obj, plan.probe, plan.grid_pos, fit=plan.fit, size=plan.size,
                                                chunk=chunk, progress=progress)

@@ -182,6 +182,8 @@ class ReconstructJob:
     threads: int | None = None
     offset_fitter: object = None  # callable(scan, plan, patches, z) → (z, note) refining the offsets (--fit-offsets)
     probe: str | None = None  # --probe FILE: the probe to use instead of the scan's (.npy or a ptyfast output)
+    auto_mask: bool = True  # mask detector pixels that hold no photon counts (ptyfast.io.pixels)
+    strict: bool = False  # a result that cannot explain its data (ε > EPSILON_WARN) is an error, not a warning
 
 
 def check_frame_size(scan: Scan, manifest, fit: str) -> None:
@@ -195,11 +197,30 @@ def check_frame_size(scan: Scan, manifest, fit: str) -> None:
         )
 
 
+#: Share of a scan's photons in saturated (masked) pixels above which the network's result is refused:
+#: measured on held-out scans (benchmarks/detector_quirks.py), 2 % cost 0.02 dB of phase, 29 % cost 4.4 dB.
+SATURATION_REFUSE_SHARE = 0.05
+
+
+def check_saturation(scan: Scan) -> None:
+    """Refuse a scan whose saturated pixels (masked on read, :mod:`ptyfast.io.pixels`) hold so much of the
+    signal that the network, which sees them filled from their neighbours, cannot be trusted."""
+    found = scan.meta.get("auto_mask") or {}
+    share = float(found.get("saturated_share") or 0.0)
+    if share > SATURATION_REFUSE_SHARE:
+        raise InputError(
+            f"{scan.meta.get('source', 'the scan')}: {found['reasons'].get('saturated', 0)} detector pixels saturate "
+            f"at {found.get('saturation_counts', 0):g} counts and hold {share:.0%} of the measured photons (more than "
+            f"{SATURATION_REFUSE_SHARE:.0%}: the bright centre of the patterns is clipped); measure with an attenuator "
+            "or a beam stop, or refine with ptyfast refine, which ignores the masked pixels.")
+
+
 def plan_for(scan: Scan, job: ReconstructJob, backend) -> tuple[StitchPlan, str]:
     """Check the scan against the model (far field, frame size, probe) and plan its stitching; returns the
     plan and a note on where the probe came from."""
     manifest = backend.manifest
     check_far_field(scan)
+    check_saturation(scan)
     check_frame_size(scan, manifest, job.fit)
     given = None
     if job.probe:
@@ -279,10 +300,50 @@ def describe(rec: Reconstruction, scan: Scan, job: ReconstructJob, backend, reas
                     "fit_offsets": job.offset_fitter is not None and plan.align},
         "timings_s": {k: round(v, 4) for k, v in rec.timings.items()},
         "patterns_per_s": scan.n_frames / max(rec.timings["wall"], 1e-9),
+        "detector_mask": {"given": scan.mask is not None, **(scan.meta.get("auto_mask") or {})},
     }
+    for key in ("auto_mask_note", "probe_modes_note"):
+        if scan.meta.get(key):
+            provenance[key] = scan.meta[key]
     provenance["warnings"] = list(rec.notes) + result_warnings(rec, manifest.architecture)
     rec.provenance = provenance
     return provenance
+
+
+#: A result whose data consistency ε (:class:`ptyfast.runtime.pipeline.Consistency`) exceeds EPSILON_WARN, or
+#: FLAT_RATIO_WARN × the ε of a flat object under the same probe, does not explain its data. Measured
+#: (docs/benchmarks.md): network results on held-out scans 0.007 (flat 0.05, ratio 0.14); the real Siemens
+#: star with a refined probe 0.023 (flat 0.059, ratio 0.39), with the file's initial-guess probe 0.165 (flat
+#: 0.189, ratio 0.87); unmasked pinned pixels 0.9997.
+EPSILON_WARN = 0.5
+FLAT_RATIO_WARN = 0.7
+
+
+def check_explains_data(rec, provenance: dict, *, strict: bool = False, name: str = "the scan") -> None:
+    """Warn (recorded in ``provenance["warnings"]``) when the result's data consistency ε exceeds
+    :data:`EPSILON_WARN` or :data:`FLAT_RATIO_WARN` times a flat object's, naming the likely causes; with
+    ``strict`` raise :class:`ResultError` instead."""
+    from ptyfast.errors import ResultError
+
+    c = rec.consistency
+    if c is None:
+        return
+    flat = c.flat_error
+    if c.error > EPSILON_WARN:
+        why = f"data consistency ε = {c.error:.3f} > {EPSILON_WARN}"
+    elif flat is not None and c.error > FLAT_RATIO_WARN * flat:
+        why = (f"data consistency ε = {c.error:.3f}, {c.error / flat:.2f} × the {flat:.3f} of a flat object "
+               f"under the same probe (> {FLAT_RATIO_WARN})")
+    else:
+        return
+    message = (f"{name}: the result does not explain its data ({why}); likely causes: a wrong probe (give "
+               "--probe, e.g. from ptyfast refine of part "
+               "of the scan), unmasked bad detector pixels, near-field data, or a wrong geometry (distance, pixel "
+               "size, energy).")
+    if strict:
+        raise ResultError(message + " Nothing was written (--strict).")
+    provenance.setdefault("warnings", []).append(message)
+    provenance["explains_data"] = False
 
 
 def result_warnings(rec: Reconstruction, model: str) -> list[str]:
