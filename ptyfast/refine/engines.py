@@ -355,6 +355,41 @@ class RefineSettings:
         return RefineSettings(algorithm, int(self.iterations), alpha, beta, batch, probe_step, int(self.probe_start))
 
 
+#: Iterations of the probe trial (:func:`refine`'s ``probe_trial``): from the first probe-update iteration the
+#: same iterations run twice, probe updated and probe held, and the run goes on with the lower error.
+PROBE_TRIAL = 10
+
+
+def _probe_trial(engine, rng, n: int, batch: int, k: int, total: float, power: float):
+    """``k`` iterations from the engine's current state twice — probe updated, probe held — with the same
+    position orders; the engine is left in the state of the branch whose last error is lower (held on a
+    tie or a non-finite update). Returns (kept, its errors, its seconds per iteration, last error updated,
+    last error held)."""
+    start_obj, start_probe = engine.obj.copy(), engine.probe.copy()
+    state = rng.bit_generator.state
+    runs = {}
+    for branch in ("updated", "held"):
+        rng.bit_generator.state = state
+        engine.obj[...], engine.probe[...] = start_obj, start_probe
+        errs, secs = [], []
+        for _ in range(k):
+            t0 = time.perf_counter()
+            order = rng.permutation(n)
+            err = 0.0
+            for s in range(0, n, batch):
+                err = err + engine.step(order[s : s + batch], branch == "updated")
+            if branch == "updated":
+                engine.fix_probe_power(power)
+            errs.append(float(err) / total)
+            secs.append(time.perf_counter() - t0)
+        runs[branch] = (errs, secs, engine.obj.copy(), engine.probe.copy())
+    e_up, e_held = runs["updated"][0][-1], runs["held"][0][-1]
+    kept = "updated" if math.isfinite(e_up) and e_up < e_held else "held"
+    errs, secs, obj, probe = runs[kept]
+    engine.obj[...], engine.probe[...] = obj, probe
+    return kept, errs, secs, e_up, e_held
+
+
 @dataclass
 class RefineStart:
     """What a refinement starts from, checked: the object on its grid, the probe, the positions on that grid
@@ -427,6 +462,7 @@ def refine(
     probe=None,
     positions=None,
     rescale_probe: str | bool = "auto",
+    probe_trial: int = PROBE_TRIAL,
     seed: int | None = 0,
     target_error: float | None = None,
     xp=None,
@@ -464,11 +500,20 @@ def refine(
         Positions to use instead of ``scan.positions`` (e.g. those of a stitched reconstruction's grid).
     rescale_probe : {"auto", True, False}
         Scale the probe so that the modelled photons per frame with the initial object match the data's
-        mean exactly. ``"auto"`` does so when the probe is refined (its starting power is then a guess, and a
-        wrong one costs iterations: the star's starts 1.84× too bright) and, for a known probe held fixed, only
-        when the two differ by more than 10× (a normalisation-convention mismatch, e.g. an unnormalised-FFT
-        probe: a known probe's power is a measurement, and a flat start's unit transmission is not the
-        sample's); the factor is reported in ``result.meta``.
+        mean exactly. ``"auto"``: when the two differ by more than 10× (a normalisation-convention mismatch,
+        e.g. an unnormalised-FFT probe) the probe is scaled; otherwise a flat or random start is scaled instead
+        (its unit transmission is not the sample's, while a given probe's power is a measurement: scaling
+        the probe would hand the sample's absorption to the probe, and with probe updates the object then
+        converges to the wrong amplitude, e.g. 0.98 for a true mean of 0.61), and a given starting object
+        (a network's, in absolute units) keeps its amplitude while a refined probe is scaled to it. The
+        factor is reported in ``result.meta`` (``probe_rescaled_by`` or ``object_scaled_by``).
+    probe_trial : int
+        With probe updates: from ``probe_start`` on, run this many iterations twice from the same state —
+        probe updated and probe held, the same position orders — and go on with the branch of lower data
+        error (``result.meta["probe_trial"]``, ``result.message`` say which), so updating the probe cannot end
+        a run with a higher error than holding it would have at that point (a known probe on a regular
+        raster, e.g., absorbs the grid's periodicity when updated). 0 turns it off; it is skipped when the run
+        has no iterations left after it.
     seed : int or None
         Seeds the random initial object and the position order.
     target_error : float, optional
@@ -505,11 +550,16 @@ def refine(
     meta: dict = {"object_shape": tuple(obj.shape)}
     ratio = _probe_power_ratio(probe_d, obj, pos, intensity, xp)
     meta["probe_power_ratio"] = ratio
-    if rescale_probe is True or (rescale_probe == "auto" and (update_probe or not 0.1 <= ratio <= 10.0)):
-        if not math.isfinite(ratio) or ratio <= 0:
-            raise InputError("the probe and initial object model no photons; check the probe and the init.")
+    arbitrary = isinstance(init, str) or init is None  # a flat/random start's unit transmission means nothing
+    if not math.isfinite(ratio) or ratio <= 0:
+        raise InputError("the probe and initial object model no photons; check the probe and the init.")
+    if rescale_probe is True or (rescale_probe == "auto" and (not 0.1 <= ratio <= 10.0
+                                                              or (update_probe and not arbitrary))):
         probe_d *= np.float32(math.sqrt(ratio))
         meta["probe_rescaled_by"] = math.sqrt(ratio)
+    elif arbitrary and rescale_probe == "auto":
+        obj *= np.float32(math.sqrt(ratio))  # the object, not the probe's measured power, absorbs the scale
+        meta["object_scaled_by"] = math.sqrt(ratio)
 
     engine = _Engine(algorithm, obj, probe_d, pos, intensity, mask, alpha, beta, xp)
     engine.probe_step = probe_step
@@ -520,7 +570,28 @@ def refine(
     cpu_timings: list[float] = []
     diverged, message = False, ""
     best: tuple = (math.inf, -1, None, None)  # lowest error so far: (error, iteration, object, probe)
-    for it in range(iterations):
+    requested = bool(update_probe)
+    trial = probe_trial if update_probe and probe_start + probe_trial < iterations else 0
+    it = 0
+    while it < iterations:
+        if trial and it == probe_start:
+            # the same iterations twice from here, probe updated and probe held: keep the better of the two
+            kept, errs, secs, e_updated, e_held = _probe_trial(engine, rng, n, batch, trial, total, probe_power)
+            update_probe = kept == "updated"
+            meta["probe_trial"] = {"from_iteration": it, "iterations": trial, "kept": kept,
+                                   "error_updated": e_updated, "error_held": e_held}
+            message = (f"probe {kept}: over a {trial}-iteration trial from iteration {it + 1} updating it ended at "
+                       f"data error {e_updated:.4g}, holding it at {e_held:.4g}.")
+            for k, (e, dt) in enumerate(zip(errs, secs)):
+                errors.append(e)
+                timings.append(dt)
+                cpu_timings.append(dt)
+                if progress is not None:
+                    progress(it + k + 1, iterations, e)
+            if errs[-1] < best[0]:
+                best = (errs[-1], it + trial - 1, engine.obj.copy(), engine.probe.copy())
+            it += trial
+            continue
         t0, c0 = time.perf_counter(), time.thread_time()
         good_obj, good_probe = (best[2], best[3]) if best[2] is not None else (engine.obj.copy(), engine.probe.copy())
         order = rng.permutation(n)
@@ -560,10 +631,12 @@ def refine(
         if target_error is not None and e <= target_error:
             message = f"reached the target error {target_error:.4g} at iteration {it + 1}."
             break
+        it += 1
 
     options = dict(
         algorithm=algorithm, iterations=iterations, alpha=alpha, beta=beta, batch=batch,
-        update_probe=bool(update_probe), probe_start=int(probe_start), probe_step=probe_step, seed=seed,
+        update_probe=requested, probe_start=int(probe_start), probe_step=probe_step, seed=seed,
+        probe_trial=int(trial),
         init=init if isinstance(init, str) else "array", rescale_probe=str(rescale_probe),
     )
     return RefineResult(
