@@ -62,6 +62,7 @@ class LiveFile:
         self.path = Path(path)
         self._open().close()  # OSError while it cannot be opened for SWMR reading (the caller retries)
         self.near_field: bool | None = None
+        self.auto_mask = True  # mask detector pixels that hold no photon counts (ptyfast.io.pixels)
 
     def _open(self) -> h5py.File:
         return h5py.File(self.path, "r", swmr=True)
@@ -87,7 +88,8 @@ class LiveFile:
         taken on the first snapshot and kept)."""
         f = self._open()
         try:
-            scan = _read_open(f, self.path, lazy=True, validate=False, near_field=self.near_field, margin=0.0)
+            scan = _read_open(f, self.path, lazy=True, validate=False, near_field=self.near_field, margin=0.0,
+                              auto_mask=self.auto_mask)
             self.near_field = scan.near_field
             yield scan
         finally:

@@ -89,6 +89,7 @@ def follow(path, job, backend, reason: str, options: FollowOptions, *, on_refres
     from ptyfast.runtime.reconstruct import describe, plan_for
 
     live = open_live(path, options)
+    live.auto_mask = job.auto_mask
     t_start = time.perf_counter()
     patches = KeptPatches()
     timings: dict = {}
