@@ -61,3 +61,61 @@ def test_flat_start_takes_the_data_scale_and_keeps_the_probe_power(raster):
     covered = result_weight(r) > 0.1 * result_weight(r).max()
     truth_mean = float(np.mean(np.abs(raster.truth)))
     assert np.mean(np.abs(np.asarray(r.object))[covered]) == pytest.approx(truth_mean, rel=0.1)
+
+
+@pytest.fixture(scope="module")
+def three_modes(tmp_path_factory):
+    """A raster scan lit by a three-mode (partially coherent) probe, 10⁸ photons per frame, written as CXI
+    with all three modes stored (Pty-Chi/Tike style: (modes, H, W) at source_1/illumination)."""
+    from ptyfast.io import write_cxi
+    from ptyfast.physics.forward import forward_intensity
+    from ptyfast.scan import Scan
+
+    rng = np.random.default_rng(0)
+    obj = random_object((220, 220), rng)
+    p = default_probe()
+    h, w = p.shape
+    yy, xx = np.mgrid[:h, :w]
+    modes = np.stack([p, 0.6 * p * np.exp(2j * np.pi * 3 * xx / w), 0.45 * p * np.exp(-2j * np.pi * 3 * yy / h)])
+    modes = (modes * np.sqrt(1e8 / np.sum(np.abs(modes) ** 2))).astype(np.complex64)
+    pos = raster_positions(obj.shape, p.shape, overlap=0.75, jitter=1.0, rng=rng)
+    counts = rng.poisson(sum(forward_intensity(m, obj, pos) for m in modes)).astype(np.float32)
+    scan = Scan(diffraction=counts, positions=pos, probe=modes[0], truth=obj.astype(np.complex64))
+    path = write_cxi(tmp_path_factory.mktemp("modes") / "modes.cxi", scan)
+    import h5py
+
+    with h5py.File(path, "a") as f:
+        del f["entry_1/instrument_1/source_1/illumination"]
+        f["entry_1/instrument_1/source_1/illumination"] = modes
+    return scan, modes, path
+
+
+def test_three_modes_explain_a_partially_coherent_scan_better_than_one(three_modes):
+    scan, modes, _ = three_modes
+    one = refine(scan, init="flat", iterations=40, probe_modes=1, probe_start=2)
+    three = refine(scan, init="flat", iterations=40, probe_modes=3, probe_start=2)
+    assert np.asarray(three.probe).shape == (3, 128, 128)
+    assert three.errors[-1] < 0.8 * one.errors[-1]  # measured 0.00017 vs 0.00028 after 60 iterations
+
+
+def test_every_stored_mode_is_read_and_refined(three_modes, tmp_path):
+    import contextlib
+
+    from typer.testing import CliRunner
+
+    from ptyfast.cli import _load_commands, app
+    from ptyfast.io import load_any
+    from ptyfast.refine.output import read_init
+
+    _, modes, path = three_modes
+    scan = load_any(path)
+    assert np.array_equal(scan.probe, modes[0]) and scan.meta["probe_modes"].shape == (3, 128, 128)
+    assert "3 probe modes" in scan.meta["probe_modes_note"]
+    _load_commands()
+    with contextlib.chdir(tmp_path):
+        info = CliRunner().invoke(app, ["info", str(path)], env={"COLUMNS": "400"})
+        assert "3 probe modes" in info.stdout
+        r = CliRunner().invoke(app, ["refine", str(path), "-n", "3", "-o", "r.h5", "--no-png"])
+    assert r.exit_code == 0, r.output
+    assert "3 incoherent modes" in r.stdout
+    assert read_init(tmp_path / "r.h5")["probe"].shape == (3, 128, 128)

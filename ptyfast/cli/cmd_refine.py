@@ -34,6 +34,9 @@ def refine_cmd(
                                                help="Refine the probe too.")] = True,
     probe_start: Annotated[int, typer.Option("--probe-start",
                                              help="First iteration (0-based) with probe updates.")] = 2,
+    probe_modes: Annotated[Optional[int], typer.Option(
+        "--probe-modes", min=1, help="Incoherent probe modes to refine (a mixed-state, partially coherent probe); "
+                                     "default: as many as the file holds (1 for most).")] = None,
     output: OutPath = Path("refined.h5"),
     png: Annotated[bool, typer.Option("--png/--no-png", help="Also write amplitude/phase/probe/error PNGs.")] = True,
     seed: Seed = 0,
@@ -60,13 +63,19 @@ def refine_cmd(
         from ptyfast.errors import InputError
 
         raise InputError(f"{scan_path} holds near-field data; ePIE/rPIE here use the far-field model only.")
+    given = start["probe"] if start["probe"] is not None else scan.meta.get("probe_modes", scan.probe)
+    modes = probe_modes if probe_modes is not None else (None if np.ndim(given) < 3 else len(given))
+    if modes is not None and np.ndim(given) == 3 and start["probe"] is None:
+        start["probe"] = given  # every mode the file holds
+    if modes and modes > 1:
+        console.print(f"  probe: {modes} incoherent modes refined (mixed state)")
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("error {task.fields[err]}"), TimeRemainingColumn(), console=console) as bar:
         task = bar.add_task(algorithm, total=iterations, err="–")
         result = refine(
             scan, init=start["object"], algorithm=algorithm,
             positions=scan.positions - np.asarray(start["origin"]), probe=start["probe"], iterations=iterations, alpha=alpha, beta=beta,
-            batch=batch, update_probe=probe_update, probe_start=probe_start, seed=seed,
+            batch=batch, update_probe=probe_update, probe_start=probe_start, seed=seed, probe_modes=modes,
             progress=lambda i, n, e: bar.update(task, completed=i, err=f"{e:.4g}"),
         )
     provenance = {"source": str(scan_path), "init": init, "frame_selection": frames or "all",

@@ -30,7 +30,7 @@ import h5py
 import numpy as np
 
 from ptyfast.errors import InputError
-from ptyfast.io.cxi import probe_modes, read_cxi, read_probe, short_reason
+from ptyfast.io.cxi import all_modes, probe_modes, read_cxi, read_probe, short_reason
 from ptyfast.io.pixels import mask_bad_pixels
 from ptyfast.physics.nearfield import detect_near_field
 from ptyfast.scan import Geometry, Scan, check_probe, validate_scan_frames
@@ -104,6 +104,7 @@ def read_tike(path: str | Path, *, auto_mask: bool = True) -> Scan:
         p, note = probe_modes(z["probe"])
         if note:
             meta["probe_modes_note"] = note
+            meta["probe_modes"] = all_modes(z["probe"]) * np.float32(np.sqrt(p.shape[0] * p.shape[1]))
         if p.shape != data.shape[1:]:
             raise InputError(f"{path}: the stored probe is {p.shape[0]}×{p.shape[1]} but the frames are "
                              f"{data.shape[1]}×{data.shape[2]}; store the probe at the frame size or remove it.")

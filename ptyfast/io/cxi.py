@@ -320,6 +320,12 @@ def probe_modes(stored: np.ndarray) -> tuple[np.ndarray, str]:
                       f"{power[k] / power.sum():.0%} of the power) is used")
 
 
+def all_modes(stored) -> np.ndarray:
+    """Every mode of a stored probe as (modes, H, W) complex64 (``refine`` refines them all)."""
+    p = np.asarray(stored)
+    return p.reshape(-1, *p.shape[-2:]).astype(np.complex64)
+
+
 #: Where a ptyfast output (reconstruct, refine, finetune) keeps its probe.
 OUTPUT_PROBE_PATH = "probe"
 
@@ -518,7 +524,7 @@ def _read_open(f: h5py.File, path: Path, *, lazy, validate, near_field, margin, 
         p, note = probe_modes(pds[()])
         if note:
             meta["probe_modes_note"] = note
-            meta["probe_modes"] = int(np.prod(np.asarray(pds.shape[:-2])))
+            meta["probe_modes"] = all_modes(pds[()])
         if p.shape != (h, w):
             raise InputError(f"{path}: the stored probe {pds.name} is {p.shape[0]}×{p.shape[1]} but the frames "
                              f"are {h}×{w}; store the probe at the frame size or remove it.")

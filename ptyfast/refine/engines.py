@@ -234,11 +234,13 @@ class _Engine:
         self.alpha = float(alpha)
         self.beta = float(beta)
         self.xp = xp
-        self.window = tuple(int(s) for s in probe.shape)
+        self.window = tuple(int(s) for s in probe.shape[-2:])
         self.probe_step = 1.0  # γ_P, set by refine()
 
     def step(self, idx: np.ndarray, update_probe: bool):
         """Update with the positions ``idx``; returns Σ m(|Ψ| − √I)² over the batch (device scalar)."""
+        if self.probe.ndim == 3:
+            return self.step_modes(idx, update_probe)
         xp = self.xp
         h, w = self.window
         rows, cols = self.obj.shape
@@ -292,6 +294,63 @@ class _Engine:
         return err.sum(dtype=xp.float64)
 
 
+    def _region(self, idx: np.ndarray):
+        """The object region the windows ``idx`` touch (a view) and their positions relative to it."""
+        h, w = self.window
+        rows, cols = self.obj.shape
+        pos = self.positions[idx]
+        base = np.floor(pos).astype(np.int64)
+        y0, x0 = base.min(axis=0)
+        y1 = min(int(base[:, 0].max()) + h + 1, rows)
+        x1 = min(int(base[:, 1].max()) + w + 1, cols)
+        lpos = pos - np.array([y0, x0], dtype=np.float64)
+        return self.obj[y0:y1, x0:x1], (lpos if self.xp is np else self.xp.asarray(lpos))
+
+    def _weights(self, den, mix: float):
+        """rPIE's 1 / ((1 − a)·D + a·max D), ePIE's a / max D (``mix`` = a), in place."""
+        xp = self.xp
+        dmax = den.max()
+        if self.algorithm == "rpie":
+            den *= xp.float32(1 - mix)
+            den += xp.float32(mix) * dmax
+        else:
+            den[...] = dmax / mix
+        xp.maximum(den, xp.float32(1e-30), out=den)
+        return xp.reciprocal(den, out=den)
+
+    def step_modes(self, idx: np.ndarray, update_probe: bool):
+        """:meth:`step` for a mixed-state probe (M, H, W) of incoherent modes (Thibault & Menzel, Nature 494,
+        68 (2013)): I = Σ_m |F(P_m·O_n)|²; each mode's far field is scaled by √I / √(Σ_m |Ψ_m|²) on valid
+        pixels; the object step sums P_m*·Δ_m over the modes with weights from Σ_m |P_m|², each mode's step
+        is the single-mode one with its own Δ_m."""
+        xp = self.xp
+        h, w = self.window
+        region, lpos = self._region(idx)
+        patches = gather(region, lpos, (h, w))
+        psi = self.probe[None] * patches[:, None]  # (n, M, H, W)
+        meas = self.amplitude[idx] if xp is np else self.amplitude[xp.asarray(idx)]
+        big = xp.fft.fft2(psi, axes=(-2, -1), norm="ortho")
+        total = xp.sqrt(xp.sum(big.real**2 + big.imag**2, axis=1))
+        diff = total - meas
+        scale = meas / xp.maximum(total, xp.float32(1e-12))
+        if self.mask is not None:
+            diff = diff * self.mask
+            scale = xp.where(self.mask, scale, xp.float32(1.0))
+        err = xp.sum(diff * diff, axis=(-2, -1))
+        big *= scale[:, None].astype(xp.float32)
+        dpsi = xp.fft.ifft2(big, axes=(-2, -1), norm="ortho").astype(xp.complex64) - psi
+        p2 = xp.sum(self.probe.real**2 + self.probe.imag**2, axis=0).astype(xp.float32)
+        num = xp.zeros(region.shape, dtype=xp.complex64)
+        overlap_add(num, xp.sum(xp.conj(self.probe)[None] * dpsi, axis=1).astype(xp.complex64), lpos)
+        den = xp.zeros(region.shape, dtype=xp.float32)
+        overlap_add(den, xp.broadcast_to(p2, (len(idx), h, w)), lpos)
+        region += num * self._weights(den, self.alpha)
+        if update_probe:
+            d_p = xp.sum(patches.real**2 + patches.imag**2, axis=0).astype(xp.float32)
+            n_p = xp.sum(xp.conj(patches)[:, None] * dpsi, axis=0)
+            self.probe += np.float32(self.probe_step) * n_p * self._weights(d_p, self.beta)[None]
+        return err.sum(dtype=xp.float64)
+
     def fix_probe_power(self, power: float) -> None:
         """Rescale the probe back to ``power`` = Σ|P|² and the object inversely (P·O unchanged).
 
@@ -312,8 +371,9 @@ def _probe_power_ratio(probe, obj, positions, intensity, xp) -> float:
     n = len(positions)
     sel = np.linspace(0, n - 1, min(n, 64)).astype(int)
     pd = positions[sel] if xp is np else xp.asarray(positions[sel])
-    patches = gather(obj, pd, probe.shape)
-    model = float(xp.mean(xp.sum(xp.abs(probe[None] * patches) ** 2, axis=(-2, -1))))
+    patches = gather(obj, pd, probe.shape[-2:])
+    modes = probe.reshape(-1, *probe.shape[-2:])
+    model = float(sum(xp.mean(xp.sum(xp.abs(m[None] * patches) ** 2, axis=(-2, -1))) for m in modes))
     measured = float(xp.mean(xp.sum(intensity, axis=(-2, -1))))
     return measured / model if model > 0 else float("inf")
 
@@ -353,6 +413,33 @@ class RefineSettings:
         if self.probe_start < 0:
             raise InputError(f"probe_start must be ≥ 0; found {self.probe_start}.")
         return RefineSettings(algorithm, int(self.iterations), alpha, beta, batch, probe_step, int(self.probe_start))
+
+
+NEW_MODE_SHARE = 0.05  #: each added probe mode starts with this share of the probe's power
+
+
+def mixed_state(probe, modes: int) -> np.ndarray:
+    """A probe of ``modes`` incoherent modes (modes, H, W) from ``probe`` (H, W) or (k, H, W): the strongest
+    ``modes`` of those given, and for each one missing the first mode times a phase ramp of k cycles across
+    the window (its far field shifted by k pixels, alternating axes and signs: orthogonal to the first and
+    to each other) with :data:`NEW_MODE_SHARE` of the power; the total power is that of the given probe."""
+    if int(modes) < 1:
+        raise InputError(f"probe modes must be ≥ 1; found {modes}.")
+    p = np.asarray(_to_numpy(probe), np.complex64)
+    p = p.reshape(-1, *p.shape[-2:])
+    power = np.sum(np.abs(p) ** 2, axis=(1, 2))
+    p = p[np.argsort(power)[::-1][: int(modes)]]
+    total = float(power.sum())
+    h, w = p.shape[-2:]
+    yy, xx = np.mgrid[:h, :w]
+    extra = []
+    for k in range(len(p), int(modes)):
+        cycles = (k + 1) // 2 * (1 if k % 2 else -1)
+        ramp = np.exp(2j * np.pi * cycles * (xx / w if (k // 2) % 2 == 0 else yy / h))
+        extra.append(p[0] * ramp * np.sqrt(NEW_MODE_SHARE))
+    out = np.concatenate([p, np.asarray(extra, np.complex64).reshape(-1, h, w)]) if extra else p
+    out *= np.sqrt(total / float(np.sum(np.abs(out) ** 2)))
+    return out[0] if len(out) == 1 else out.astype(np.complex64)
 
 
 #: Iterations of the probe trial (:func:`refine`'s ``probe_trial``): from the first probe-update iteration the
@@ -418,7 +505,11 @@ def prepare_refinement(scan, *, init="flat", probe=None, positions=None, seed: i
     if probe0 is None:
         raise InputError("the scan has no probe; give one (probe=... or --probe) to refine.")
     probe_d = xp.asarray(_to_numpy(probe0).astype(np.complex64))
-    window = tuple(int(s) for s in probe_d.shape)
+    if probe_d.ndim == 3 and probe_d.shape[0] == 1:
+        probe_d = probe_d[0]
+    if probe_d.ndim not in (2, 3):
+        raise InputError(f"the probe must be (H, W) or (modes, H, W); found shape {tuple(probe_d.shape)}.")
+    window = tuple(int(s) for s in probe_d.shape[-2:])
     if window != scan.frame_shape:
         raise InputError(f"the probe is {window} but the frames are {scan.frame_shape}; they must match.")
     if not bool(xp.all(xp.isfinite(probe_d))):
@@ -460,6 +551,7 @@ def refine(
     probe_start: int = 0,
     probe_step: float | None = None,
     probe=None,
+    probe_modes: int | None = None,
     positions=None,
     rescale_probe: str | bool = "auto",
     probe_trial: int = PROBE_TRIAL,
@@ -494,8 +586,12 @@ def refine(
         First iteration (0-based) with probe updates, when ``update_probe`` is on.
     probe_step : float, optional
         γ_P, a multiplier of the probe step in (0, 1]; default 0.25 sequential, 1 batched (module docstring).
-    probe : complex array (H, W), optional
-        Starting probe; default ``scan.probe``.
+    probe : complex array (H, W) or (modes, H, W), optional
+        Starting probe; default ``scan.probe``. Several modes: a mixed-state (partially coherent) probe,
+        refined mode by mode (:meth:`_Engine.step_modes`).
+    probe_modes : int, optional
+        Refine this many incoherent probe modes: the strongest of the given ones, and new ones made by
+        :func:`mixed_state` when more are asked for than given.
     positions : ndarray (N, 2), optional
         Positions to use instead of ``scan.positions`` (e.g. those of a stitched reconstruction's grid).
     rescale_probe : {"auto", True, False}
@@ -544,6 +640,8 @@ def refine(
     n = scan.n_frames
     if xp is None:
         xp = get_array_module(init) if not isinstance(init, str) and init is not None else np
+    if probe_modes is not None:
+        probe = mixed_state(scan.probe if probe is None else probe, probe_modes)
     start = prepare_refinement(scan, init=init, probe=probe, positions=positions, seed=seed, xp=xp)
     obj, probe_d, pos, intensity, mask, total = (start.object, start.probe, start.positions, start.intensity,
                                                  start.mask, start.photons)

@@ -84,6 +84,7 @@ def illumination(probe: np.ndarray, positions: np.ndarray, shape) -> np.ndarray:
     from ptyfast.kernels.numpy_twins import overlap_add
 
     p2 = np.abs(probe) ** 2
+    p2 = p2.reshape(-1, *p2.shape[-2:]).sum(axis=0)  # a mixed-state probe lights with all its modes
     return overlap_add(np.zeros(shape, np.float32), np.broadcast_to(p2, (len(positions),) + p2.shape), positions)
 
 
@@ -109,7 +110,8 @@ def save_pngs(result, stem: str | Path, *, weight: np.ndarray | None = None, pix
     shown = weight >= 0.05 * float(weight.max()) if weight.max() > 0 else np.ones(obj.shape, bool)
     out = object_previews(stem, obj, shown, title=f"{result.algorithm}, {result.iterations} iterations", pixel_size_m=pixel_size_m)
 
-    out.append(probe_figure(stem.with_name(f"{stem.name}_probe.png"), probe))
+    out.append(probe_figure(stem.with_name(f"{stem.name}_probe.png"), probe[0] if probe.ndim == 3 else probe,
+                            title=f"mode 0 of {len(probe)}" if probe.ndim == 3 else ""))
     out.append(error_curves_figure(stem.with_name(f"{stem.name}_errors.png"),
                                    {f"{result.algorithm} error": {"error": result.errors}},
                                    ylabel="Σ(|Ψ|−√I)² / Σ I", width=6.0, dpi=110))
