@@ -54,11 +54,12 @@ def test_train_on_labels_then_reconstruct_the_other_half(labelled_case):
     d, scan, ref, n = labelled_case
     half = 5 * 9  # whole rows: the upper five rows train, the lower four are never seen
     run_dir = d / "run"
-    # continue the shipped model on the labels: wrong or shifted labels would wreck it within these steps
+    # by default the shipped model continues on the labels (half of each batch simulated): wrong or shifted
+    # labels would wreck it within these steps
     r = run("train", scan, "--labels", ref, "--frames", f"0:{half}", "-o", run_dir, "--steps", "60",
-            "--batch", "16", "--lr", "3e-4", "--val-every", "30", "--threads", "2", "--mix-simulated", "0.25",
-            "--init-from", ROOT / "ptyfast" / "data" / "ptynet-s.pt")
+            "--batch", "16", "--lr", "3e-4", "--val-every", "30", "--threads", "2")
     assert r.exit_code == 0, r.output
+    assert "starting from the shipped ptynet-s.pt" in r.output and "half of each batch simulated" in r.output
     manifest = json.loads((run_dir / "best.json").read_text())
     assert manifest["training"]["labelled_frames_train"] == half - round(half * 0.1) and (run_dir / "probe.npy").is_file()
     assert manifest["refined_probe_sha256"] and (run_dir / "probe_refined.npy").is_file()
