@@ -45,9 +45,11 @@ def refine_cmd(
 ) -> None:
     """Refine a scan with ePIE or rPIE; writes the object, probe and error curve (HDF5 + PNG).
 
-    Options are validated by :func:`ptyfast.refine.refine` (InputError → one line, exit 2), not by Typer,
-    so every bad value reads the same way.
+    A probe update is kept only when a 10-iteration trial shows it lowers the data error against holding
+    the probe; the run says which it kept.
     """
+    # options are validated by ptyfast.refine.refine (InputError → one line, exit 2), not by Typer, so every
+    # bad value reads the same way
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from ptyfast.io import check_writable, load_any

@@ -85,7 +85,7 @@ def train_cmd(
                          "order: train on the measured patterns with its windows as labels.")] = None,
     frames: Frames = None,
     val_frames: Annotated[Optional[str], typer.Option(
-        "--val-frames", help="--labels: validation frames START:STOP[:STEP] (default: the last 10 %% of "
+        "--val-frames", help="--labels: validation frames START:STOP[:STEP] (default: the last 10 % of "
                              "--frames, a separate region of a row-ordered scan).")] = None,
     mix_simulated: Annotated[float, typer.Option(
         "--mix-simulated", min=0, max=0.95, help="--labels: fraction of each batch simulated from the reference "
