@@ -56,11 +56,19 @@ def _read(out):
 
 
 def _same(a, b):
+    """Equal amplitude (to TOL of its maximum) and equal phase (to 1e-5 rad, no offset removed; measured 2e-7 rad
+    here at most) wherever the object is lit (amplitude ≥ 10 % of its maximum: the phase of the unlit grid
+    means nothing)."""
     assert a.shape == b.shape
     assert np.max(np.abs(np.abs(a) - np.abs(b))) <= TOL * np.max(np.abs(a))
     assert np.max(np.abs(a - b)) <= 10 * TOL * np.max(np.abs(a))
+    lit = np.abs(a) >= 0.1 * np.max(np.abs(a))
+    assert lit.sum() > 0.5 * lit.size
+    dphi = np.abs(np.angle(a[lit] * np.conj(b[lit])))
+    assert dphi.max() <= 1e-5, (dphi.max(), np.median(dphi))
 
 
+@pytest.mark.quality
 @pytest.mark.parametrize("align", [True, False], ids=["phase-offsets-solved", "pure-sums"])
 def test_one_scan_split_across_workers_equals_one_process(scans, client, align):
     scan = read_cxi(scans[0], validate=False)

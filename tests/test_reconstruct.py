@@ -68,12 +68,15 @@ def test_reconstruct_end_to_end_output_is_complete(held_out_scan, tmp_path):
     assert gpu_info() is not None or "fp32 because" in " ".join(res.stdout.split())
     assert prov["options"]["precision"] == "fp32"
     assert {"read", "preprocess", "infer", "stitch", "consistency", "wall"} <= set(prov["timings_s"])
-    assert 0 <= err < 1
+    assert 0 < err < 0.008  # measured 0.0058 (noise-free scan)
     for suffix in ("amplitude", "phase", "consistency"):
         assert (tmp_path / f"recon_{suffix}.png").stat().st_size > 1000
-    # The shipped network alone: at least as good as the flat (mean) guess on phase (see MODEL_CARD.md).
+    # The shipped network alone beats the flat (mean) guess in phase and amplitude: measured +3.25 dB phase
+    # (17.68 against 14.43) and +10.96 dB amplitude (24.93 against 13.98) on this 36-frame scan
     q, base, _ = evaluate_against_truth(obj, weight, origin, scan.truth)
-    assert q.phase_mse <= 1.05 * base["flat"].phase_mse, (q, base["flat"])
+    flat = base["flat"]
+    assert q.phase_psnr >= flat.phase_psnr + 3.0, (q.phase_psnr, flat.phase_psnr)
+    assert q.amplitude_psnr >= flat.amplitude_psnr + 10.5, (q.amplitude_psnr, flat.amplitude_psnr)
 
     res = run("evaluate", out, "--truth", path, "--json", tmp_path / "q.json")
     assert res.returncode == 0, res.stderr
@@ -221,23 +224,33 @@ def test_fit_offsets_without_the_overlap_solve_is_refused(held_out_scan, tmp_pat
 
 
 def test_probe_weighting_and_paper_stitching_on_the_same_predictions(held_out_scan):
+    """The same predictions stitched three ways on the 36-frame fixture (phase / amplitude PSNR in dB, flat guess
+    14.43 / 13.98): reconstruct's default, |P|² weights at sub-pixel positions with the phase offsets solved
+    (the shipped manifest says ``phase_offsets: free``), 17.68 / 24.93; the same blended unsolved 18.04 / 24.80;
+    the paper's uniform average at rounded positions 14.18 / 8.25, which takes in the network's output outside
+    the lit disc, where a pattern says nothing. The probe weighting is worth 3.5 dB of phase and 16.7 dB of
+    amplitude here; whether the solve gains depends on the scan's size (``test_quality.py``)."""
     from ptyfast.runtime.backends import open_backend
-    from ptyfast.runtime.pipeline import reconstruct_scan
+    from ptyfast.runtime.pipeline import plan_stitch, reconstruct_scan
 
     path, scan = held_out_scan
     backend, _ = open_backend(None, "onnxruntime", "cpu")
     try:
-        recs = {w: reconstruct_scan(read_cxi(path), backend, weighting=w, consistency=False)
-                for w in ("probe", "uniform")}
-        aligned = reconstruct_scan(read_cxi(path), backend, align_phase=True, consistency=False)
+        assert plan_stitch(scan.positions, 128, backend.manifest, scan.probe).align  # the manifest turns it on
+        default = reconstruct_scan(read_cxi(path), backend, consistency=False)
+        unsolved = reconstruct_scan(read_cxi(path), backend, align_phase=False, consistency=False)
+        uniform = reconstruct_scan(read_cxi(path), backend, weighting="uniform", consistency=False)
     finally:
         backend.close()
-    for rec in recs.values():
-        assert np.all(np.isfinite(rec.object)) and rec.object.shape == recs["probe"].object.shape
-    assert np.all(np.isfinite(aligned.object))
-    base = evaluate_against_truth(recs["probe"].object, recs["probe"].weight, recs["probe"].origin, scan.truth)[0]
-    alig = evaluate_against_truth(aligned.object, aligned.weight, aligned.origin, scan.truth)[0]
-    assert alig.phase_mse <= base.phase_mse * 1.05
+    q, u = (evaluate_against_truth(r.object, r.weight, r.origin, scan.truth)[0] for r in (default, uniform))
+    assert q.phase_psnr >= u.phase_psnr + 3.0 and q.amplitude_psnr >= u.amplitude_psnr + 15.0, (q, u)
+    assert np.all(np.isfinite(uniform.object)) and uniform.object.shape == default.object.shape
+    # the default run did solve the offsets: the patches were rotated before blending (median |Δφ| 0.038 rad on
+    # the covered pixels), which moves the amplitude only where rotated patches interfere (median 0.0014)
+    covered = default.weight >= 0.1 * default.weight.max()
+    dphi = np.abs(np.angle(default.object * np.conj(unsolved.object)))[covered]
+    assert np.median(dphi) > 0.02, np.median(dphi)
+    np.testing.assert_allclose(np.abs(default.object)[covered], np.abs(unsolved.object)[covered], atol=0.05)
 
 
 def test_inference_path_imports_no_torch(held_out_scan, tmp_path):

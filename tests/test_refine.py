@@ -94,10 +94,21 @@ def test_watch_sees_every_iterate_and_the_object_error_falls(sim):
     assert seen[-1][1] < 0.5 * object_error(guess, truth, inner)
 
 
-def test_refine_reconstruction_uses_given_object(sim):
+def test_refine_reconstruction_starts_from_the_given_object(sim):
+    """The given object is the start: the first iteration's data error is the blurred truth's (5.4e-4, against
+    6.0e-3 from a flat start), and the pixels no window lights keep the given values exactly."""
     guess = blurred(sim.truth)
     r = refine_reconstruction(sim, guess, iterations=2, update_probe=False)
+    flat = refine(sim, init="flat", iterations=2, update_probe=False)
     assert r.object.shape == guess.shape and r.options["init"] == "array"
+    assert r.errors[0] < 0.15 * flat.errors[0], (r.errors, flat.errors)
+    unlit = np.ones(guess.shape, bool)
+    for y, x in sim.positions.astype(int):  # a sub-pixel window touches 65 pixels a side
+        unlit[y : y + 65, x : x + 65] = False
+    assert unlit.sum() > 1000
+    got = np.asarray(r.object)
+    np.testing.assert_array_equal(got[unlit], guess[unlit])
+    assert np.abs(got[~unlit] - guess[~unlit]).max() > 0.01  # and it did refine where the data are
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
