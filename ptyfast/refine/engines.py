@@ -598,11 +598,12 @@ def refine(
         Scale the probe so that the modelled photons per frame with the initial object match the data's
         mean exactly. ``"auto"``: when the two differ by more than 10× (a normalisation-convention mismatch,
         e.g. an unnormalised-FFT probe) the probe is scaled; otherwise a flat or random start is scaled instead
-        (its unit transmission is not the sample's, while a given probe's power is a measurement: scaling
-        the probe would hand the sample's absorption to the probe, and with probe updates the object then
-        converges to the wrong amplitude, e.g. 0.98 for a true mean of 0.61), and a given starting object
-        (a network's, in absolute units) keeps its amplitude while a refined probe is scaled to it. The
-        factor is reported in ``result.meta`` (``probe_rescaled_by`` or ``object_scaled_by``).
+        (its unit transmission is not the sample's, while a given probe's power may be a measurement), and a
+        given starting object (a network's, in absolute units) keeps its amplitude while a refined probe is
+        scaled to it. The factor is reported in ``result.meta`` (``probe_rescaled_by`` or
+        ``object_scaled_by``). A probe that is refined from a flat or random start is then held at the data's
+        mean photons per frame (as for a weak object, |O| ≈ 1), moved there with the object inversely (P·O
+        unchanged) once its update is kept: held, it keeps its given power and the object its amplitude.
     probe_trial : int
         With probe updates: from ``probe_start`` on, run this many iterations twice from the same state —
         probe updated and probe held, the same position orders — and go on with the branch of lower data
@@ -661,7 +662,9 @@ def refine(
 
     engine = _Engine(algorithm, obj, probe_d, pos, intensity, mask, alpha, beta, xp)
     engine.probe_step = probe_step
-    probe_power = float(xp.sum(xp.abs(probe_d) ** 2))
+    # the power a refined probe is held at: with a flat/random start, the data's mean photons per frame (the
+    # probe is only moved there once its update is kept, P·O unchanged); else the starting probe's
+    probe_power = total / n if arbitrary else float(xp.sum(xp.abs(probe_d) ** 2))
     rng = np.random.default_rng(seed)
     errors: list[float] = []
     timings: list[float] = []
