@@ -243,15 +243,8 @@ class _Engine:
             return self.step_modes(idx, update_probe)
         xp = self.xp
         h, w = self.window
-        rows, cols = self.obj.shape
-        pos = self.positions[idx]
-        base = np.floor(pos).astype(np.int64)
-        y0, x0 = base.min(axis=0)
-        y1 = min(int(base[:, 0].max()) + h + 1, rows)
-        x1 = min(int(base[:, 1].max()) + w + 1, cols)
-        region = self.obj[y0:y1, x0:x1]  # view: updates land in self.obj
-        lpos = pos - np.array([y0, x0], dtype=np.float64)
-        lpos_dev = lpos if xp is np else xp.asarray(lpos)
+        region, lpos_dev = self._region(idx)  # view: updates land in self.obj
+        lpos = lpos_dev if xp is np else xp.asnumpy(lpos_dev)
 
         patches = gather(region, lpos_dev, (h, w))
         psi = self.probe[None] * patches
@@ -268,15 +261,7 @@ class _Engine:
             den[int(lpos[0, 0]) : int(lpos[0, 0]) + h, int(lpos[0, 1]) : int(lpos[0, 1]) + w] = p2
         else:
             overlap_add(den, xp.broadcast_to(p2, (len(idx), h, w)), lpos_dev)
-        dmax = den.max()
-        if self.algorithm == "rpie":  # weight = (1 − α)·D + α·max D, in place
-            den *= xp.float32(1 - self.alpha)
-            den += xp.float32(self.alpha) * dmax
-        else:
-            den[...] = dmax / self.alpha
-        xp.maximum(den, xp.float32(1e-30), out=den)  # rPIE with α = 0 and D = 0: no update there
-        xp.reciprocal(den, out=den)
-        num *= den  # complex × real: ≈ 5× cheaper than the complex ÷ real it replaces
+        num *= self._weights(den, self.alpha)  # complex × real: ≈ 5× cheaper than the complex ÷ real it replaces
         region += num
 
         if update_probe:
@@ -285,12 +270,7 @@ class _Engine:
             xp.conj(patches, out=patches)
             patches *= dpsi
             n_p = patches.sum(axis=0)
-            pmax = d_p.max()
-            if self.algorithm == "rpie":
-                pw = (1 - self.beta) * d_p + self.beta * pmax
-            else:
-                pw = pmax / self.beta
-            self.probe += np.float32(self.probe_step) * n_p / xp.maximum(pw, xp.float32(1e-30))
+            self.probe += np.float32(self.probe_step) * n_p * self._weights(d_p.astype(xp.float32), self.beta)
         return err.sum(dtype=xp.float64)
 
 
@@ -307,7 +287,8 @@ class _Engine:
         return self.obj[y0:y1, x0:x1], (lpos if self.xp is np else self.xp.asarray(lpos))
 
     def _weights(self, den, mix: float):
-        """rPIE's 1 / ((1 − a)·D + a·max D), ePIE's a / max D (``mix`` = a), in place."""
+        """rPIE's 1 / ((1 − a)·D + a·max D), ePIE's a / max D (``mix`` = a), in place (a zero weight, e.g. rPIE
+        with a = 0 where D = 0, gives no update there)."""
         xp = self.xp
         dmax = den.max()
         if self.algorithm == "rpie":
