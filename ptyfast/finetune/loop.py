@@ -37,7 +37,7 @@ Ambiguities the per-pattern loss cannot resolve, and what ptyfast does about the
   i.e. through *one* object explaining all patterns. So the probe is not learned through the per-patch
   loss. ptyfast keeps an auxiliary object on the scan grid, started from ``reconstruct``'s stitching of the
   training frames with the pre-trained network, and after every epoch runs ``probe_iterations`` rPIE passes
-  (:func:`ptyfast.refine.engines.refine`, object and probe updated) on it; the network is then fine-tuned
+  (:func:`ptyfast.refine.refine`, object and probe updated) on it; the network is then fine-tuned
   with the updated probe (its gradient w.r.t. the probe is not used). The remaining ambiguities of
   ptychography (global complex factor, a linear phase ramp and a translation shared by ``P`` and ``O``)
   stay: probe errors are reported after removing the best global complex factor only.
@@ -53,7 +53,7 @@ Objectives (``--objective``)
   in the stitched object, so a step costs O(batch).
 * ``guided``: the paper's loss plus ``guide_weight ·‖O_n − W_n(Ô)‖² / ‖W_n(Ô)‖²``, where ``Ô`` is an
   auxiliary object started from ``reconstruct``'s stitching of the training frames (phase offsets solved)
-  and advanced by ``probe_iterations`` rPIE sweeps per epoch (:func:`ptyfast.refine.engines.refine`,
+  and advanced by ``probe_iterations`` rPIE sweeps per epoch (:func:`ptyfast.refine.refine`,
   measured data and known probe only) and ``W_n`` its window at frame ``n``. The network learns the
   overlap-consistent solution and keeps it: the fine-tuned network then reconstructs further scans of the
   sample at network speed.
@@ -383,7 +383,7 @@ def finetune(
     from ptyfast.finetune.objectives import DataTerm, OverlapObject
     from ptyfast.kernels import gather
     from ptyfast.models.preprocess import model_grid, preprocess
-    from ptyfast.refine.engines import refine
+    from ptyfast.refine import refine
     from ptyfast.scan import Scan
 
     o = (options or FinetuneOptions()).validate()

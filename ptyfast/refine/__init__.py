@@ -5,14 +5,8 @@ reconstruction (what ``ptyfast reconstruct --refine rpie`` calls); :func:`iterat
 paper's Figure-9 claim.
 """
 
-from ptyfast.refine.engines import (
-    ALGORITHMS,
-    RefineResult,
-    check_positions,
-    initial_object,
-    iterations_to_reach,
-    refine,
-)
+from ptyfast.refine.run import ALGORITHMS, RefineResult, iterations_to_reach, refine
+from ptyfast.refine.start import check_positions, initial_object
 
 __all__ = ["ALGORITHMS", "RefineResult", "check_positions", "initial_object", "iterations_to_reach", "refine"]
 
