@@ -108,9 +108,7 @@ def test_three_modes_explain_a_partially_coherent_scan_better_than_one(three_mod
 def test_every_stored_mode_is_read_and_refined(three_modes, tmp_path):
     import contextlib
 
-    from typer.testing import CliRunner
-
-    from ptyfast.cli import _load_commands, app
+    from cli_helpers import app, runner
     from ptyfast.io import load_any
     from ptyfast.refine.output import read_init
 
@@ -118,11 +116,27 @@ def test_every_stored_mode_is_read_and_refined(three_modes, tmp_path):
     scan = load_any(path)
     assert np.array_equal(scan.probe, modes[0]) and scan.meta["probe_modes"].shape == (3, 128, 128)
     assert "3 probe modes" in scan.meta["probe_modes_note"]
-    _load_commands()
     with contextlib.chdir(tmp_path):
-        info = CliRunner().invoke(app, ["info", str(path)], env={"COLUMNS": "400"})
+        info = runner.invoke(app, ["info", str(path)], env={"COLUMNS": "400"})
         assert "3 probe modes" in info.stdout
-        r = CliRunner().invoke(app, ["refine", str(path), "-n", "3", "-o", "r.h5", "--no-png"])
+        r = runner.invoke(app, ["refine", str(path), "-n", "3", "-o", "r.h5", "--no-png"])
     assert r.exit_code == 0, r.output
     assert "3 incoherent modes" in r.stdout
     assert read_init(tmp_path / "r.h5")["probe"].shape == (3, 128, 128)
+
+
+def test_regular_raster_with_probe_updates_is_warned_about(raster):
+    from ptyfast.physics import fermat_positions
+    from ptyfast.physics.scanpath import raster_lattice
+
+    lattice = raster_lattice(raster.positions)
+    assert lattice is not None and lattice["rows"] * lattice["cols"] == raster.n_frames
+    assert abs(lattice["step"][0] - 32) < 0.5 and lattice["jitter"] < 0.05
+    updated = refine(raster, init="flat", iterations=2, update_probe=True, probe_start=0)
+    assert len(updated.warnings) == 1 and "regular raster" in updated.warnings[0]
+    assert updated.meta["raster_lattice"]["step"] == lattice["step"]
+    assert refine(raster, init="flat", iterations=2, update_probe=False).warnings == []
+    rng = np.random.default_rng(3)
+    assert raster_lattice(fermat_positions((220, 220), (128, 128), overlap=0.75, jitter=1.0, rng=rng)) is None
+    assert raster_lattice(raster_positions((400, 400), (128, 128), overlap=0.75, jitter=12.0, rng=rng)) is None
+    assert raster_lattice(rng.uniform(0, 200, (50, 2))) is None

@@ -79,3 +79,45 @@ def fermat_positions(
     inside = (pts[:, 0] >= 0) & (pts[:, 0] <= ly) & (pts[:, 1] >= 0) & (pts[:, 1] <= lx)
     pts = pts[inside] + _jitter(int(inside.sum()), jitter, rng)
     return np.clip(pts, 0, [ly, lx])
+
+
+#: A raster whose positions deviate from their lattice by less than this fraction of the step (rms) is
+#: regular enough for the raster-grid pathology (Thibault et al., Ultramicroscopy 109, 338 (2009)): a refined
+#: probe can absorb the lattice's periodicity, since the data cannot tell it from the object's.
+RASTER_REGULARITY = 0.1
+
+
+def raster_lattice(positions: np.ndarray) -> dict | None:
+    """The regular lattice ``positions`` (N, 2) (y, x) lie on, or None when they lie on none (a spiral, random
+    points, fewer than 9 positions): the step (y, x) in pixels, rows × columns, and the rms deviation from
+    the lattice as a fraction of the smaller step (``jitter``; see :data:`RASTER_REGULARITY`).
+
+    Coordinates along each axis are grouped where sorted values are closer than a third of the median
+    nearest-neighbour distance; a lattice has at least two groups per axis, equal spacing between group
+    centres (within 10 %), and about one position per row × column."""
+    from scipy.spatial import cKDTree
+
+    pos = np.asarray(positions, dtype=np.float64)
+    if pos.ndim != 2 or pos.shape[1] != 2 or len(pos) < 9 or not np.all(np.isfinite(pos)):
+        return None
+    nn = float(np.median(cKDTree(pos).query(pos, k=2)[0][:, 1]))
+    if nn <= 0:
+        return None
+    steps, residuals, counts = [], [], []
+    for axis in (0, 1):
+        v = pos[:, axis]
+        order = np.argsort(v)
+        group = np.concatenate([[0], np.cumsum(np.diff(v[order]) > nn / 3)])
+        centres = np.bincount(group, weights=v[order]) / np.bincount(group)
+        if len(centres) < 2:
+            return None
+        gaps = np.diff(centres)
+        if np.std(gaps) > 0.1 * np.mean(gaps):
+            return None
+        steps.append(float(np.mean(gaps)))
+        residuals.append(v[order] - centres[group])
+        counts.append(len(centres))
+    if counts[0] * counts[1] > 1.5 * len(pos):
+        return None
+    jitter = float(np.sqrt(np.mean(np.concatenate(residuals) ** 2)) / min(steps))
+    return {"step": (steps[0], steps[1]), "rows": counts[0], "cols": counts[1], "jitter": jitter}

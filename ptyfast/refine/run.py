@@ -13,6 +13,7 @@ import numpy as np
 
 from ptyfast.choices import Algorithm
 from ptyfast.errors import InputError
+from ptyfast.physics.scanpath import RASTER_REGULARITY, raster_lattice
 from ptyfast.physics.xp import get_array_module
 from ptyfast.refine.engines import make_engine
 from ptyfast.refine.probe import PROBE_TRIAL, _probe_trial, mixed_state
@@ -56,6 +57,8 @@ class RefineResult:
         Why the run stopped early (divergence, target reached) or "".
     meta : dict
         Extra facts (e.g. the probe rescaling factor applied).
+    warnings : list of str
+        What the user should know about the result (e.g. a regular raster with probe updates).
     """
 
     object: Any
@@ -69,6 +72,7 @@ class RefineResult:
     diverged: bool = False
     message: str = ""
     meta: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
 
     @property
     def iterations(self) -> int:
@@ -231,6 +235,7 @@ def refine(
     # probe is only moved there once its update is kept, P·O unchanged); else the starting probe's
     power = start.photons / scan.n_frames if arbitrary else float(xp.sum(xp.abs(start.probe) ** 2))
     trial = probe_trial if update_probe and st.probe_start + probe_trial < st.iterations else 0
+    warnings = _raster_warning(start.positions, meta) if update_probe else []
     loop = _Loop(engine, st, scan.n_frames, start.photons, power, seed, progress, watch)
     loop.run(bool(update_probe), trial, target_error, meta)
     options = dict(
@@ -242,8 +247,21 @@ def refine(
         object=engine.obj, probe=engine.probe, positions=start.positions, algorithm=st.algorithm, options=options,
         errors=np.asarray(loop.errors, dtype=np.float64), timings=np.asarray(loop.timings, dtype=np.float64),
         cpu_timings=np.asarray(loop.cpu_timings, dtype=np.float64), diverged=loop.diverged, message=loop.message,
-        meta=meta,
+        meta=meta, warnings=warnings,
     )
+
+
+def _raster_warning(positions: np.ndarray, meta: dict) -> list[str]:
+    """A warning (and ``meta["raster_lattice"]``) when a probe is refined on a regular raster."""
+    lattice = raster_lattice(positions)
+    if lattice is None or lattice["jitter"] >= RASTER_REGULARITY:
+        return []
+    meta["raster_lattice"] = lattice
+    sy, sx = lattice["step"]
+    return [f"the positions lie on a regular raster (step {sy:.1f} × {sx:.1f} px, {100 * lattice['jitter']:.1f} % "
+            "rms off the lattice): an updated probe can take up the grid's periodicity (the raster-grid "
+            "pathology); the probe trial keeps the update only where it lowers the data error. To measure a "
+            f"probe, scan a Fermat spiral or jitter the raster by ≥ {100 * RASTER_REGULARITY:.0f} % of the step."]
 
 
 def _scale_start(start: RefineStart, rescale_probe, scale_probe_to_object: bool, arbitrary: bool, xp) -> dict:
