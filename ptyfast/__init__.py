@@ -1,6 +1,6 @@
 """ptyfast: fast neural-network ptychography reconstruction.
 
-Conventions used everywhere (see README "Conventions"):
+Conventions used everywhere (see docs/guide.md, "Conventions"):
 
 * diffraction: (N, H, W) photon counts, zero frequency at the array centre;
 * positions: (N, 2) float (y, x) in object pixels, top-left corner of the probe window;

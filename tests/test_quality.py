@@ -199,22 +199,33 @@ def test_release_check_json_is_of_the_shipped_model(folder):
 
 
 def test_readme_figures_are_the_release_jsons():
-    """Each release-check figure the README states is the JSON's, rounded as printed, and the README links the
-    JSON files."""
+    """Each release-check figure the README's results table states is the JSON's, rounded as printed, the README
+    links the JSON files and the section of docs/benchmarks.md with the command, and that section quotes the same
+    figures to two decimals."""
     readme = (ROOT / "README.md").read_text()
     text = " ".join(readme.split())
     big = json.loads((RESULTS / "release-600" / "release.json").read_text())
     small = json.loads((RESULTS / "release" / "release.json").read_text())
     s6, s3 = big["summary"], small["summary"]
     assert big["options"]["size"] == 600 and small["options"]["size"] == 352
-    amplitude, phase = s6["amplitude_psnr_gain_over_flat_db"], s6["phase_psnr_gain_over_flat_db"]
-    assert f"stitched amplitude is +{amplitude:.1f} dB and its phase **+{phase:.1f} dB** over a flat guess" in text
-    assert (f"(+{s3['amplitude_psnr_gain_over_flat_db']:.1f} / +{s3['phase_psnr_gain_over_flat_db']:.1f} dB on 352² "
-            "objects") in text
-    fitted = s6["phase_psnr_gain_over_flat_db_offsets_fitted"]
-    assert f"its phase **+{fitted:.1f} dB** with `reconstruct --fit-offsets`" in text
-    # "20 rPIE iterations reach a lower object error ... than 100 from a flat start on all ten 600² release scans
-    # (five noisy, five noise-free; 7 of 10 at 352²)"
+    figures = {}
+    for size, s in ((600, s6), (352, s3)):
+        figures[size] = (s["phase_psnr_gain_over_flat_db"], s["phase_psnr_gain_over_flat_db_offsets_fitted"],
+                         s["amplitude_psnr_gain_over_flat_db"])
+    phase, fitted, amplitude = figures[600]
+    assert (f"[phase **+{phase:.1f} dB** (+{fitted:.1f} dB with `--fit-offsets`), amplitude +{amplitude:.1f} dB]"
+            "(docs/benchmarks.md#release-check)") in text
+    phase, fitted, amplitude = figures[352]
+    assert (f"[phase +{phase:.1f} dB (+{fitted:.1f} dB with `--fit-offsets`), amplitude +{amplitude:.1f} dB]"
+            "(docs/benchmarks.md#release-check)") in text
+    doc = (ROOT / "docs" / "benchmarks.md").read_text()
+    section = doc[doc.index("### Release check"):doc.index("### Demo")]
+    assert "python benchmarks/release_check.py --size 600" in section
+    for size, row in figures.items():
+        for value in row:
+            assert f"+{value:.2f} dB" in section, (size, value)
+    # "network + 20 rPIE iterations: object error ... lower [than 100 from flat] on all ten 600² release scans;
+    # 7 of 10 at 352²"
     assert big["options"]["nn_iterations"] == 20 and big["options"]["flat_iterations"] == 100
     reach = sum(s6["rpie_network_iterations_to_flat_100_object_error"].values(), [])
     assert len(reach) == 10 and all(r is not None and r <= 20 for r in reach), reach
