@@ -140,3 +140,23 @@ def test_regular_raster_with_probe_updates_is_warned_about(raster):
     assert raster_lattice(fermat_positions((220, 220), (128, 128), overlap=0.75, jitter=1.0, rng=rng)) is None
     assert raster_lattice(raster_positions((400, 400), (128, 128), overlap=0.75, jitter=12.0, rng=rng)) is None
     assert raster_lattice(rng.uniform(0, 200, (50, 2))) is None
+
+
+def test_probe_estimate_from_a_central_block_beats_the_guess(raster):
+    from ptyfast.models.probe_choice import probe_similarity
+    from ptyfast.refine.probe_estimate import central_frames, estimate_probe
+
+    idx = central_frames(raster.positions, 5)
+    assert len(idx) == 5 and np.all(np.diff(idx) > 0)
+    centre = np.median(raster.positions, axis=0)
+    dist = np.hypot(*(raster.positions - centre).T)
+    assert dist[idx].max() <= np.delete(dist, idx).min() + 1e-9  # the nearest ones
+    guess = (ndimage.gaussian_filter(raster.probe.real, 2) + 1j * ndimage.gaussian_filter(raster.probe.imag, 2))
+    est = estimate_probe(raster, frames=9, iterations=30, probe=guess.astype(np.complex64))
+    assert est.kept == "updated" and est.errors[1] < 0.5 * est.errors[0] and len(est.frames) == 9
+    assert probe_similarity(est.probe, raster.probe) > probe_similarity(guess, raster.probe) + 0.05
+    assert "9 frames nearest the scan's centre" in est.describe()
+    exact = estimate_probe(raster, frames=9, iterations=30)  # the stored probe is exact: the trial holds it
+    assert exact.kept == "held" and np.allclose(np.abs(exact.probe) ** 2 / np.sum(np.abs(exact.probe) ** 2),
+                                                np.abs(raster.probe) ** 2 / np.sum(np.abs(raster.probe) ** 2),
+                                                atol=1e-6)
