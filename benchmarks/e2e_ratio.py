@@ -145,11 +145,11 @@ def plain_torch_loop(x: np.ndarray, batch: int, threads: int):
 def run_script(main, name: str) -> None:
     """``main()``, with an input ptyfast refuses (e.g. an --overlap the scan simulator cannot make) said in one
     sentence and exit 2 instead of a traceback."""
-    from ptyfast.errors import InputError
+    from ptyfast.errors import PtyfastError
 
     try:
         main()
-    except InputError as exc:
+    except PtyfastError as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 

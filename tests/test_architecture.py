@@ -1,5 +1,6 @@
-"""The package's shape: every module imports, and no two subpackages import each other — not even through
-imports hidden inside functions (a cycle there is a layering mistake waiting for a module-level import)."""
+"""The package's shape: every module imports, no two subpackages import each other — not even through
+imports hidden inside functions (a cycle there is a layering mistake waiting for a module-level import) — and no
+two modules import each other at module level, directly or through others."""
 
 from __future__ import annotations
 
@@ -57,7 +58,47 @@ def test_no_import_cycle_between_subpackages():
             a, b = layer(name), layer(target)
             if a != b and a != "ptyfast" and b != "ptyfast":  # the root package's __init__ only holds the version
                 graph.setdefault(a, set()).add(b)
-    # depth-first search for a back edge; report the cycle it closes
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " → ".join(cycle)
+
+
+def module_level_imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """The ptyfast modules ``name`` imports when it is imported: the imports at its top level (also inside
+    top-level ``if``/``try`` blocks, but not under ``if TYPE_CHECKING``), not those inside functions or classes,
+    which run later. ``from a.b import c`` is an import of module ``a.b.c`` when that is a module, else of
+    ``a.b``; relative imports are resolved against the module's package."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+
+    def statements(body):
+        for node in body:
+            if isinstance(node, ast.If):
+                test = ast.unparse(node.test)
+                if "TYPE_CHECKING" not in test:
+                    yield from statements(node.body)
+                yield from statements(node.orelse)
+            elif isinstance(node, ast.Try):
+                for block in (node.body, node.orelse, node.finalbody, *(h.body for h in node.handlers)):
+                    yield from statements(block)
+            else:
+                yield node
+
+    out = set()
+    for node in statements(ast.parse(path.read_text()).body):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            for alias in node.names:
+                out.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base)
+    return {m for m in out if m in known and m != name}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of ``graph`` (its nodes in order, the first repeated at the end), or None: a depth-first
+    search for a back edge."""
     state: dict[str, int] = {}
     stack: list[str] = []
 
@@ -66,15 +107,48 @@ def test_no_import_cycle_between_subpackages():
         stack.append(v)
         for w in sorted(graph.get(v, ())):
             if state.get(w) == 1:
-                raise AssertionError("import cycle: " + " → ".join(stack[stack.index(w):] + [w]))
+                return stack[stack.index(w):] + [w]
             if w not in state:
-                visit(w)
+                found = visit(w)
+                if found:
+                    return found
         stack.pop()
         state[v] = 2
+        return None
 
     for v in sorted(graph):
         if v not in state:
-            visit(v)
+            found = visit(v)
+            if found:
+                return found
+    return None
+
+
+def test_no_import_cycle_between_modules():
+    """No module imports itself through others at import time (ptyfast/, kernels/, export/): the layering holds
+    module by module, not only between subpackages. Imports inside functions are lazy and not counted."""
+    found = modules()
+    known = set(found)
+    graph = {name: module_level_imports(name, path, known) for name, path in found.items()}
+    cycle = find_cycle(graph)
+    assert cycle is None, "module-level import cycle: " + " → ".join(cycle)
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_module_level_imports_skip_functions_and_resolve_submodules(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text("import ptyfast.a\nfrom ptyfast.pkg import sub, name\nfrom . import sibling\n"
+                    "try:\n    from ptyfast import guarded\nexcept ImportError:\n    pass\n"
+                    "if TYPE_CHECKING:\n    import ptyfast.typing_only\n"
+                    "def f():\n    import ptyfast.lazy\n")
+    known = {"ptyfast.a", "ptyfast.pkg", "ptyfast.pkg.sub", "ptyfast.x.sibling", "ptyfast.guarded",
+             "ptyfast.typing_only", "ptyfast.lazy"}
+    assert module_level_imports("ptyfast.x.m", path, known) == {"ptyfast.a", "ptyfast.pkg", "ptyfast.pkg.sub",
+                                                                "ptyfast.x.sibling", "ptyfast.guarded"}
 
 
 @pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "benchmarks").glob("*.py")))

@@ -60,7 +60,7 @@ def check_one(backend, probe: np.ndarray, amplitude_image: np.ndarray, phase_ima
     """Scores of one held-out scan (see the module docstring)."""
     from ptyfast.refine import refine
     from ptyfast.runtime.offset_fit import fit_offsets
-    from ptyfast.runtime.pipeline import reconstruct_scan
+    from ptyfast.runtime.reconstruct import ReconstructJob, run_reconstruct
 
     obj = object_from_images(amplitude_image, phase_image, (o.size, o.size))
     positions = raster_positions(obj.shape, probe.shape, overlap=o.overlap, jitter=o.jitter, rng=rng)
@@ -71,8 +71,10 @@ def check_one(backend, probe: np.ndarray, amplitude_image: np.ndarray, phase_ima
     cases = [("network", True, None), ("network, offsets not solved", False, None),
              ("network, offsets fitted to the data", True, fit_offsets)]
     for name, align, fit in cases:
-        rec = reconstruct_scan(scan, backend, align_phase=align, probe=scan.probe, consistency=False,
-                               offset_fitter=fit)
+        # the reconstruct job as users run it, on the scan in memory; the scan's probe is the one it was
+        # simulated with, so no probe is refused (a probe sweep scans with other probes on purpose)
+        job = ReconstructJob(align_phase=align, consistency=False, offset_fitter=fit, allow_probe_mismatch=True)
+        rec, _ = run_reconstruct(scan, job, backend=backend)
         q, base, region = evaluate_against_truth(rec.object, rec.weight, rec.origin, obj)
         rows[name] = q.as_dict()
         objects[name] = rec.object
@@ -131,8 +133,8 @@ def release_check(model: str | None, pairs: list[tuple[np.ndarray, np.ndarray]],
 
     ``probe``: scan with this probe instead of the model's own (a probe-conditioned model, or a probe sweep);
     ``opened``: an open backend to use (and leave open) instead of opening ``model``."""
+    from ptyfast.models.probe_choice import model_probe
     from ptyfast.runtime.backends import open_backend
-    from ptyfast.runtime.reconstruct import model_probe
 
     be, reason = opened if opened is not None else open_backend(model, backend, "cpu")
     try:

@@ -4,7 +4,7 @@
   (:func:`ptyfast.runtime.reconstruct.run_reconstruct`) and returns the reconstruction; the client writes the
   outputs (atomically, as they complete).
 - **One scan** → its frames are cut into contiguous partitions; each worker streams its partition from the
-  shared file system, infers, and returns a :class:`~ptyfast.runtime.pipeline.PartialStitch` (Σ w·patch and
+  shared file system, infers, and returns a :class:`~ptyfast.runtime.stitch.PartialStitch` (Σ w·patch and
   Σ w on the common object grid — blending is linear — or, when the phase offsets are to be solved over the
   whole scan, its cropped patches). Partials are combined pairwise on the workers (a tree), the client
   finishes the blend, and the consistency figure's per-frame sums are computed per partition the same way.
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ptyfast.errors import ClusterError, InputError
+from ptyfast.errors import ClusterError, InputError, SetupError
 
 LOCAL_PREFIX = "local:"
 CONNECT_TIMEOUT_S = 5
@@ -60,7 +60,7 @@ def open_client(spec: str, device: str = "auto"):
     try:
         from distributed import Client
     except ModuleNotFoundError:
-        raise InputError("--scheduler needs Dask; install it with: pip install 'ptyfast[cluster]'.") from None
+        raise SetupError("--scheduler needs Dask; install it with: pip install 'ptyfast[cluster]'.") from None
     if spec.startswith(LOCAL_PREFIX):
         count = spec[len(LOCAL_PREFIX):]
         if not count.isdigit() or int(count) < 1:
@@ -122,7 +122,7 @@ def scan_task(path: str, frames: str | None, job):
 
 def partial_task(path: str, frames: str | None, job, plan, start: int, stop: int):
     """Frames [start, stop) of a scan on a worker: a PartialStitch."""
-    from ptyfast.runtime.pipeline import stitch_frames
+    from ptyfast.runtime.stitch import stitch_frames
 
     with _load(path, frames, job.auto_mask) as scan:
         backend, _ = worker_backend(job)
@@ -133,7 +133,7 @@ def sums_task(path: str, frames: str | None, job, plan, obj: np.ndarray, start: 
     """Consistency sums (3, stop − start) of frames [start, stop) against the stitched object, on the worker's
     threads (:func:`worker_threads`: one per LocalCluster worker), not on every core of the machine."""
     from ptyfast import threads
-    from ptyfast.runtime.pipeline import consistency_sums
+    from ptyfast.runtime.consistency import consistency_sums
 
     threads.set_threads(worker_threads(job))
     with _load(path, frames, job.auto_mask) as scan:
@@ -182,7 +182,9 @@ def reconstruct_split(client, source: tuple[str, str | None], scan, plan, job, *
 
     from distributed import as_completed
 
-    from ptyfast.runtime.pipeline import combine_partials, consistency_from_sums, finish_reconstruction
+    from ptyfast.runtime.consistency import consistency_from_sums
+    from ptyfast.runtime.reconstruct import finish_reconstruction
+    from ptyfast.runtime.stitch import combine_partials
 
     t_start = time.perf_counter()
     path, frames = source

@@ -1,7 +1,7 @@
 """``reconstruct --follow``: reconstruct a scan while it is being written (HDF5 SWMR, :mod:`ptyfast.io.live`).
 
 Each poll reads the frames that have arrived (pattern and position) and runs them through the network; the
-patches are kept (cropped to where the probe is, see :class:`~ptyfast.runtime.pipeline.StitchPlan`), because
+patches are kept (cropped to where the probe is, see :class:`~ptyfast.runtime.stitch.StitchPlan`), because
 the object grid grows with the positions and, with phase alignment, every offset depends on all patches.
 Every ``refresh_frames`` new frames or ``refresh_seconds`` (whichever first) the object is stitched from all
 patches so far and handed to ``on_refresh`` (the CLI writes the HDF5 and previews atomically, so a reader never
@@ -85,8 +85,8 @@ def follow(path, job, backend, reason: str, options: FollowOptions, *, on_refres
 
     ``on_refresh(rec, provenance)`` receives each intermediate reconstruction; ``on_frames(n)`` the count of
     frames read so far after each poll that found new ones."""
-    from ptyfast.runtime.pipeline import PartialStitch, finish_reconstruction, stitch_frames
-    from ptyfast.runtime.reconstruct import describe, plan_for
+    from ptyfast.runtime.reconstruct import describe, finish_reconstruction, plan_for
+    from ptyfast.runtime.stitch import PartialStitch, stitch_frames
 
     live = open_live(path, options)
     live.auto_mask = job.auto_mask

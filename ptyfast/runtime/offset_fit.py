@@ -13,8 +13,8 @@ with the same windows, weights w = |P|² and bilinear sub-pixel placement as ``r
 unitary far field, m the detector mask, s the one amplitude scale between the network's object and the
 counts, solved once at the start). Only the blend's *phase* depends on θ: the amplitude A is the overlap
 solution's blended amplitude, held fixed. A fit of the ordinary blend Σ e^{iθ_k} w·p_k / Σ w can also lower the
-misfit by de-phasing overlapping patches until they cancel — on the real Siemens star (issue 14's held-out
-half) that took the blended amplitude to 85 % and the phase from +5.4 to −4.1 dB over flat —; here it cannot.
+misfit by de-phasing overlapping patches until they cancel, which lowers the blended amplitude and spoils the
+phase; here it cannot.
 
 The gradient is exact (the kernels' gather and overlap-add are each other's adjoints): with G = ∂L/∂O* the
 back-propagated misfit (the same residual as an rPIE step's, spread onto the object) and g = −2 Im(G*·O) its
@@ -23,13 +23,12 @@ phase component, ∂L/∂θ_k = Re(e^{iθ_k} Σ_window w·p_k · gather_k(g / S)
 one rPIE epoch does. Memory: √I of every frame (4 B per detector pixel) besides the patches the solve keeps.
 
 A fit can only be as right as the probe it propagates with. When the patterns are displaced from what the
-probe predicts (the Siemens star's file holds its initial probe, whose far field is centred 2.2 px away from
-the data's; the refined probe's is not), the misfit is lowered by a phase ramp across the object, built from
-offsets that step by about a radian from one patch to the next (measured: 1.08 rad median between neighbouring
-windows, and the phase fell from +5.4 to −14 dB over flat against rPIE of the whole scan). Fits that correct a
-drift change neighbours little (0.04–0.06 rad median on the release scans; 0.17 on the star with its refined
-probe). A fit whose neighbouring offsets change by more than ``MAX_NEIGHBOUR_STEP`` (median) is therefore
-refused, with a warning, and the overlap solution kept.
+probe predicts (a file that holds only the initial guess of its probe, whose far field is centred away from the
+data's), the misfit is lowered by a phase ramp across the object, built from offsets that step by about a
+radian from one patch to the next, and the object's phase gets worse, not better. Fits that correct a drift
+change neighbouring offsets by a few hundredths to a few tenths of a radian. A fit whose neighbouring offsets
+change by more than ``MAX_NEIGHBOUR_STEP`` (median) is therefore refused, with a warning, and the overlap
+solution kept.
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ from ptyfast.kernels import cpu_fft, exit_waves, gather, normalise, overlap_add
 from ptyfast.models.preprocess import fit_frames, fit_mask
 from ptyfast.scan import Scan
 
-#: L-BFGS iterations (the misfit settles within ≈ 30 on the release scans).
+#: L-BFGS iterations (the misfit settles well within them on the release scans).
 ITERATIONS = 40
 #: Frames propagated at a time.
 CHUNK = 256

@@ -25,7 +25,7 @@ from ptyfast.io.atomic import atomic_path, json_default, save_figure
 
 def write_reconstruction(path: str | Path, rec, provenance: dict, *, datasets: dict | None = None,
                          attrs: dict | None = None) -> Path:
-    """Write ``rec`` (a :class:`~ptyfast.runtime.pipeline.Reconstruction`) to ``path`` atomically: the one result
+    """Write ``rec`` (a :class:`~ptyfast.runtime.reconstruct.Reconstruction`) to ``path`` atomically: the one result
     format of reconstruct, refine and fine-tuning (``datasets`` and root ``attrs`` add what a producer has
     beyond it, e.g. refine's error per iteration)."""
     path = Path(path)

@@ -8,7 +8,7 @@ overlaps: with unit factors z_n = e^{iθ_n}, minimise
     Σ_{m<n} Σ_overlap w_m w_n |z_m p_m − z_n p_n|²   ⇔   maximise  z^H H z,   H_mn = Σ_overlap w_m w_n p̄_m p_n,
 
 (``reconstruct`` passes w = 1 on the lit pixels, |P|² ≥ 10 % of its maximum, where the network was trained,
-0 elsewhere: :attr:`~ptyfast.runtime.pipeline.StitchPlan.solve_weight`; overlaps on integer-rounded relative
+0 elsewhere: :attr:`~ptyfast.runtime.stitch.StitchPlan.solve_weight`; overlaps on integer-rounded relative
 shifts). H is sparse (each window
 overlaps a few dozen neighbours). The spectral relaxation (leading eigenvector of the degree-normalised H)
 gives the start; a few generalised power steps z ← H z / |H z| refine it (each step can only increase z^H H z).

@@ -1,166 +1,63 @@
-"""``reconstruct``: the main job as a library function (the CLI is a thin wrapper)."""
+"""``reconstruct``: the job as a library function, :func:`run_reconstruct` (the CLI and the release check are thin
+callers).
+
+One scan — a :class:`~ptyfast.scan.Scan`, in memory or lazily on disk, or the path of a scan file — is checked
+against the model (far field, saturation, frame size, probe: :mod:`ptyfast.models.probe_choice`), planned and
+streamed through inference and stitching (:mod:`ptyfast.runtime.stitch`), blended, and judged by its data
+consistency (:mod:`ptyfast.runtime.consistency`); with a Dask client its frames are spread over the workers
+(:mod:`ptyfast.runtime.distributed`). The result is a :class:`Reconstruction` and its provenance record.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ptyfast import __version__
 from ptyfast.errors import InputError
-from ptyfast.models.manifest import file_hash, probe_hash
-from ptyfast.physics.probe import default_probe, paper_probe, scaled_to
-from ptyfast.runtime.pipeline import (CHUNK, CONSISTENCY_FRAMES, Reconstruction, StitchPlan, check_far_field,
-                                      consistency_sample, finish_reconstruction, plan_stitch, probe_similarity,
-                                      stitch_frames)
-from ptyfast.models.preprocess import fit_probe
+from ptyfast.models.manifest import file_hash
+from ptyfast.models.probe_choice import (PROBE_FILE, PROBE_SIMILARITY_MIN, REFINED_PROBE_FILE, choose_probe,
+                                         conditioned_probe, default_model_for, model_probe, refined_probe,
+                                         scan_probes)
+from ptyfast.runtime.consistency import (CONSISTENCY_FRAMES, Consistency, check_explains_data, consistency_sample,
+                                         data_consistency, sampled_consistency)
+from ptyfast.runtime.stitch import PartialStitch, StitchPlan, finish_stitch, plan_stitch, stitch_frames
+from ptyfast.runtime.stream import CHUNK
 from ptyfast.scan import Scan
 
-PROBE_SIMILARITY_MIN = 0.9
 
+@dataclass
+class Reconstruction:
+    """A stitched reconstruction. ``positions`` are on the object grid; grid pixel (0, 0) is scan
+    position ``origin`` (y, x)."""
 
-PROBE_FILE = "probe.npy"  # the probe a model trained on measured data was trained for, beside its weights
-REFINED_PROBE_FILE = "probe_refined.npy"  # its reference's refined probe (manifest refined_probe_sha256)
+    object: np.ndarray
+    weight: np.ndarray
+    positions: np.ndarray
+    origin: np.ndarray
+    probe: np.ndarray | None
+    consistency: Consistency | None = None
+    timings: dict = field(default_factory=dict)
+    n_frames: int = 0
+    provenance: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)  # warnings from stitching (e.g. a refused offset fit)
+    mask: np.ndarray | None = None  # the detector mask the data were read with (True = valid), as written out
 
+    @property
+    def amplitude(self) -> np.ndarray:
+        return np.abs(self.object)
 
-def model_probe(manifest, model_path=None) -> np.ndarray | None:
-    """The probe a model was trained for, when ptyfast knows it: a bundled probe (default or paper), or the
-    ``probe.npy`` that ``train --labels`` writes beside the weights (used only if its hash is the manifest's)."""
-    candidates = [default_probe(), paper_probe()]
-    if model_path is not None and (Path(model_path).parent / PROBE_FILE).is_file():
-        candidates.append(np.load(Path(model_path).parent / PROBE_FILE))
-    for p in candidates:
-        if manifest.probe_sha256 and manifest.probe_sha256 == probe_hash(p):
-            return np.asarray(p, np.complex64)
-    return None
+    @property
+    def phase(self) -> np.ndarray:
+        return np.angle(self.object)
 
-
-def refined_probe(manifest, model_path=None) -> np.ndarray | None:
-    """The refined probe a model trained on measured data carries (``probe_refined.npy`` beside the weights,
-    used only if its hash is the manifest's ``refined_probe_sha256``), else None."""
-    path = None if model_path is None else Path(model_path).parent / REFINED_PROBE_FILE
-    if not manifest.refined_probe_sha256 or path is None or not path.is_file():
-        return None
-    try:
-        p = np.load(path)
-    except (OSError, ValueError, EOFError) as exc:
-        raise InputError(f"the model's refined probe {path} cannot be read ({exc}); restore it from the training "
-                         "run or remove it to stitch with the scan's own probe.") from None
-    return np.asarray(p, np.complex64) if probe_hash(p) == manifest.refined_probe_sha256 else None
-
-
-def conditioned_probe(scan: Scan, manifest, *, fit: str, allow_mismatch: bool, model_path=None,
-                      given: np.ndarray | None = None, given_name: str = "") -> tuple[np.ndarray, str, None]:
-    """The probe a probe-conditioned model (manifest ``conditioning``) is given: ``given`` (``--probe``), else
-    the scan's, else the model's reference probe. Any member of the model's probe family is accepted; a probe
-    outside it (another window size, not confined, too small, NaN) is refused in one sentence."""
-    from ptyfast.physics.probe_family import family_problem
-
-    size = tuple(manifest.input_size)
-    if given is not None:
-        probe, note = given, f"the probe of {given_name}"
-    elif scan.probe is not None:
-        probe, note = scan.probe, "the scan's probe"
-    else:
-        known = model_probe(manifest, model_path)
-        if known is None:
-            raise InputError(f"'{manifest.architecture}' needs the scan's probe, and the scan holds none; give one "
-                             "with --probe FILE (an .npy, or a ptyfast refine output of this scan).")
-        return known, "the scan has no probe: using the model's reference probe", None
-    probe = fit_probe(np.asarray(probe, np.complex64), size, fit) if fit != "none" else probe
-    problem = family_problem(probe, size)
-    if problem and not allow_mismatch:
-        raise InputError(f"{note[0].upper() + note[1:]} is outside the probes '{manifest.architecture}' was trained "
-                         f"for: {problem} (--allow-probe-mismatch runs anyway).")
-    return np.asarray(probe, np.complex64), f"{note} (inside the model's probe family)", None
-
-
-def choose_probe(scan: Scan, manifest, *, fit: str, allow_mismatch: bool, model_path=None,
-                 given: np.ndarray | None = None, given_name: str = ""
-                 ) -> tuple[np.ndarray | None, str, np.ndarray | None]:
-    """(probe, note, weight probe): the probe of the consistency pass and of the result (what ``refine --init``
-    starts from), a note on where it came from, and the probe whose |P|² weights the stitching when it is not
-    that one (else None).
-
-    Refuses a scan whose probe differs from the model's training probe (|⟨P_scan, P_model⟩| normalised
-    below 0.9), because the network's mapping is probe-specific. A scan whose probe matches that of a model
-    trained on measured data (``train --labels``) is checked and handed on with the model's refined probe,
-    scaled to the scan's probe power — the scan's file usually holds the initial probe (on the Siemens star its
-    far field sits 2.2 px off the data's; ε of the held-out half 0.156 with it) — and stitched with the |P|² of
-    the probe the network was trained for, where its loss held it to the labels (weights from the refined probe
-    measured +0.35 dB phase but −1.9 dB amplitude on the star: the network's outputs outside its training
-    region are not reliable).
-    """
-    if getattr(manifest, "conditioning", ""):
-        return conditioned_probe(scan, manifest, fit=fit, allow_mismatch=allow_mismatch, model_path=model_path,
-                                 given=given, given_name=given_name)
-    known = model_probe(manifest, model_path)
-    size = tuple(manifest.input_size)
-    own = given if given is not None else scan.probe
-    if own is None:
-        if known is not None:
-            return known, "the scan has no probe: using the probe the model was trained for", None
-        return None, "the scan has no probe and the model's probe is unknown: Hann-window weights, no consistency", None
-    probe = fit_probe(own, size, fit)
-    if known is not None:
-        sim = probe_similarity(probe, known)
-        if sim < PROBE_SIMILARITY_MIN and not allow_mismatch:
-            raise InputError(
-                f"the scan's probe differs from the probe '{manifest.architecture}' was trained for (similarity "
-                f"{sim:.2f} < {PROBE_SIMILARITY_MIN}); fine-tune the model on this scan (ptyfast finetune) or pass "
-                "--allow-probe-mismatch to reconstruct anyway."
-            )
-        refined = refined_probe(manifest, model_path) if sim >= PROBE_SIMILARITY_MIN else None
-        if refined is not None:
-            refined = scaled_to(refined, probe)
-            return refined, (f"the refined probe of the model's reference reconstruction (the scan's own probe "
-                             f"matches the model's, similarity {sim:.3f}, and weights the stitching)"), probe
-        return probe, f"the scan's probe (similarity to the model's probe {sim:.3f})", None
-    return probe, "the scan's probe", None
-
-
-def default_model_for(probes: list[np.ndarray | None]) -> tuple[str, str]:
-    """(model name, why) when the user names none, from the probes of the scans to reconstruct: the
-    single-probe ``ptynet-s`` when every scan is under the bundled probe it was trained for (or has none), the
-    probe-conditioned model as soon as one is under any other probe (it takes every probe, the bundled one too)."""
-    from ptyfast.models.pretrained import DEFAULT_CONDITIONED_MODEL, DEFAULT_MODEL
-
-    bundled = default_probe()
-    sims = [probe_similarity(np.asarray(p, np.complex64), bundled) if np.shape(p) == bundled.shape else 0.0
-            for p in probes if p is not None]
-    if not sims:
-        return DEFAULT_MODEL, f"model {DEFAULT_MODEL}: no probe is known"
-    if min(sims) >= PROBE_SIMILARITY_MIN:
-        return DEFAULT_MODEL, f"model {DEFAULT_MODEL}: the bundled probe it was trained for"
-    return DEFAULT_CONDITIONED_MODEL, (f"model {DEFAULT_CONDITIONED_MODEL}: the probe is not the bundled one "
-                                       f"(similarity {min(sims):.2f}), so the probe-conditioned network")
-
-
-def scan_probes(paths, probe_file: str | None = None) -> list[np.ndarray | None]:
-    """The probe each scan file would be reconstructed with (``--probe`` for all when given), read without its
-    frames; a file that cannot be read yields None (its own error comes when it is reconstructed)."""
-    if probe_file:
-        from ptyfast.io.convert import load_probe
-
-        return [load_probe(probe_file)]
-    from ptyfast.io.convert import load_any
-
-    out = []
-    for path in paths:
-        try:
-            out.append(load_any(path).probe)
-        except (InputError, OSError):
-            out.append(None)
-    return out
-
-
-def _given_model_file(spec) -> Path | None:
-    """The model file the user named (its folder may hold the training probe); a backend may run a cached
-    ONNX conversion of it from elsewhere."""
-    return Path(spec) if spec and Path(spec).is_file() else None
+    def covered(self, fraction: float = 0.1) -> np.ndarray:
+        """Pixels whose stitching weight is at least ``fraction`` of the maximum (well-illuminated)."""
+        return self.weight >= fraction * float(self.weight.max())
 
 
 @dataclass
@@ -186,6 +83,19 @@ class ReconstructJob:
     strict: bool = False  # a result that cannot explain its data (ε > EPSILON_WARN) is an error, not a warning
 
 
+# -- checks of a scan against the model ------------------------------------------------------------------------
+
+
+def check_far_field(scan: Scan) -> None:
+    """Refuse near-field data (checked before anything about frame sizes: no --fit makes it usable)."""
+    if scan.near_field:
+        reason = scan.meta.get("near_field_reason", "")
+        raise InputError(
+            f"{scan.meta.get('source', 'the scan')} holds near-field (holographic) data{f' ({reason})' if reason else ''}; "
+            "ptyfast's networks reconstruct far-field ptychography only."
+        )
+
+
 def check_frame_size(scan: Scan, manifest, fit: str) -> None:
     """Refuse frames of another size than the model's input unless ``fit`` says how to adapt them."""
     if scan.frame_shape != tuple(manifest.input_size) and fit == "none":
@@ -197,8 +107,9 @@ def check_frame_size(scan: Scan, manifest, fit: str) -> None:
         )
 
 
-#: Share of a scan's photons in saturated (masked) pixels above which the network's result is refused:
-#: measured on held-out scans (benchmarks/detector_quirks.py), 2 % cost 0.02 dB of phase, 29 % cost 4.4 dB.
+#: Share of a scan's photons in saturated (masked) pixels above which the network's result is refused: the
+#: network sees those pixels filled from their neighbours, and the phase it then predicts degrades quickly with
+#: the share (benchmarks/detector_quirks.py; figures in docs/benchmarks.md).
 SATURATION_REFUSE_SHARE = 0.05
 
 
@@ -213,6 +124,12 @@ def check_saturation(scan: Scan) -> None:
             f"at {found.get('saturation_counts', 0):g} counts and hold {share:.0%} of the measured photons (more than "
             f"{SATURATION_REFUSE_SHARE:.0%}: the bright centre of the patterns is clipped); measure with an attenuator "
             "or a beam stop, or refine with ptyfast refine, which ignores the masked pixels.")
+
+
+def _given_model_file(spec) -> Path | None:
+    """The model file the user named (its folder may hold the training probe); a backend may run a cached
+    ONNX conversion of it from elsewhere."""
+    return Path(spec) if spec and Path(spec).is_file() else None
 
 
 def plan_for(scan: Scan, job: ReconstructJob, backend) -> tuple[StitchPlan, str]:
@@ -237,37 +154,58 @@ def plan_for(scan: Scan, job: ReconstructJob, backend) -> tuple[StitchPlan, str]
     return plan, probe_note
 
 
-def run_reconstruct(scan: Scan, job: ReconstructJob, *, backend=None, reason: str = "", progress=None,
-                    client=None, source: tuple[str, str | None] | None = None) -> tuple[Reconstruction, dict]:
+# -- the entry point -------------------------------------------------------------------------------------------
+
+
+def run_reconstruct(scan: Scan | str | Path, job: ReconstructJob, *, backend=None, reason: str = "",
+                    progress=None, client=None, source: tuple[str, str | None] | None = None
+                    ) -> tuple[Reconstruction, dict]:
     """Reconstruct one scan; returns the reconstruction and its provenance record.
 
-    With a Dask ``client`` the frames are spread over its workers, which reopen the scan from ``source``
-    (absolute path, frame selection); see :mod:`ptyfast.runtime.distributed`."""
+    ``scan`` is a :class:`~ptyfast.scan.Scan` (in memory, or lazy on disk: its frames are streamed) or the path
+    of a scan file (opened with ``job.auto_mask`` and closed again). ``backend`` is an opened backend to use
+    (and leave open), with the ``reason`` it was chosen; without one the job's model is opened (the default
+    model for the scan's probe when it names none) and closed at the end. ``progress(done, total, stage)``
+    follows the work. With a Dask ``client`` the frames are spread over its workers, which reopen the scan from
+    ``source`` (absolute path, frame selection); see :mod:`ptyfast.runtime.distributed`."""
+    if isinstance(scan, Scan):
+        return _reconstruct(scan, job, backend, reason, progress, client, source)
+    from ptyfast.io.convert import load_any
+
+    path = Path(scan)
+    with load_any(path, validate=False, auto_mask=job.auto_mask) as opened:  # frames checked chunk by chunk
+        return _reconstruct(opened, job, backend, reason, progress, client, source or (str(path.resolve()), None))
+
+
+def _open_for(scan: Scan, job: ReconstructJob) -> tuple[object, str, ReconstructJob]:
+    """(backend, why, job) for a job that brought no backend: its model (or the default one for the scan's
+    probe), with the precision ``auto`` chose recorded in the job (Dask workers open the same)."""
     from ptyfast.runtime.backends import open_backend
 
+    chosen = ""
+    if job.model is None:
+        model, chosen = default_model_for(scan_probes([], job.probe) if job.probe else [scan.probe])
+        job = dataclasses.replace(job, model=model)
+    backend, reason = open_backend(job.model, job.backend, job.device, job.precision, threads=job.threads,
+                                   frames=scan.n_frames)
+    reason = f"{chosen}; {reason}" if chosen else reason
+    return backend, reason, dataclasses.replace(job, precision=backend.precision)
+
+
+def _reconstruct(scan: Scan, job: ReconstructJob, backend, reason: str, progress, client, source
+                 ) -> tuple[Reconstruction, dict]:
     t0 = time.perf_counter()
     own = backend is None
     if own:
-        chosen = ""
-        if job.model is None:
-            model, chosen = default_model_for(scan_probes([], job.probe) if job.probe else [scan.probe])
-            job = dataclasses.replace(job, model=model)
-        backend, reason = open_backend(job.model, job.backend, job.device, job.precision, threads=job.threads,
-                                       frames=scan.n_frames)
-        reason = f"{chosen}; {reason}" if chosen else reason
-        job = dataclasses.replace(job, precision=backend.precision)  # what auto chose (Dask workers open the same)
+        backend, reason, job = _open_for(scan, job)
     t_load = time.perf_counter() - t0
     try:
         t_start = time.perf_counter()
         plan, probe_note = plan_for(scan, job, backend)
         if client is None:
-            sample = (consistency_sample(scan.n_frames, job.consistency_frames)
-                      if job.consistency and job.consistency_frames > 0 else None)
-            part = stitch_frames(scan, backend, plan, batch=job.batch, chunk=job.chunk, spill=True,
-                                 progress=progress, keep_measured=sample)
-            rec = finish_reconstruction(scan, plan, part, consistency=job.consistency, chunk=job.chunk,
-                                        progress=progress, t_start=t_start, release=True,
-                                        offset_fitter=job.offset_fitter)
+            rec = _stitch_and_finish(scan, backend, plan, batch=job.batch, chunk=job.chunk,
+                                     consistency=job.consistency, consistency_frames=job.consistency_frames,
+                                     progress=progress, t_start=t_start, offset_fitter=job.offset_fitter)
         else:
             from ptyfast.runtime.distributed import absolute_job, reconstruct_split
 
@@ -277,6 +215,109 @@ def run_reconstruct(scan: Scan, job: ReconstructJob, *, backend=None, reason: st
             backend.close()
     rec.timings["load_model"] = t_load
     return rec, describe(rec, scan, job, backend, reason, plan, probe_note)
+
+
+def reconstruct_scan(
+    scan: Scan,
+    backend,
+    *,
+    batch: int | None = None,
+    chunk: int = CHUNK,
+    fit: str = "none",
+    weighting: str = "probe",
+    align_phase: bool | None = None,
+    consistency: bool = True,
+    probe: np.ndarray | None = None,
+    progress=None,
+    offset_fitter=None,
+) -> Reconstruction:
+    """The stitching of :func:`run_reconstruct` without the job around it: no model checks besides the far
+    field, no probe choice (``probe`` or the scan's is used as given), no provenance. For code that holds its
+    own network as a backend and its own probe — fine-tuning's validation, which must stitch exactly as
+    ``reconstruct`` does, and tests of the stitching itself.
+
+    Parameters
+    ----------
+    scan : Scan
+        Far-field scan; diffraction may be lazy (HDF5), it is streamed in ``chunk``-frame pieces.
+    backend : Backend
+        Maps (B, 1, H, W) preprocessed patterns to (amplitude, phase).
+    batch : int, optional
+        Inference batch size (default: the backend's, see :attr:`Backend.default_batch`).
+    fit : {"none", "crop", "bin", "pad"}
+        How to bring frames to the model's input size (see :func:`ptyfast.models.preprocess.fit_frames`).
+    weighting : {"probe", "uniform"}
+        Stitching weights: |P|² at sub-pixel positions, or the paper's uniform average at rounded positions.
+    align_phase : bool or None
+        Solve the per-patch phase offsets from the overlaps before blending; None = when the model's
+        manifest says its outputs carry free offsets (``phase_offsets == "free"``).
+    consistency : bool
+        Compute the forward-model consistency figure (needs a probe), on
+        :func:`~ptyfast.runtime.consistency.consistency_sample`'s frames.
+    probe : complex (H, W), optional
+        Overrides ``scan.probe`` (e.g. the model's probe when the file has none).
+    progress : callable(done_frames, total_frames, stage), optional
+    offset_fitter : callable(scan, plan, patches, z) → (z, note), optional
+        Refines the solved phase offsets, e.g. :func:`ptyfast.runtime.offset_fit.fit_offsets` (to the data).
+    """
+    check_far_field(scan)
+    t_start = time.perf_counter()
+    plan = plan_stitch(scan.positions, scan.frame_shape[0], backend.manifest,
+                       scan.probe if probe is None else probe, fit=fit, weighting=weighting,
+                       align_phase=align_phase, mask=scan.mask)
+    return _stitch_and_finish(scan, backend, plan, batch=batch, chunk=chunk, consistency=consistency,
+                              consistency_frames=CONSISTENCY_FRAMES, progress=progress, t_start=t_start,
+                              offset_fitter=offset_fitter)
+
+
+def _stitch_and_finish(scan: Scan, backend, plan: StitchPlan, *, batch, chunk: int, consistency: bool,
+                       consistency_frames: int, progress, t_start: float, offset_fitter) -> Reconstruction:
+    """Every frame streamed through ``backend`` and stitched in this process, keeping the measured amplitudes
+    of the consistency sample; then :func:`finish_reconstruction`."""
+    sample = (consistency_sample(scan.n_frames, consistency_frames)
+              if consistency and consistency_frames > 0 else None)
+    part = stitch_frames(scan, backend, plan, batch=batch, chunk=chunk, spill=True, progress=progress,
+                         keep_measured=sample)
+    return finish_reconstruction(scan, plan, part, consistency=consistency, chunk=chunk, progress=progress,
+                                 t_start=t_start, release=True, offset_fitter=offset_fitter)
+
+
+def finish_reconstruction(scan: Scan, plan: StitchPlan, part: PartialStitch, *, consistency: bool = True,
+                          chunk: int = CHUNK, progress=None, t_start: float | None = None,
+                          consistency_fn=None, release: bool = False, offset_fitter=None) -> Reconstruction:
+    """The :class:`Reconstruction` from the partial of all frames: blend, then (with a probe) the consistency
+    pass — on the sample whose measured amplitudes the partial kept, else computed by ``consistency_fn(obj)``
+    when given (e.g. spread over a cluster), else over every frame of the file. ``release`` drops the partial's
+    sums or kept patches once blended (the caller is done with it), so they are not held through the consistency
+    pass and the output."""
+    t_start = time.perf_counter() if t_start is None else t_start
+    fit = None if offset_fitter is None else (lambda patches, z: offset_fitter(scan, plan, patches, z))
+    notes: list[str] = []
+    obj, wsum, extra = finish_stitch(plan, part, fit, notes)
+    kept = (part.measured_frames, part.measured) if part.measured is not None else None
+    if release:
+        part.release()
+    timings = dict(part.timings)
+    timings["stitch"] = timings.get("stitch", 0.0) + extra.pop("stitch")
+    timings.update(extra)
+    timings["wall_stitched"] = time.perf_counter() - t_start
+    rec = Reconstruction(object=obj, weight=wsum, positions=plan.grid_pos, origin=plan.origin, probe=plan.probe,
+                         n_frames=scan.n_frames, timings=timings, notes=notes, mask=scan.mask)
+    if consistency and plan.probe is not None:
+        t = time.perf_counter()
+        if consistency_fn is not None:
+            rec.consistency = consistency_fn(obj)
+        elif kept is not None:
+            rec.consistency = sampled_consistency(obj, plan.probe, plan.grid_pos, *kept, plan.mask, scan.n_frames)
+        else:
+            rec.consistency = data_consistency(scan, obj, plan.probe, plan.grid_pos, fit=plan.fit, size=plan.size,
+                                               chunk=chunk, progress=progress)
+        timings["consistency"] = time.perf_counter() - t
+    timings["wall"] = time.perf_counter() - t_start
+    return rec
+
+
+# -- the record of a result ------------------------------------------------------------------------------------
 
 
 def describe(rec: Reconstruction, scan: Scan, job: ReconstructJob, backend, reason: str, plan: StitchPlan,
@@ -308,42 +349,6 @@ def describe(rec: Reconstruction, scan: Scan, job: ReconstructJob, backend, reas
     provenance["warnings"] = list(rec.notes) + result_warnings(rec, manifest.architecture)
     rec.provenance = provenance
     return provenance
-
-
-#: A result whose data consistency ε (:class:`ptyfast.runtime.pipeline.Consistency`) exceeds EPSILON_WARN, or
-#: FLAT_RATIO_WARN × the ε of a flat object under the same probe, does not explain its data. Measured
-#: (docs/benchmarks.md): network results on held-out scans 0.007 (flat 0.05, ratio 0.14); the real Siemens
-#: star with a refined probe 0.023 (flat 0.059, ratio 0.39), with the file's initial-guess probe 0.165 (flat
-#: 0.189, ratio 0.87); unmasked pinned pixels 0.9997.
-EPSILON_WARN = 0.5
-FLAT_RATIO_WARN = 0.7
-
-
-def check_explains_data(rec, provenance: dict, *, strict: bool = False, name: str = "the scan") -> None:
-    """Warn (recorded in ``provenance["warnings"]``) when the result's data consistency ε exceeds
-    :data:`EPSILON_WARN` or :data:`FLAT_RATIO_WARN` times a flat object's, naming the likely causes; with
-    ``strict`` raise :class:`ResultError` instead."""
-    from ptyfast.errors import ResultError
-
-    c = rec.consistency
-    if c is None:
-        return
-    flat = c.flat_error
-    if c.error > EPSILON_WARN:
-        why = f"data consistency ε = {c.error:.3f} > {EPSILON_WARN}"
-    elif flat is not None and c.error > FLAT_RATIO_WARN * flat:
-        why = (f"data consistency ε = {c.error:.3f}, {c.error / flat:.2f} × the {flat:.3f} of a flat object "
-               f"under the same probe (> {FLAT_RATIO_WARN})")
-    else:
-        return
-    message = (f"{name}: the result does not explain its data ({why}); likely causes: a wrong probe (give "
-               "--probe, e.g. from ptyfast refine of part "
-               "of the scan), unmasked bad detector pixels, near-field data, or a wrong geometry (distance, pixel "
-               "size, energy).")
-    if strict:
-        raise ResultError(message + " Nothing was written (--strict).")
-    provenance.setdefault("warnings", []).append(message)
-    provenance["explains_data"] = False
 
 
 def result_warnings(rec: Reconstruction, model: str) -> list[str]:
@@ -380,3 +385,12 @@ def result_warnings(rec: Reconstruction, model: str) -> list[str]:
                 f"{std_amp:.2g}, phase spread {std_pha:.2g} rad); the model has collapsed or does not fit "
                 "these data, so this reconstruction carries no information about the sample."]
     return []
+
+
+__all__ = ["Reconstruction", "ReconstructJob", "run_reconstruct", "reconstruct_scan", "finish_reconstruction",
+           "plan_for", "describe", "result_warnings", "check_far_field", "check_frame_size", "check_saturation",
+           "SATURATION_REFUSE_SHARE",
+           # the probe choice (ptyfast.models.probe_choice) and the result's check (ptyfast.runtime.consistency),
+           # also importable from here, where the reconstruct job's callers look for them
+           "PROBE_FILE", "PROBE_SIMILARITY_MIN", "REFINED_PROBE_FILE", "choose_probe", "conditioned_probe",
+           "default_model_for", "model_probe", "refined_probe", "scan_probes", "check_explains_data"]

@@ -1,0 +1,117 @@
+"""The torch backend: the checkpoint in PyTorch — on the CPU fp32 or bf16 with its BatchNorm folded, traced to
+TorchScript, channels-last; on CUDA eager with fp32 / bf16 / fp16 autocast."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ptyfast.allocator import keep_freed_memory
+from ptyfast.errors import InputError, SetupError
+from ptyfast.runtime.backends.interface import Backend, cpu_streams, cpu_threads, has_module
+
+TORCH_PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+class TorchBackend(Backend):
+    """The checkpoint in PyTorch: fp32, or bf16/fp16 autocast; channels-last for bf16 on CPU.
+
+    Parameters
+    ----------
+    checkpoint : str or Path
+        ptyfast ``.pt`` checkpoint.
+    device : {"cpu", "cuda"}
+    precision : {"fp32", "bf16", "fp16"}
+        fp16 needs CUDA.
+    threads : int, optional
+        CPU threads (default: the process's setting, :mod:`ptyfast.threads`), as :func:`cpu_streams` batches side
+        by side with ``torch.set_num_threads`` each.
+
+    On the CPU the model runs with its BatchNorm folded and traced to TorchScript
+    (:func:`ptyfast.models.inference.inference_module`), in channels-last; :attr:`note` says when it could not be
+    traced and runs eager.
+    """
+
+    name = "torch"
+
+    def __init__(self, checkpoint: str | Path, *, device: str = "cpu", precision: str = "fp32",
+                 threads: int | None = None) -> None:
+        try:
+            import torch
+        except ModuleNotFoundError:
+            raise SetupError("the torch backend needs PyTorch; install it (pip install 'ptyfast[train]') "
+                             "or use --backend onnxruntime.") from None
+        from ptyfast.models.checkpoint import load_checkpoint
+        from ptyfast.models.inference import fold_batchnorm, inference_module
+
+        if precision not in TORCH_PRECISIONS:
+            raise InputError(f"the torch backend runs {', '.join(TORCH_PRECISIONS)}, not '{precision}'; "
+                             "use --backend onnxruntime for int8.")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise InputError("PyTorch sees no CUDA device; use --device cpu.")
+        if precision == "fp16" and device != "cuda":
+            raise InputError("fp16 on the torch backend needs CUDA; use --precision bf16 on the CPU.")
+        if device == "cpu":
+            self.streams, self._per_stream = cpu_streams(threads or cpu_threads())
+            torch.set_num_threads(self._per_stream)
+            keep_freed_memory()  # no fresh pages for every batch's activations (ptyfast.allocator)
+        model, manifest = load_checkpoint(checkpoint)
+        self._torch = torch
+        self._channels_last = True  # the faster memory layout for these convolutions, traced or eager
+        self._dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        self.manifest, self.device, self.precision = manifest, device, precision
+        self.model_path = Path(checkpoint)
+        self.note = None  # why the CPU path runs eager PyTorch, when it does
+        if device == "cpu":
+            self._model = fold_batchnorm(model)  # run_fp32's model
+            from ptyfast.models.preprocess import input_channels
+
+            example = torch.zeros((2, input_channels(manifest), *manifest.input_size), dtype=torch.float32)
+            self._compiled, self.note = inference_module(model, example, dtype=self._dtype or torch.float32,
+                                                         channels_last=self._channels_last)
+        else:
+            model = model.to(device).to(memory_format=torch.channels_last)
+            self._model = model.eval()
+            self._compiled = None
+
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        torch = self._torch
+        if self.device == "cpu" and torch.get_num_threads() != self._per_stream:
+            torch.set_num_threads(self._per_stream)  # ptyfast.threads.set_threads after opening must not oversubscribe
+        t = torch.from_numpy(x).to(self.device, non_blocking=True)
+        if self._channels_last:
+            t = t.contiguous(memory_format=torch.channels_last)
+        if self._compiled is not None:  # folded, in its precision, traced: no autocast, no Python per layer
+            with torch.inference_mode():
+                amp, phase = self._compiled(t)
+        else:
+            with torch.inference_mode(), torch.autocast(self.device, dtype=self._dtype or torch.float32,
+                                                         enabled=self._dtype is not None):
+                amp, phase = self._model(t)
+        return amp.float().cpu().numpy(), phase.float().cpu().numpy()
+
+    def noted(self, reason: str) -> str:
+        """``reason``, and why this backend runs eager PyTorch when it could not be traced."""
+        return f"{reason}; {self.note}" if self.note else reason
+
+    def run_fp32(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One batch with autocast off (fp32 weights and activations), whatever this backend's precision."""
+        torch = self._torch
+        t = torch.from_numpy(self._check(x)).to(self.device)
+        with torch.inference_mode():
+            amp, phase = self._model(t)
+        return amp.float().cpu().numpy(), phase.float().cpu().numpy()
+
+    def close(self) -> None:
+        self._close_streams()
+        self._model = self._compiled = None
+
+
+def torch_sees_cuda() -> bool:
+    """torch is installed and sees a CUDA device (imports torch: ask only when it would be used)."""
+    if not has_module("torch"):
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
