@@ -148,5 +148,53 @@ class Handoff(Choice):
     PTYCHI = "ptychi"
 
 
+class InitialObject(Choice):
+    """Generated starting objects of ``refine --init`` (which also takes a reconstruction file)."""
+
+    FLAT = "flat"
+    RANDOM = "random"
+
+
+class Subset(Choice):
+    """Named frame subsets of ``finetune --subset`` (which also takes a fraction in (0, 1])."""
+
+    ALL = "all"
+    HALF = "half"
+
+
+class ScanPath(Choice):
+    """Scan paths ``simulate --path`` draws positions on."""
+
+    RASTER = "raster"
+    FERMAT = "fermat"
+
+
+class Compression(Choice):
+    """Frame compressions ``convert --compression`` writes (``ptyfast.io.cxi.COMPRESSIONS``, same order)."""
+
+    NONE = "none"
+    GZIP = "gzip"
+    LZ4 = "lz4"
+    BITSHUFFLE_LZ4 = "bitshuffle-lz4"
+    ZSTD = "zstd"
+    BLOSC_ZSTD = "blosc-zstd"
+
+
+class DetectorDtype(Choice):
+    """Stored frame types of ``simulate --dtype`` (``ptyfast.physics.simulate.DETECTOR_DTYPES``, same order)."""
+
+    FLOAT32 = "float32"
+    UINT16 = "uint16"
+    UINT32 = "uint32"
+
+
+class ExportFormat(Choice):
+    """Artefacts ``export --format`` makes (``export.report.FORMATS``, same order)."""
+
+    ONNX = "onnx"
+    TENSORRT = "tensorrt"
+
+
 __all__ = ["Choice", "Fit", "Weighting", "Backend", "Device", "Precision", "Autocast", "Schedule", "TrainLoss",
-           "Transform", "Normalisation", "FinetuneLoss", "Objective", "Freeze", "Scale", "Algorithm", "Handoff"]
+           "Simulator", "Transform", "Normalisation", "FinetuneLoss", "Objective", "Freeze", "Scale", "Algorithm",
+           "Handoff", "InitialObject", "Subset", "ScanPath", "Compression", "DetectorDtype", "ExportFormat"]

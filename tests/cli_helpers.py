@@ -1,4 +1,20 @@
-"""Assertions shared by the CLI tests."""
+"""The CLI runner and the assertions shared by the CLI tests.
+
+``runner.invoke(app, [...])`` (or :func:`invoke`) runs a command in-process with every command registered on
+``app``: the one runner every CLI test uses.
+"""
+
+from typer.testing import CliRunner
+
+from ptyfast.cli import _load_commands, app
+
+_load_commands()
+runner = CliRunner()
+
+
+def invoke(*args, env=None):
+    """Run ``ptyfast ARGS...`` in-process (arguments may be paths or numbers) and return the Typer result."""
+    return runner.invoke(app, [str(a) for a in args], env=env)
 
 
 def one_error_line(result, fragment: str = "", code: int = 2) -> str:
@@ -16,3 +32,6 @@ def one_error_line(result, fragment: str = "", code: int = 2) -> str:
 
 def assert_one_line_error(result, fragment: str = "") -> None:
     one_error_line(result, fragment)
+
+
+__all__ = ["app", "assert_one_line_error", "invoke", "one_error_line", "runner"]

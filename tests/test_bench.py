@@ -6,16 +6,13 @@ import json
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 
-from ptyfast.cli import _load_commands, app  # noqa: E402
+from cli_helpers import app, runner  # noqa: E402
 from cli_helpers import one_error_line  # noqa: E402
 
-_load_commands()
-runner = CliRunner()
 
 # PtyNet-S at 128²: 0.2243 GMAC = 0.449 GFLOP per pattern (reference-architectures.md: "≈ 0.45 GFLOP").
 PTYNET_S_MACS = 224_329_728

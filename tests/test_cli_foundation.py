@@ -8,13 +8,9 @@ import sys
 import numpy as np
 import pytest
 from cli_helpers import assert_one_line_error, one_error_line
-from typer.testing import CliRunner
 
-from ptyfast.cli import _load_commands, app
+from cli_helpers import app, runner
 from ptyfast.io import read_cxi
-
-_load_commands()
-runner = CliRunner()
 
 
 def run(*args: str):

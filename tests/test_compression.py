@@ -10,13 +10,10 @@ import h5py
 import hdf5plugin
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from cli_helpers import assert_one_line_error
-from ptyfast.cli import _load_commands, app
+from cli_helpers import app, runner
 
-_load_commands()
-runner = CliRunner()
 
 FILTERS = {
     "bitshuffle-lz4": hdf5plugin.Bitshuffle(cname="lz4"),

@@ -7,16 +7,12 @@ import json
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 
-from ptyfast.cli import _load_commands, app  # noqa: E402
+from cli_helpers import app, runner  # noqa: E402
 from cli_helpers import one_error_line  # noqa: E402
-
-_load_commands()
-runner = CliRunner()
 
 
 def _png(path, seed: int, size: int = 96) -> None:

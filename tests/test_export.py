@@ -20,9 +20,7 @@ torch = pytest.importorskip("torch", reason="exporting needs torch (the train ex
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from typer.testing import CliRunner  # noqa: E402
-
-from ptyfast.cli import app  # noqa: E402
+from cli_helpers import app, runner  # noqa: E402
 from ptyfast.errors import InputError  # noqa: E402
 from ptyfast.export import tensorrt_engine as te  # noqa: E402
 from ptyfast.export.onnx_export import OPSET, export_onnx, parity_check  # noqa: E402
@@ -37,7 +35,6 @@ import ptyfast.cli.cmd_export  # noqa: E402,F401  (registers the commands on ``a
 import ptyfast.cli.cmd_models  # noqa: E402,F401
 from cli_helpers import one_error_line  # noqa: E402
 
-runner = CliRunner()
 BATCHES = {"ptynet-s": (1, 8), "ptychonn": (1, 8), "ptychonn-recipe": (1, 8), "ptynet-b": (1, 4)}
 
 

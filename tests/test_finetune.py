@@ -11,9 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from typer.testing import CliRunner  # noqa: E402
-
-from ptyfast.cli import _load_commands, app  # noqa: E402
+from cli_helpers import app, runner  # noqa: E402
 from cli_helpers import assert_one_line_error  # noqa: E402
 from ptyfast.errors import InputError  # noqa: E402
 from ptyfast.io.cxi import read_cxi  # noqa: E402
@@ -27,8 +25,6 @@ from ptyfast.physics import far_field, forward_intensity, fresnel_probe, random_
 from ptyfast.physics.simulate import simulate_scan  # noqa: E402
 from ptyfast.training.train import output_convs, TrainOptions, init_weights, prepare_heads  # noqa: E402
 
-_load_commands()
-runner = CliRunner()
 N = 64  # pattern size of the tiny cases
 
 

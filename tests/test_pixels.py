@@ -11,10 +11,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from typer.testing import CliRunner
-
 from cli_helpers import one_error_line
-from ptyfast.cli import _load_commands, app
+from cli_helpers import app, runner
 from ptyfast.io import load_any, write_cxi
 from ptyfast.io.pixels import find_bad_pixels
 from ptyfast.models.preprocess import fill_masked
@@ -22,10 +20,6 @@ from ptyfast.physics import default_probe, raster_positions
 from ptyfast.physics.objects import random_object
 from ptyfast.physics.probe_family import HELD_OUT_KINDS, held_out_probe
 from ptyfast.physics.simulate import detector_counts, simulate_scan
-
-
-_load_commands()
-runner = CliRunner()
 
 
 def ptyfast(*args, cwd):

@@ -7,7 +7,6 @@ import h5py
 import numpy as np
 import pytest
 from scipy import ndimage
-from typer.testing import CliRunner
 
 from ptyfast.errors import InputError
 from ptyfast.physics import paper_probe, random_object, raster_positions
@@ -170,10 +169,9 @@ def scan_file(sim, tmp_path_factory):
 
 
 def _cli(args):
-    from ptyfast.cli import _load_commands, app
+    from cli_helpers import app, runner
 
-    _load_commands()
-    return CliRunner().invoke(app, args)
+    return runner.invoke(app, args)
 
 
 def test_cli_refine_writes_outputs(scan_file, tmp_path):
@@ -219,12 +217,8 @@ def test_cli_missing_scan_one_line(tmp_path):
 
 
 def test_evaluate_reads_a_refine_output(tmp_path, small_cxi):
-    from typer.testing import CliRunner
+    from cli_helpers import app, runner
 
-    from ptyfast.cli import _load_commands, app
-
-    _load_commands()
-    runner = CliRunner()
     out = tmp_path / "r.h5"
     res = runner.invoke(app, ["refine", str(small_cxi), "-o", str(out), "-n", "3", "--no-png"])
     assert res.exit_code == 0, res.output

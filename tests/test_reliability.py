@@ -17,13 +17,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from cli_helpers import assert_one_line_error, one_error_line
-from ptyfast.cli import _load_commands, app
+from cli_helpers import app, runner
 
-_load_commands()
-runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -265,13 +265,9 @@ def test_onecycle_schedule_accepts_short_runs(steps):
     (["--labels", "ref.h5", "--simulate", "torch"], "--simulate torch does not apply with --labels"),
 ])
 def test_train_options_are_validated_before_anything_is_written(tmp_path, args, fragment):
-    from typer.testing import CliRunner
+    from cli_helpers import app, one_error_line, runner
 
-    from cli_helpers import one_error_line
-    from ptyfast.cli import _load_commands, app
-
-    _load_commands()
-    res = CliRunner().invoke(app, ["train", "-o", str(tmp_path / "run"), "--steps", "1", *args])
+    res = runner.invoke(app, ["train", "-o", str(tmp_path / "run"), "--steps", "1", *args])
     one_error_line(res, fragment)
     assert not (tmp_path / "run").exists()
 

@@ -57,14 +57,14 @@ def install_signal_handlers() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from ptyfast.errors import InputError
+    from ptyfast.errors import PtyfastError
     from ptyfast.io import atomic
 
     install_signal_handlers()
     _load_commands()
     try:
         app(args=argv, standalone_mode=True)
-    except InputError as exc:  # raised outside a command's own edge (option parsing callbacks)
+    except PtyfastError as exc:  # raised outside a command's own edge (option parsing callbacks)
         if os.environ.get("PTYFAST_DEBUG"):
             raise
         sys.exit(fail(str(exc), getattr(exc, "exit_code", 2)).exit_code)

@@ -7,15 +7,17 @@ from typing import Annotated
 
 import typer
 
-from ptyfast.cli.app import AutoMask, OutPath, command, console, note_auto_mask
+from ptyfast.cli.app import OUTPUT, AutoMask, OutPath, choices, command, console, note_auto_mask
+from ptyfast.choices import Compression
 
 
 @command("convert")
 def convert(
-    source: Annotated[Path, typer.Argument(help="Input: CXI/HDF5, Tike .npz(.bz2), PtyNet .npz or directory.")],
+    source: Annotated[Path, typer.Argument(metavar="SCAN",
+                                           help="Input: CXI/HDF5, Tike .npz(.bz2), PtyNet .npz or directory.")],
     output: OutPath = Path("scan.cxi"),
-    compression: Annotated[str, typer.Option(help="Frame compression: none, gzip, lz4, bitshuffle-lz4 (Eiger), "
-                                                  "zstd or blosc-zstd.")] = "none",
+    compression: Annotated[str, typer.Option(metavar=choices(Compression), rich_help_panel=OUTPUT,
+                                             help="Frame compression (bitshuffle-lz4: Eiger's).")] = "none",
     auto_mask: AutoMask = True,
 ) -> None:
     """Convert a scan to CXI."""

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 
-from ptyfast.cli.app import command, console
+from ptyfast.cli.app import INPUT, OUTPUT, command, console
 
 
 def quality_table(rows: dict, title: str):
@@ -39,13 +39,18 @@ def _aligned(path: Path) -> dict:
 
 @command("evaluate")
 def evaluate_cmd(
-    reconstruction: Annotated[Optional[Path], typer.Argument(help="A reconstruct/refine output .h5.")] = None,
-    truth: Annotated[Optional[Path], typer.Option(help="The simulated scan holding the ground truth.")] = None,
+    reconstruction: Annotated[Optional[Path], typer.Argument(metavar="RECONSTRUCTION",
+                                                             help="A reconstruct/refine output .h5.")] = None,
+    truth: Annotated[Optional[Path], typer.Option(rich_help_panel=INPUT,
+                                                  help="The simulated scan holding the ground truth.")] = None,
     reference: Annotated[Optional[Path], typer.Option(
+        rich_help_panel=INPUT,
         help="Instead of --truth: another reconstruction of the same scan (e.g. rPIE of all frames) to compare "
              "with, on the pixels both cover well (real data have no ground truth).")] = None,
-    coverage: Annotated[float, typer.Option(min=0, max=1, help="Compare where weight ≥ this × max.")] = 0.1,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON.")] = None,
+    coverage: Annotated[float, typer.Option(min=0, max=1, metavar="FRACTION", rich_help_panel=INPUT,
+                                            help="Compare where weight ≥ this × max.")] = 0.1,
+    json_out: Annotated[Optional[Path], typer.Option("--json", rich_help_panel=OUTPUT,
+                                                     help="Also write the figures as JSON.")] = None,
     protocol: Annotated[Optional[str], typer.Option(hidden=True)] = None,  # moved: ptyfast paper
     images: Annotated[Optional[Path], typer.Option(hidden=True)] = None,
 ) -> None:

@@ -7,19 +7,24 @@ from typing import Annotated, Optional
 
 import typer
 
-from ptyfast.cli.app import command, console, console_err
-from ptyfast.choices import Precision
+from ptyfast.cli.app import OUTPUT, PERFORMANCE, choices, command, console, console_err
+from ptyfast.choices import ExportFormat, Precision
 
 
 @command("export")
 def export(
     model: Annotated[Optional[str], typer.Argument(
+        metavar="MODEL",
         help="Shipped model name (default ptynet-s), a .pt checkpoint, an .onnx file or a folder.")] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="onnx or tensorrt.")] = "onnx",
-    precision: Annotated[str, typer.Option("--precision", "-p", help=f"{Precision.listing()}.")] = "fp32",
+    fmt: Annotated[str, typer.Option("--format", "-f", metavar=choices(ExportFormat), rich_help_panel=OUTPUT,
+                                     help="Artefact to make.")] = "onnx",
+    precision: Annotated[str, typer.Option("--precision", "-p", metavar=choices(Precision), rich_help_panel=PERFORMANCE,
+                                           help="Inference precision of the artefact.")] = "fp32",
     batch: Annotated[Optional[str], typer.Option(
-        "--batch", help="TensorRT batch profile MIN:OPT:MAX (default 1:64:256).")] = None,
-    output: Annotated[Path, typer.Option("-o", "--output", help="Output folder.")] = Path("."),
+        "--batch", metavar="MIN:OPT:MAX", rich_help_panel=PERFORMANCE,
+        help="Inference batch sizes a TensorRT engine accepts, and the one it is tuned for (default "
+             "1:64:256).")] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", rich_help_panel=OUTPUT, help="Output folder.")] = Path("."),
 ) -> None:
     """Export a model to ONNX or a TensorRT engine and validate it against PyTorch."""
     from ptyfast.export.report import run_export, status_notes, status_table

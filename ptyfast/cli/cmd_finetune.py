@@ -7,59 +7,83 @@ from typing import Annotated, Optional
 
 import typer
 
-from ptyfast.cli.app import AutoMask, Frames, command, console
+from ptyfast.cli.app import (MODEL, OUTPUT, PERFORMANCE, PROBE, TRAINING, VALIDATION, AutoMask, Frames, choices,
+                             command, console)
+from ptyfast.choices import Autocast, FinetuneLoss, Fit, Freeze, Objective, Scale, Subset
 
 
-@command("finetune")
+@command("finetune", renamed={"--learn-probe": "--probe-update"})
 def finetune_cmd(
-    scan: Annotated[Path, typer.Argument(help="Scan file: CXI, Tike .npz(.bz2), PtyNet .npz or folder.")],
-    model: Annotated[Optional[str], typer.Option("--model", help="Shipped model name or .pt checkpoint "
-                                                 "(default: ptynet-s).")] = None,
-    probe: Annotated[Optional[str], typer.Option("--probe", help="Probe .npy/CXI file, or 'fresnel' for a "
-                                                 "simulated guess (default: the scan's probe).")] = None,
-    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Passes over the frames (paper: 300; "
-                                        "400–500 for experimental data).")] = 300,
-    subset: Annotated[str, typer.Option("--subset", help="Frames to tune on: all, half (every other frame) "
-                                        "or a fraction in (0, 1].")] = "all",
-    freeze: Annotated[str, typer.Option("--freeze", help="none (all weights, paper) or encoder.")] = "none",
-    loss: Annotated[str, typer.Option("--loss", help="l1 on amplitudes (paper) or poisson NLL.")] = "l1",
-    objective: Annotated[str, typer.Option("--objective", help="pattern (paper: each pattern vs its own "
-                                           "patch), overlap (vs the stitched object) or guided (paper's loss "
-                                           "+ pull towards an rPIE-refined object).")] = "pattern",
-    guide_weight: Annotated[float, typer.Option("--guide-weight", min=0, help="Weight of the rPIE guide "
-                                                "(--objective guided).")] = 20.0,
-    learn_probe: Annotated[bool, typer.Option("--learn-probe", help="Optimise the probe jointly; writes "
-                                              "probe.npy + probe.png beside the model.")] = False,
-    batch: Annotated[int, typer.Option("--batch", min=1, help="Patterns per optimiser step.")] = 16,
-    lr: Annotated[float, typer.Option("--lr", min=0, help="Initial learning rate, halved every 20 % of "
-                                      "the epochs (paper: 1e-4).")] = 1e-4,
-    probe_step: Annotated[float, typer.Option("--probe-step", help="Step of the rPIE-style probe update "
-                                              "(0, 1].")] = 1.0,
-    probe_iterations: Annotated[int, typer.Option("--probe-iterations", min=1, help="rPIE passes per epoch "
-                                                  "on the auxiliary object (--learn-probe).")] = 5,
-    scale: Annotated[str, typer.Option("--scale", help="fit (learnable per-scan amplitude scale) or fixed "
-                                       "(probe in absolute photons).")] = "fit",
-    phase_anchor: Annotated[float, typer.Option("--phase-anchor", min=0, help="Weight keeping each patch's "
-                                                "mean phase (unconstrained by the data) in place.")] = 1.0,
-    amp: Annotated[str, typer.Option("--amp", help="bf16 autocast for the network (FFT stays fp32) or "
-                                     "none.")] = "bf16",
-    threads: Annotated[int, typer.Option("--threads", min=0, help="torch CPU threads (0 = default).")] = 0,
+    scan: Annotated[Path, typer.Argument(metavar="SCAN",
+                                         help="Scan file: CXI, Tike .npz(.bz2), PtyNet .npz or folder.")],
+    model: Annotated[Optional[str], typer.Option("--model", metavar="MODEL", rich_help_panel=MODEL,
+                                                 help="Shipped model name or .pt checkpoint (default: "
+                                                      "ptynet-s).")] = None,
+    probe: Annotated[Optional[str], typer.Option("--probe", metavar="PATH", rich_help_panel=PROBE,
+                                                 help="Probe .npy/CXI file, or 'fresnel' for a simulated guess "
+                                                      "(default: the scan's probe).")] = None,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, rich_help_panel=TRAINING,
+                                        help="Passes over the frames (paper: 300; 400–500 for experimental "
+                                             "data).")] = 300,
+    subset: Annotated[str, typer.Option("--subset", metavar=choices(Subset, other="FRACTION"), rich_help_panel=TRAINING,
+                                        help="Frames to tune on: all, half (every other frame) or a fraction in "
+                                             "(0, 1].")] = "all",
+    freeze: Annotated[str, typer.Option("--freeze", metavar=choices(Freeze), rich_help_panel=TRAINING,
+                                        help="none (all weights, paper) or encoder.")] = "none",
+    loss: Annotated[str, typer.Option("--loss", metavar=choices(FinetuneLoss), rich_help_panel=TRAINING,
+                                      help="l1 on amplitudes (paper) or poisson NLL.")] = "l1",
+    objective: Annotated[str, typer.Option("--objective", metavar=choices(Objective), rich_help_panel=TRAINING,
+                                           help="pattern (paper: each pattern vs its own patch), overlap (vs the "
+                                                "stitched object) or guided (paper's loss + pull towards an "
+                                                "rPIE-refined object).")] = "pattern",
+    guide_weight: Annotated[float, typer.Option("--guide-weight", min=0, metavar="WEIGHT", rich_help_panel=TRAINING,
+                                                help="Weight of the rPIE guide (--objective guided).")] = 20.0,
+    probe_update: Annotated[bool, typer.Option("--probe-update/--no-probe-update", "--learn-probe",
+                                               rich_help_panel=PROBE,
+                                               help="Optimise the probe jointly; writes probe.npy + probe.png beside "
+                                                    "the model.")] = False,
+    batch: Annotated[int, typer.Option("--batch", min=1, rich_help_panel=TRAINING,
+                                       help="Patterns per optimiser step.")] = 16,
+    lr: Annotated[float, typer.Option("--lr", min=0, metavar="RATE", rich_help_panel=TRAINING,
+                                      help="Initial learning rate, halved every 20 % of the epochs (paper: "
+                                           "1e-4).")] = 1e-4,
+    probe_step: Annotated[float, typer.Option("--probe-step", metavar="STEP", rich_help_panel=PROBE,
+                                              help="Step of the rPIE-style probe update (0, 1].")] = 1.0,
+    probe_iterations: Annotated[int, typer.Option("--probe-iterations", min=1, rich_help_panel=PROBE,
+                                                  help="rPIE passes per epoch on the auxiliary object "
+                                                       "(--probe-update).")] = 5,
+    scale: Annotated[str, typer.Option("--scale", metavar=choices(Scale), rich_help_panel=TRAINING,
+                                       help="fit (learnable per-scan amplitude scale) or fixed (probe in absolute "
+                                            "photons).")] = "fit",
+    phase_anchor: Annotated[float, typer.Option("--phase-anchor", min=0, metavar="WEIGHT", rich_help_panel=TRAINING,
+                                                help="Weight keeping each patch's mean phase (unconstrained by the "
+                                                     "data) in place.")] = 1.0,
+    amp: Annotated[str, typer.Option("--amp", metavar=choices(Autocast), rich_help_panel=PERFORMANCE,
+                                     help="Mixed precision: bf16 autocast for the network (FFT stays fp32) or "
+                                          "none.")] = "bf16",
+    threads: Annotated[Optional[int], typer.Option("--threads", min=0, rich_help_panel=PERFORMANCE,
+                                                   help="torch CPU threads (0 or omitted: torch's default).")] = None,
     frames: Frames = None,
     auto_mask: AutoMask = True,
-    fit: Annotated[str, typer.Option("--fit", help="Adapt frames to the model input: none, crop, bin, pad "
-                                     "(as reconstruct --fit).")] = "none",
-    seed: Annotated[int, typer.Option("--seed", help="Shuffling seed.")] = 0,
-    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Fraction of the frames held out of "
-                                                "training, in [0, 0.5] (at least 3 frames): the weights are "
-                                                "judged by their data error ε against the object reconstruct "
-                                                "makes (offsets solved), the best are kept. 0 = no guard: the "
-                                                "last weights are written unchecked.")] = 0.1,
-    val_every: Annotated[int, typer.Option("--val-every", help="Epochs between two checks of the held-out "
-                                           "error (also before the first epoch and after the last).")] = 5,
-    patience: Annotated[int, typer.Option("--patience", help="Stop after this many checks in a row without a "
-                                          "lower held-out error.")] = 10,
-    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the fine-tuned model "
-                                         "(<model>-ft.pt + .json).")] = Path("finetuned"),
+    fit: Annotated[str, typer.Option("--fit", metavar=choices(Fit), rich_help_panel=MODEL,
+                                     help="Adapt frames of another size to the model input (as reconstruct "
+                                          "--fit).")] = "none",
+    seed: Annotated[int, typer.Option("--seed", rich_help_panel=TRAINING, help="Shuffling seed.")] = 0,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", metavar="FRACTION", rich_help_panel=VALIDATION,
+                                                help="Fraction of the frames held out of training, in [0, 0.5] (at "
+                                                     "least 3 frames): the weights are judged by their data error ε "
+                                                     "against the object reconstruct makes (offsets solved), the best "
+                                                     "are kept. 0 = no guard: the last weights are written "
+                                                     "unchecked.")] = 0.1,
+    val_every: Annotated[int, typer.Option("--val-every", rich_help_panel=VALIDATION,
+                                           help="Epochs between two checks of the held-out error (also before the "
+                                                "first epoch and after the last).")] = 5,
+    patience: Annotated[int, typer.Option("--patience", rich_help_panel=VALIDATION,
+                                          help="Stop after this many checks in a row without a lower held-out "
+                                               "error.")] = 10,
+    output: Annotated[Path, typer.Option(
+        "-o", "--output", rich_help_panel=OUTPUT,
+        help="Folder for the fine-tuned model (MODEL-ft.pt + .json).")] = Path("finetuned"),
 ) -> None:
     """Fine-tune a pre-trained network on SCAN: predicted patches × probe → far field, compared with the
     measured amplitudes (L1, the paper's method). Writes a new model usable by `reconstruct --model`.
@@ -81,9 +105,10 @@ def finetune_cmd(
     from ptyfast.finetune import FinetuneOptions, finetune_file
 
     opts = FinetuneOptions(epochs=epochs, lr=lr, batch=batch, subset=subset, freeze=freeze, loss=loss,
-                           objective=objective, guide_weight=guide_weight, learn_probe=learn_probe, probe_step=probe_step, probe_iterations=probe_iterations,
+                           objective=objective, guide_weight=guide_weight, learn_probe=probe_update,
+                           probe_step=probe_step, probe_iterations=probe_iterations,
                            scale=scale, phase_anchor=phase_anchor,
-                           amp=amp, seed=seed, threads=threads, fit=fit, val_fraction=val_fraction,
+                           amp=amp, seed=seed, threads=threads or 0, fit=fit, val_fraction=val_fraction,
                            val_every=val_every, patience=patience).validate()
     columns = (TextColumn("[bold]finetune"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]:.4f}  R {task.fields[r]:.4f}  scale {task.fields[s]:.3g}"

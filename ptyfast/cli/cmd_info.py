@@ -64,7 +64,7 @@ def _probe_line(probe) -> str:
 
 
 @command("info")
-def info(file: Annotated[Path, typer.Argument(help="Scan file (CXI/HDF5, Tike npz, PtyNet npz/dir).")],
+def info(file: Annotated[Path, typer.Argument(metavar="SCAN", help="Scan file (CXI/HDF5, Tike npz, PtyNet npz/dir).")],
          frames: Frames = None, auto_mask: AutoMask = True) -> None:
     """Describe a scan file."""
     from rich.table import Table

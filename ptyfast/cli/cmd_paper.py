@@ -7,28 +7,41 @@ from typing import Annotated, Optional
 
 import typer
 
-from ptyfast.cli.app import command, console, parse_list
+from ptyfast.cli.app import (EXPERIMENTS, INPUT, MODEL, OUTPUT, REFINEMENT, SIMULATION, command, console,
+                             parse_list)
 
 
 @command("paper")
 def paper_cmd(
-    images: Annotated[Optional[Path], typer.Option(help="Folder of the paper's cat-face images.")] = None,
-    output: Annotated[Path, typer.Option("-o", "--output", help="Report folder (report.md, results.json, "
-                                                                "figures/, models/).")] = Path("paper-report"),
-    budget_minutes: Annotated[float, typer.Option(help="Training budget per trained model (minutes of this "
+    images: Annotated[Optional[Path], typer.Option(metavar="DIR", rich_help_panel=INPUT,
+                                                   help="Folder of the paper's cat-face images.")] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", rich_help_panel=OUTPUT,
+                                         help="Report folder (report.md, results.json, figures/, "
+                                              "models/).")] = Path("paper-report"),
+    budget_minutes: Annotated[float, typer.Option(metavar="MINUTES", rich_help_panel=EXPERIMENTS,
+                                                  help="Training budget per trained model (minutes of this "
                                                        "machine).")] = 5.0,
-    models: Annotated[str, typer.Option(help="Comma-separated models to evaluate.")]
+    models: Annotated[str, typer.Option(metavar="ARCH,...", rich_help_panel=MODEL,
+                                        help="Architectures to evaluate, comma-separated.")]
     = "ptynet-s,ptychonn,ptychonet,ptynet-b",
-    model: Annotated[Optional[str], typer.Option(help="PtyNet-S weights for the paper's probe (default: shipped).")]
-    = None,
-    test_objects: Annotated[int, typer.Option(help="Held-out test objects.")] = 5,
-    object_size: Annotated[int, typer.Option(help="Test object side in px (paper 608–640).")] = 608,
-    overlaps: Annotated[str, typer.Option(help="Table 2 overlaps.")] = "0.75,0.5,0.25,0",
-    refine_overlaps: Annotated[str, typer.Option(help="Figure 9 overlaps.")] = "0.75,0.5,0.25",
-    train_steps: Annotated[Optional[int], typer.Option(help="Fixed training steps instead of the budget.")] = None,
-    finetune_epochs: Annotated[int, typer.Option(help="Table 3 fine-tuning epochs.")] = 30,
-    refine_iterations: Annotated[int, typer.Option(help="Figure 9 rPIE iterations.")] = 50,
-    experiments: Annotated[str, typer.Option(help="Any of table1,table2,table3,figure9.")]
+    model: Annotated[Optional[str], typer.Option(metavar="MODEL", rich_help_panel=MODEL,
+                                                 help="PtyNet-S weights for the paper's probe (default: "
+                                                      "shipped).")] = None,
+    test_objects: Annotated[int, typer.Option(rich_help_panel=SIMULATION, help="Held-out test objects.")] = 5,
+    object_size: Annotated[int, typer.Option(metavar="PX", rich_help_panel=SIMULATION,
+                                             help="Test object side in pixels (paper 608–640).")] = 608,
+    overlaps: Annotated[str, typer.Option(metavar="FRACTION,...", rich_help_panel=EXPERIMENTS,
+                                          help="Table 2 overlaps.")] = "0.75,0.5,0.25,0",
+    refine_overlaps: Annotated[str, typer.Option(metavar="FRACTION,...", rich_help_panel=REFINEMENT,
+                                                 help="Figure 9 overlaps.")] = "0.75,0.5,0.25",
+    train_steps: Annotated[Optional[int], typer.Option(rich_help_panel=EXPERIMENTS,
+                                                       help="Fixed training steps instead of the budget.")] = None,
+    finetune_epochs: Annotated[int, typer.Option(rich_help_panel=EXPERIMENTS,
+                                                 help="Table 3 fine-tuning epochs.")] = 30,
+    refine_iterations: Annotated[int, typer.Option(rich_help_panel=REFINEMENT,
+                                                   help="Figure 9 rPIE iterations.")] = 50,
+    experiments: Annotated[str, typer.Option(metavar="NAME,...", rich_help_panel=EXPERIMENTS,
+                                             help="Any of table1, table2, table3, figure9, comma-separated.")]
     = "table1,table2,table3,figure9",
 ) -> None:
     """Reproduce the seed paper's experiments on its protocol: train the comparison networks within a budget,

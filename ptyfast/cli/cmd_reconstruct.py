@@ -9,8 +9,9 @@ import numpy as np
 import typer
 from rich.markup import escape
 
-from ptyfast.cli.app import AutoMask, Frames, command, console, console_err
-from ptyfast.choices import Algorithm, Backend, Device, Fit, Precision
+from ptyfast.cli.app import (CHECKS, LIVE, MODEL, OUTPUT, PERFORMANCE, PROBE, REFINEMENT, STITCHING, AutoMask, Frames,
+                             Threads, choices, command, console, console_err)
+from ptyfast.choices import Algorithm, Backend, Device, Fit, Handoff, Precision, Weighting
 
 
 def progress_bar():
@@ -28,65 +29,92 @@ def output_for(scan_path: Path, output: Optional[Path], many: bool) -> Path:
     return output
 
 
-@command("reconstruct")
+# --chunk and --consistency-frames default to the reconstruct job's own defaults (the runtime's CHUNK and
+# CONSISTENCY_FRAMES), read when the command parses its arguments: importing the runtime here would slow every
+# command's start by a second.
+@command("reconstruct", library_defaults={
+    "chunk": "ptyfast.runtime.reconstruct:ReconstructJob.chunk",
+    "consistency_frames": "ptyfast.runtime.reconstruct:ReconstructJob.consistency_frames"})
 def reconstruct_cmd(
-    scans: Annotated[list[Path], typer.Argument(help="CXI/HDF5 scans (or Tike .npz / PtyNet layouts).")],
-    output: Annotated[Optional[Path], typer.Option("-o", "--output",
+    scans: Annotated[list[Path], typer.Argument(metavar="SCAN",
+                                                help="CXI/HDF5 scans (or Tike .npz / PtyNet layouts).")],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", rich_help_panel=OUTPUT,
                                                    help="Output .h5 (a folder when several scans).")] = None,
     model: Annotated[Optional[str], typer.Option(
-        help="Shipped model name or .pt/.onnx/.engine path (default: ptynet-s for scans under the bundled probe, "
+        metavar="MODEL", rich_help_panel=MODEL,
+        help="Shipped model name or .pt/.onnx/.engine file (default: ptynet-s for scans under the bundled probe, "
              "the probe-conditioned ptynet-s-probe-est for any other probe).")] = None,
-    backend: Annotated[str, typer.Option(help=f"{Backend.listing()}.")] = "auto",
-    device: Annotated[str, typer.Option(help=f"{Device.listing()}.")] = "auto",
-    precision: Annotated[str, typer.Option(help=f"auto, {Precision.listing()}; auto: torch bf16 for a scan of "
-                                                 "1,500 frames or more on a CPU with AVX-512 BF16 or AMX when its "
-                                                 "outputs agree with fp32, else fp32.")] = "auto",
-    batch: Annotated[Optional[int], typer.Option(min=1, help="Inference batch size (default: 32 on the CPU, where "
-                                                            "larger batches only cost memory; 128 on a GPU).")] = None,
-    chunk: Annotated[int, typer.Option(min=1, help="Frames read from disk per chunk.")] = 128,
-    fit: Annotated[str, typer.Option(help=f"Adapt frames to the model input: {Fit.listing()}.")] = "none",
-    weighting: Annotated[str, typer.Option(help="Stitching weights: probe (|P|², sub-pixel) or uniform "
-                                                "(the paper's plain average).")] = "probe",
+    backend: Annotated[str, typer.Option(metavar=choices(Backend), rich_help_panel=PERFORMANCE,
+                                         help="Inference library (auto: the fastest available here).")] = "auto",
+    device: Annotated[str, typer.Option(metavar=choices(Device), rich_help_panel=PERFORMANCE,
+                                        help="Where inference runs (auto: a CUDA GPU when there is one).")] = "auto",
+    precision: Annotated[str, typer.Option(metavar=choices(Precision, extra=("auto",)), rich_help_panel=PERFORMANCE,
+                                           help="Inference precision; auto: torch bf16 for a scan of 1,500 frames or "
+                                                "more on a CPU with AVX-512 BF16 or AMX when its outputs agree with "
+                                                "fp32, else fp32.")] = "auto",
+    batch: Annotated[Optional[int], typer.Option(min=1, rich_help_panel=PERFORMANCE,
+                                                 help="Inference batch size (default: 32 on the CPU, where larger "
+                                                      "batches only cost memory; 128 on a GPU).")] = None,
+    chunk: Annotated[Optional[int], typer.Option(min=1, rich_help_panel=PERFORMANCE,
+                                                 help="Frames read from disk per chunk.")] = None,
+    fit: Annotated[str, typer.Option(metavar=choices(Fit), rich_help_panel=MODEL,
+                                     help="Adapt frames of another size to the model input.")] = "none",
+    weighting: Annotated[str, typer.Option(metavar=choices(Weighting), rich_help_panel=STITCHING,
+                                           help="Stitching weights: probe (|P|², sub-pixel) or uniform (the paper's "
+                                                "plain average).")] = "probe",
     align_phase: Annotated[Optional[bool], typer.Option(
-        "--align-phase/--no-align-phase",
+        "--align-phase/--no-align-phase", rich_help_panel=STITCHING,
         help="Solve per-patch phase offsets from the overlaps before blending (default: when the model's "
              "manifest says its outputs carry free offsets).")] = None,
     fit_offsets: Annotated[bool, typer.Option(
-        "--fit-offsets", help="Refine the solved phase offsets against the measured patterns (the blend's "
-                              "phase only; ≈ 15 ms per frame on 2 cores and ≈ 130 kB of memory per 128² frame; +2.3 dB "
-                              "phase on the release scans).")] = False,
-    consistency: Annotated[bool, typer.Option(help="Forward-model data-consistency figure ε.")] = True,
-    consistency_frames: Annotated[int, typer.Option(
-        min=0, help="Frames ε is computed on: an evenly spaced sample of at most this many, kept from the one read "
-                    "of the file; 0 = every frame (per-frame errors for all, the file read a second time).")] = 512,
+        "--fit-offsets", rich_help_panel=STITCHING,
+        help="Refine the solved phase offsets against the measured patterns (the blend's phase only; ≈ 15 ms per "
+             "frame on 2 cores and ≈ 130 kB of memory per 128² frame; +2.3 dB phase on the release "
+             "scans).")] = False,
+    consistency: Annotated[bool, typer.Option(rich_help_panel=CHECKS,
+                                              help="Forward-model data-consistency figure ε.")] = True,
+    consistency_frames: Annotated[Optional[int], typer.Option(
+        min=0, rich_help_panel=CHECKS,
+        help="Frames ε is computed on: an evenly spaced sample of at most this many, kept from the one read of the "
+             "file; 0 = every frame (per-frame errors for all, the file read a second time).")] = None,
     probe: Annotated[Optional[Path], typer.Option(
-        help="Probe to use instead of the scan's: an .npy (complex H×W) or a ptyfast output holding one (e.g. "
-             "`ptyfast refine` of part of this scan).")] = None,
-    allow_probe_mismatch: Annotated[bool, typer.Option(help="Run even if the probe is outside the model's probe "
-                                                            "family (or differs from a single-probe model's).")] = False,
-    refine: Annotated[Optional[str], typer.Option(help=f"Refine the network's result: {Algorithm.listing()}.")] = None,
-    iterations: Annotated[int, typer.Option(min=1, help="Refinement iterations.")] = 50,
-    png: Annotated[bool, typer.Option("--png/--no-png", help="Write PNG previews.")] = True,
-    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for every library: torch, ONNX Runtime, "
-                                                                      "scipy.fft, BLAS (default: the usable cores).")] = None,
+        rich_help_panel=PROBE, help="Probe to use instead of the scan's: an .npy (complex H×W) or a ptyfast output "
+                                    "holding one (e.g. `ptyfast refine` of part of this scan).")] = None,
+    allow_probe_mismatch: Annotated[bool, typer.Option(
+        rich_help_panel=CHECKS, help="Run even if the probe is outside the model's probe family (or differs from a "
+                                     "single-probe model's).")] = False,
+    refine: Annotated[Optional[str], typer.Option(
+        metavar=choices(Algorithm), rich_help_panel=REFINEMENT,
+        help="Refine the network's result with this engine (what `ptyfast refine --algorithm` runs).")] = None,
+    iterations: Annotated[int, typer.Option(min=1, rich_help_panel=REFINEMENT,
+                                            help="Refinement iterations.")] = 50,
+    png: Annotated[bool, typer.Option("--png/--no-png", rich_help_panel=OUTPUT, help="Write PNG previews.")] = True,
+    threads: Threads = None,
     frames: Frames = None,
     scheduler: Annotated[Optional[str], typer.Option(
+        metavar="local:N|ADDRESS", rich_help_panel=PERFORMANCE,
         help="Run on Dask: local:N starts N worker processes here, or a scheduler address (tcp://host:8786). "
              "Several scans: one task per scan; one scan: its frames split across the workers.")] = None,
     follow: Annotated[bool, typer.Option(
-        "--follow", help="Follow a scan while it is written (HDF5 SWMR): reconstruct frames as they arrive, refresh "
-                         "the output, finish when the writer closes the file or marks it complete.")] = False,
-    idle_timeout: Annotated[float, typer.Option(min=0.1, help="With --follow: finish when no frame has arrived "
-                                                              "for this many seconds.")] = 60.0,
-    refresh_frames: Annotated[int, typer.Option(min=1, help="With --follow: rewrite the output every N new "
-                                                            "frames...")] = 256,
-    refresh_seconds: Annotated[float, typer.Option(min=0.0, help="...or every S seconds, whichever first.")] = 10.0,
+        "--follow", rich_help_panel=LIVE,
+        help="Follow a scan while it is written (HDF5 SWMR): reconstruct frames as they arrive, refresh the output, "
+             "finish when the writer closes the file or marks it complete.")] = False,
+    idle_timeout: Annotated[float, typer.Option(min=0.1, metavar="SECONDS", rich_help_panel=LIVE,
+                                                help="With --follow: finish when no frame has arrived for this "
+                                                     "long.")] = 60.0,
+    refresh_frames: Annotated[int, typer.Option(min=1, rich_help_panel=LIVE,
+                                                help="With --follow: rewrite the output every N new "
+                                                     "frames...")] = 256,
+    refresh_seconds: Annotated[float, typer.Option(min=0.0, metavar="SECONDS", rich_help_panel=LIVE,
+                                                   help="...or every so many seconds, whichever first.")] = 10.0,
     auto_mask: AutoMask = True,
     strict: Annotated[bool, typer.Option(
-        "--strict", help="Exit 1 (writing nothing) when the result cannot explain its data (data consistency "
-                         "ε above 0.5, or above 0.7 × a flat object's), instead of warning; for pipelines.")] = False,
+        "--strict", rich_help_panel=CHECKS,
+        help="Exit 1 (writing nothing) when the result cannot explain its data (data consistency ε above 0.5, or "
+             "above 0.7 × a flat object's), instead of warning; for pipelines.")] = False,
     handoff: Annotated[Optional[tuple[str, Path]], typer.Option(
-        help="Also write the result as an iterative code's initial guess: 'ptychi DIR' (Pty-Chi 2.2 conventions "
+        metavar=f"{choices(Handoff)} DIR", rich_help_panel=OUTPUT,
+        help="Also write the result as an iterative code's initial guess in DIR (ptychi: Pty-Chi 2.2 conventions "
              "and a script that starts its rPIE; several scans: one subfolder each).")] = None,
 ) -> None:
     """Reconstruct scans with a trained network: stream, infer, stitch, check consistency, write results."""
@@ -97,6 +125,7 @@ def reconstruct_cmd(
 
     from ptyfast import threads as thread_setting
 
+    threads = threads or None  # 0 = the default, as in every command
     thread_setting.set_threads(threads)  # torch, ONNX Runtime, scipy.fft and BLAS alike
     if refine is not None:  # before any inference: a misspelt engine must not cost the whole network pass
         refine = Algorithm.check(refine, "--refine algorithm")
@@ -126,8 +155,6 @@ def reconstruct_cmd(
 
         load_probe(probe)  # a missing, unreadable or probe-less file is refused before any model is opened
     if handoff is not None:
-        from ptyfast.choices import Handoff
-
         Handoff.check(handoff[0], "--handoff code")
         if handoff[1].exists() and not handoff[1].is_dir():
             raise InputError(f"--handoff {handoff[0]} {handoff[1]}: that is a file; give a folder.")

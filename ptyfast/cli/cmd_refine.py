@@ -8,38 +8,60 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 
-from ptyfast.cli.app import AutoMask, Frames, OutPath, Seed, command, console, console_err, note_auto_mask
-from ptyfast.choices import Algorithm
+from ptyfast.cli.app import (OUTPUT, PROBE, REFINEMENT, AutoMask, Frames, OutPath, choices, command, console,
+                             console_err, note_auto_mask)
+from ptyfast.choices import Algorithm, InitialObject
+
+
+#: First iteration (0-based) with probe updates from this command. The library's ``refine()`` starts them at 0,
+#: which is right for what calls it with a network's object (``reconstruct --refine``, the demo, the release
+#: check); from a flat or random object (this command's default start) the object needs a couple of passes
+#: before a probe update means anything, and docs/benchmarks.md ("Refinement's probe update") measured this
+#: command with 2.
+PROBE_START = 2
 
 
 def _init_arg(init: str) -> dict:
     """'flat' / 'random', or the object (with its grid origin and probe, when stored) of an HDF5 output."""
     from ptyfast.refine.output import read_init
 
-    return {"object": init, "origin": (0.0, 0.0), "probe": None} if init in ("flat", "random") else read_init(Path(init))
+    if init in InitialObject.values():
+        return {"object": init, "origin": (0.0, 0.0), "probe": None}
+    return read_init(Path(init))
 
 
 @command("refine")
 def refine_cmd(
     scan_path: Annotated[Path, typer.Argument(metavar="SCAN", help="Scan file (CXI/HDF5, Tike npz, PtyNet npz/dir).")],
-    init: Annotated[str, typer.Option("--init", help="Initial object: 'flat', 'random' or an HDF5 output "
-                                                     "holding 'object' (e.g. of `ptyfast reconstruct`).")] = "flat",
-    algorithm: Annotated[str, typer.Option("--algorithm", "-a", help=f"Engine: {Algorithm.listing()}.")] = "rpie",
-    iterations: Annotated[int, typer.Option("--iterations", "-n", help="Passes over all positions (≥ 1).")] = 50,
-    batch: Annotated[Optional[int], typer.Option("--batch", help="Mini-batch size; omit for the "
-                                                 "sequential textbook algorithm.")] = None,
-    alpha: Annotated[Optional[float], typer.Option("--alpha", help="Object α (rPIE weight / ePIE step).")] = None,
-    beta: Annotated[Optional[float], typer.Option("--beta", help="Probe β (rPIE weight / ePIE step).")] = None,
-    probe_update: Annotated[bool, typer.Option("--probe-update/--no-probe-update",
+    init: Annotated[str, typer.Option(
+        "--init", metavar=choices(InitialObject, other="PATH"), rich_help_panel=REFINEMENT,
+        help="Initial object: flat, random, or an HDF5 output holding 'object' (e.g. of `ptyfast reconstruct`; its "
+             "grid origin and probe too, when stored).")] = "flat",
+    algorithm: Annotated[str, typer.Option("--algorithm", "-a", metavar=choices(Algorithm), rich_help_panel=REFINEMENT,
+                                           help="Engine.")] = "rpie",
+    iterations: Annotated[int, typer.Option("--iterations", "-n", rich_help_panel=REFINEMENT,
+                                            help="Passes over all positions (≥ 1).")] = 50,
+    batch: Annotated[Optional[int], typer.Option("--batch", rich_help_panel=REFINEMENT,
+                                                 help="Mini-batch size; omit for the sequential textbook "
+                                                      "algorithm.")] = None,
+    alpha: Annotated[Optional[float], typer.Option("--alpha", rich_help_panel=REFINEMENT,
+                                                   help="Object α (rPIE weight / ePIE step).")] = None,
+    beta: Annotated[Optional[float], typer.Option("--beta", rich_help_panel=REFINEMENT,
+                                                  help="Probe β (rPIE weight / ePIE step).")] = None,
+    probe_update: Annotated[bool, typer.Option("--probe-update/--no-probe-update", rich_help_panel=PROBE,
                                                help="Refine the probe too.")] = True,
-    probe_start: Annotated[int, typer.Option("--probe-start",
-                                             help="First iteration (0-based) with probe updates.")] = 2,
+    probe_start: Annotated[int, typer.Option("--probe-start", rich_help_panel=PROBE,
+                                             help="First iteration (0-based) with probe updates (from a flat or random "
+                                                  "start the object needs a couple of passes first).")] = PROBE_START,
     probe_modes: Annotated[Optional[int], typer.Option(
-        "--probe-modes", min=1, help="Incoherent probe modes to refine (a mixed-state, partially coherent probe); "
-                                     "default: as many as the file holds (1 for most).")] = None,
+        "--probe-modes", min=1, rich_help_panel=PROBE,
+        help="Incoherent probe modes to refine (a mixed-state, partially coherent probe); default: as many as the file "
+             "holds (1 for most).")] = None,
     output: OutPath = Path("refined.h5"),
-    png: Annotated[bool, typer.Option("--png/--no-png", help="Also write amplitude/phase/probe/error PNGs.")] = True,
-    seed: Seed = 0,
+    png: Annotated[bool, typer.Option("--png/--no-png", rich_help_panel=OUTPUT,
+                                      help="Also write amplitude/phase/probe/error PNGs.")] = True,
+    seed: Annotated[int, typer.Option("--seed", rich_help_panel=REFINEMENT,
+                                      help="Random seed (random start, position order).")] = 0,
     frames: Frames = None,
     auto_mask: AutoMask = True,
 ) -> None:

@@ -3,49 +3,56 @@
 from __future__ import annotations
 
 import time
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import numpy as np
 import typer
 
-from ptyfast.cli.app import OutPath, Seed, command, console
+from ptyfast.cli.app import DETECTOR, LIVE, PROBE, SIMULATION, OutPath, choices, command, console
+from ptyfast.choices import DetectorDtype, ScanPath
 from ptyfast.errors import InputError
-
-
-class PathKind(str, Enum):
-    raster = "raster"
-    fermat = "fermat"
 
 
 @command("simulate")
 def simulate(
-    images: Annotated[Optional[list[Path]], typer.Argument(help="Amplitude image [and phase image].")] = None,
+    images: Annotated[Optional[list[Path]], typer.Argument(metavar="IMAGE",
+                                                           help="Amplitude image [and phase image].")] = None,
     output: OutPath = Path("scan.cxi"),
-    overlap: Annotated[float, typer.Option(help="Linear overlap fraction (0.75 = 75 %: step 32 px on 128², every "
+    overlap: Annotated[float, typer.Option(metavar="FRACTION", rich_help_panel=SIMULATION,
+                                           help="Linear overlap fraction (0.75 = 75 %: step 32 px on 128², every "
                                                 "pixel lit by several windows of the confined default probe).")] = 0.75,
-    path: Annotated[PathKind, typer.Option("--path", help="Scan path.")] = PathKind.raster,
-    photons: Annotated[Optional[float], typer.Option(help="Photons per frame, sum|P|² (default: keep the "
-                                                           "probe's own, 1000 for the bundled probe).")] = None,
-    noise: Annotated[bool, typer.Option("--noise/--no-noise", help="Poisson photon noise.")] = True,
-    seed: Seed = 0,
-    size: Annotated[int, typer.Option(help="Object side in pixels.")] = 600,
-    jitter: Annotated[float, typer.Option(help="Uniform position jitter ±px per axis.")] = 2.0,
-    probe: Annotated[Optional[Path], typer.Option(help="Probe .npy/.cxi (default: the bundled confined 128² probe).")] = None,
-    random_object: Annotated[bool, typer.Option("--random-object", help="Procedural object, no images.")] = False,
-    beamstop: Annotated[float, typer.Option(min=0.0, help="Beam stop: zero counts within this radius (detector "
-                                                            "pixels) of the zero frequency.")] = 0.0,
-    saturation: Annotated[Optional[float], typer.Option(min=1.0, help="Counts clip at this value (a saturating "
-                                                                       "counter).")] = None,
-    pinned: Annotated[float, typer.Option(min=0.0, max=0.5, help="Fraction of detector pixels stuck at the "
-                                                                 "dtype's maximum in every frame (dead/hot "
-                                                                 "pixel markers; 2³²−1 for float32).")] = 0.0,
-    dtype: Annotated[str, typer.Option(help="Stored frame type: float32, uint16 or uint32 (detector counts, "
-                                            "rounded).")] = "float32",
+    path: Annotated[str, typer.Option("--path", metavar=choices(ScanPath), rich_help_panel=SIMULATION,
+                                      help="Scan path.")] = "raster",
+    photons: Annotated[Optional[float], typer.Option(rich_help_panel=SIMULATION,
+                                                     help="Photons per frame, sum|P|² (default: keep the probe's own, "
+                                                          "1000 for the bundled probe).")] = None,
+    noise: Annotated[bool, typer.Option("--noise/--no-noise", rich_help_panel=SIMULATION,
+                                        help="Poisson photon noise.")] = True,
+    seed: Annotated[int, typer.Option("--seed", rich_help_panel=SIMULATION, help="Random seed.")] = 0,
+    size: Annotated[int, typer.Option(metavar="PX", rich_help_panel=SIMULATION,
+                                      help="Object side in pixels.")] = 600,
+    jitter: Annotated[float, typer.Option(metavar="PX", rich_help_panel=SIMULATION,
+                                          help="Uniform position jitter ±px per axis.")] = 2.0,
+    probe: Annotated[Optional[Path], typer.Option(rich_help_panel=PROBE, help="Probe .npy/.cxi (default: the bundled "
+                                                                             "confined 128² probe).")] = None,
+    random_object: Annotated[bool, typer.Option("--random-object", rich_help_panel=SIMULATION,
+                                                help="Procedural object, no images.")] = False,
+    beamstop: Annotated[float, typer.Option(min=0.0, metavar="PX", rich_help_panel=DETECTOR,
+                                            help="Beam stop: zero counts within this radius (detector pixels) of the "
+                                                 "zero frequency.")] = 0.0,
+    saturation: Annotated[Optional[float], typer.Option(min=1.0, metavar="COUNTS", rich_help_panel=DETECTOR,
+                                                        help="Counts clip at this value (a saturating "
+                                                             "counter).")] = None,
+    pinned: Annotated[float, typer.Option(min=0.0, max=0.5, metavar="FRACTION", rich_help_panel=DETECTOR,
+                                          help="Fraction of detector pixels stuck at the dtype's maximum in every "
+                                               "frame (dead/hot pixel markers; 2³²−1 for float32).")] = 0.0,
+    dtype: Annotated[str, typer.Option(metavar=choices(DetectorDtype), rich_help_panel=DETECTOR,
+                                       help="Stored frame type (integers: detector counts, rounded).")] = "float32",
     stream: Annotated[Optional[float], typer.Option(
-        min=0.001, help="Write the scan live at this many frames/s (HDF5 SWMR, as a detector would), for "
-                        "reconstruct --follow.")] = None,
+        min=0.001, metavar="FPS", rich_help_panel=LIVE,
+        help="Write the scan live at this many frames/s (HDF5 SWMR, as a detector would), for "
+             "reconstruct --follow.")] = None,
     stream_stop_after: Annotated[Optional[int], typer.Option(
         min=1, hidden=True, help="With --stream: stop after N frames without closing the file (a crashed "
                                  "writer, for tests).")] = None,
@@ -64,17 +71,18 @@ def simulate(
         raise InputError(f"--size must be at least 2 pixels; found {size}.")
     if photons is not None and not (np.isfinite(photons) and photons > 0):
         raise InputError(f"--photons must be a positive number; found {photons}.")
+    path = ScanPath.check(path, "--path")
     rng = np.random.default_rng(seed)
     p = load_probe(probe) if probe is not None else default_probe()
     from ptyfast.io.images import build_object
 
     obj, how = build_object(list(images or []), size=size, random_object=random_object, rng=rng)
-    make = raster_positions if path == PathKind.raster else fermat_positions
+    make = raster_positions if path == ScanPath.RASTER else fermat_positions
     positions = make(obj.shape, p.shape, overlap=overlap, jitter=jitter, rng=rng)
     # the default probe's geometry is known; a probe file carries no pixel size, so none is claimed
     geometry = None if probe is not None else default_geometry()
     scan = simulate_scan(obj, p, positions, photons=photons, noise=noise, rng=rng, geometry=geometry, meta=dict(
-        object=how, path=path.value, overlap=overlap, jitter=jitter, seed=seed,
+        object=how, path=path, overlap=overlap, jitter=jitter, seed=seed,
         probe=str(probe) if probe else "bundled confined default probe", geometry_defaulted=probe is not None))
     if beamstop or saturation is not None or pinned or dtype != "float32":
         from ptyfast.physics.simulate import detector_counts
@@ -91,4 +99,4 @@ def simulate(
         write_cxi(output, scan)
     dt = time.perf_counter() - t0
     console.print(f"wrote {output}: {scan.n_frames} frames {scan.frame_shape[0]}×{scan.frame_shape[1]}, "
-                  f"{path.value} {overlap:.0%} overlap, object {size}² ({how}) in {dt:.1f} s")
+                  f"{path} {overlap:.0%} overlap, object {size}² ({how}) in {dt:.1f} s")

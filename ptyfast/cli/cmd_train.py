@@ -9,8 +9,9 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 
-from ptyfast.cli.app import Frames, command, console
-from ptyfast.choices import Autocast, Simulator
+from ptyfast.cli.app import (INPUT, MODEL, OUTPUT, PERFORMANCE, PROBE, SIMULATION, TRAINING, VALIDATION, Frames,
+                             choices, command, console)
+from ptyfast.choices import Autocast, Normalisation, Schedule, Simulator, TrainLoss, Transform
 
 
 #: --labels defaults: half of each batch simulated from the reference objects, and the shipped weights as the start
@@ -29,68 +30,111 @@ def shipped_start(architecture: str) -> str:
     return str(source.checkpoint) if source.checkpoint else ""
 
 
-@command("train")
+@command("train", renamed={"--model": "--architecture", "--noise": "--noise-fraction", "--photons": "--noisy-photons"})
 def train_cmd(
-    images: Annotated[Optional[list[Path]], typer.Argument(help="Image files or folders (amplitude/phase sources; "
-                                                          "none: procedural objects only); with --labels, the scans.")] = None,
-    output: Annotated[Path, typer.Option("-o", "--output", help="Run directory (last.pt, best.pt).")] = Path("runs/train"),
-    model: Annotated[str, typer.Option(help="Architecture: ptynet-s, ptynet-s-paper, ptynet-b, ptychonn, ptychonn-recipe.")] = "ptynet-s",
-    steps: Annotated[int, typer.Option(min=1, help="Optimiser steps in total.")] = 2000,
-    batch: Annotated[int, typer.Option(min=1, help="Patterns per step (per process).")] = 32,
-    lr: Annotated[float, typer.Option(min=0, help="Peak learning rate (ptyfast: 1e-3; paper: 1e-4).")] = 1e-3,
-    lr_min: Annotated[float, typer.Option(min=0, help="Learning-rate floor.")] = 1e-5,
-    schedule: Annotated[str, typer.Option(help="onecycle (warm-up + cosine) or cyclic (paper, triangular2).")] = "onecycle",
-    loss: Annotated[str, typer.Option(help="lit (in-probe, free phase offsets) or mse (paper, full window).")] = "lit",
-    phase_mean_weight: Annotated[float, typer.Option(min=0, help="Weight of each patch's mean phase error (lit).")] = 0.1,
-    phase_weight: Annotated[float, typer.Option(min=0, help="Weight of the phase channel against the amplitude's "
-                                                            "(lit).")] = 1.0,
-    cycle_steps: Annotated[int, typer.Option(min=1, help="Half-cycle length of the cyclic schedule.")] = 1000,
-    ema: Annotated[float, typer.Option(help="Decay of a moving average of the weights used for validation and "
-                                            "best.pt (e.g. 0.999; 0 = off).")] = 0.0,
-    amp: Annotated[str, typer.Option(help=f"Mixed precision: {Autocast.listing()}.")] = "bf16",
-    simulate: Annotated[str, typer.Option(help=f"Where training patterns are simulated: {Simulator.listing()} "
-                                               "(auto: torch on a GPU, numpy on a CPU).")] = "auto",
-    channels_last: Annotated[bool, typer.Option(help="channels-last memory format.")] = True,
-    clip: Annotated[float, typer.Option(min=0, help="Gradient-norm clip (0 = off).")] = 1.0,
-    val_every: Annotated[int, typer.Option(min=1)] = 200,
-    val_size: Annotated[int, typer.Option(min=8)] = 256,
-    probe: Annotated[Optional[Path], typer.Option(help="Probe .npy/CXI (default: the bundled confined probe).")] = None,
-    object_size: Annotated[int, typer.Option(min=32, help="Pool object size in pixels.")] = 320,
-    pool_size: Annotated[int, typer.Option(min=2, help="Objects in the training pool.")] = 160,
-    procedural: Annotated[float, typer.Option(min=0, max=1, help="Fraction of procedural objects.")] = 0.25,
-    noise: Annotated[float, typer.Option(min=0, max=1, help="Fraction of samples with Poisson noise.")] = 0.0,
-    photons: Annotated[str, typer.Option(help="Photon range per frame for noisy samples, LO:HI.")] = "1e5:1e8",
-    transform: Annotated[str, typer.Option(help="Network-input transform: sqrt (paper), log1p, quarter.")] = "sqrt",
-    normalise: Annotated[str, typer.Option(help="Input normalisation: photons (by the probe's intensity), max (paper), "
-                                                  "std, none.")] = "photons",
-    clean_photons: Annotated[Optional[str], typer.Option(help="Photon range LO:HI for noise-free samples "
-                                                               "(default: the probe's power).")] = None,
-    random_probes: Annotated[int, typer.Option(min=0, help="Random Fresnel probes mixed in (0 = fixed probe).")] = 0,
+    images: Annotated[Optional[list[Path]], typer.Argument(
+        metavar="SOURCE", help="Image files or folders (amplitude/phase sources; none: procedural objects only); with "
+                               "--labels, the scans.")] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", rich_help_panel=OUTPUT,
+                                         help="Run directory (last.pt, best.pt).")] = Path("runs/train"),
+    architecture: Annotated[str, typer.Option(
+        "--architecture", "--model", metavar="ARCH", rich_help_panel=MODEL,
+        help="Architecture to train (`ptyfast models` lists them): ptynet-s, ptynet-s-paper, ptynet-b, ptychonn, "
+             "ptychonn-recipe. (--init-from names starting weights.)")] = "ptynet-s",
+    steps: Annotated[int, typer.Option(min=1, rich_help_panel=TRAINING, help="Optimiser steps in total.")] = 2000,
+    batch: Annotated[int, typer.Option(min=1, rich_help_panel=TRAINING, help="Patterns per step (per process).")] = 32,
+    lr: Annotated[float, typer.Option(min=0, metavar="RATE", rich_help_panel=TRAINING,
+                                      help="Peak learning rate (ptyfast: 1e-3; paper: 1e-4).")] = 1e-3,
+    lr_min: Annotated[float, typer.Option(min=0, metavar="RATE", rich_help_panel=TRAINING,
+                                          help="Learning-rate floor.")] = 1e-5,
+    schedule: Annotated[str, typer.Option(metavar=choices(Schedule), rich_help_panel=TRAINING,
+                                          help="onecycle (warm-up + cosine) or cyclic (paper, "
+                                               "triangular2).")] = "onecycle",
+    loss: Annotated[str, typer.Option(metavar=choices(TrainLoss), rich_help_panel=TRAINING,
+                                      help="lit (in-probe, free phase offsets) or mse (paper, full window).")] = "lit",
+    phase_mean_weight: Annotated[float, typer.Option(min=0, metavar="WEIGHT", rich_help_panel=TRAINING,
+                                                     help="Weight of each patch's mean phase error (lit).")] = 0.1,
+    phase_weight: Annotated[float, typer.Option(min=0, metavar="WEIGHT", rich_help_panel=TRAINING,
+                                                help="Weight of the phase channel against the amplitude's "
+                                                     "(lit).")] = 1.0,
+    cycle_steps: Annotated[int, typer.Option(min=1, rich_help_panel=TRAINING,
+                                             help="Half-cycle length of the cyclic schedule.")] = 1000,
+    ema: Annotated[float, typer.Option(metavar="DECAY", rich_help_panel=TRAINING,
+                                       help="Decay of a moving average of the weights used for validation and best.pt "
+                                            "(e.g. 0.999; 0 = off).")] = 0.0,
+    amp: Annotated[str, typer.Option(metavar=choices(Autocast), rich_help_panel=PERFORMANCE,
+                                     help="Mixed-precision training: bf16 autocast (weights stay fp32) or none. Not "
+                                          "the inference --precision of reconstruct and export.")] = "bf16",
+    simulate: Annotated[str, typer.Option(metavar=choices(Simulator), rich_help_panel=PERFORMANCE,
+                                          help="Where training patterns are simulated (auto: torch on a GPU, numpy "
+                                               "on a CPU).")] = "auto",
+    channels_last: Annotated[bool, typer.Option(rich_help_panel=PERFORMANCE,
+                                                help="channels-last memory format.")] = True,
+    clip: Annotated[float, typer.Option(min=0, metavar="NORM", rich_help_panel=TRAINING,
+                                        help="Gradient-norm clip (0 = off).")] = 1.0,
+    val_every: Annotated[int, typer.Option(min=1, rich_help_panel=VALIDATION,
+                                           help="Steps between two validations.")] = 200,
+    val_size: Annotated[int, typer.Option(min=8, rich_help_panel=VALIDATION,
+                                          help="Patterns in the validation set.")] = 256,
+    probe: Annotated[Optional[Path], typer.Option(rich_help_panel=PROBE,
+                                                  help="Probe .npy/CXI (default: the bundled confined "
+                                                       "probe).")] = None,
+    object_size: Annotated[int, typer.Option(min=32, metavar="PX", rich_help_panel=SIMULATION,
+                                             help="Pool object size in pixels.")] = 320,
+    pool_size: Annotated[int, typer.Option(min=2, rich_help_panel=SIMULATION,
+                                           help="Objects in the training pool.")] = 160,
+    procedural: Annotated[float, typer.Option(min=0, max=1, metavar="FRACTION", rich_help_panel=SIMULATION,
+                                              help="Fraction of procedural objects.")] = 0.25,
+    noise_fraction: Annotated[float, typer.Option(
+        "--noise-fraction", "--noise", min=0, max=1, metavar="FRACTION", rich_help_panel=SIMULATION,
+        help="Fraction of samples with Poisson noise.")] = 0.0,
+    noisy_photons: Annotated[str, typer.Option(
+        "--noisy-photons", "--photons", metavar="LO:HI", rich_help_panel=SIMULATION,
+        help="Photon range per frame of the noisy samples.")] = "1e5:1e8",
+    transform: Annotated[str, typer.Option(metavar=choices(Transform), rich_help_panel=MODEL,
+                                           help="Network-input transform (paper: sqrt).")] = "sqrt",
+    normalise: Annotated[str, typer.Option(metavar=choices(Normalisation), rich_help_panel=MODEL,
+                                           help="Input normalisation: by the probe's photons, the pattern's max "
+                                                "(paper), its std, or none.")] = "photons",
+    clean_photons: Annotated[Optional[str], typer.Option(metavar="LO:HI", rich_help_panel=SIMULATION,
+                                                         help="Photon range per frame of the noise-free samples "
+                                                              "(default: the probe's power).")] = None,
+    random_probes: Annotated[int, typer.Option(min=0, rich_help_panel=PROBE,
+                                               help="Random Fresnel probes mixed in (0 = fixed probe).")] = 0,
     family_probes: Annotated[int, typer.Option(
-        min=0, help="Members of the random probe family (focus, defocus either side, central stops, aberrations, a "
-                    "second mode) drawn once; each sample takes one. 0 = the --probe only.")] = 0,
+        min=0, rich_help_panel=PROBE,
+        help="Members of the random probe family (focus, defocus either side, central stops, aberrations, a second "
+             "mode) drawn once; each sample takes one. 0 = the --probe only.")] = 0,
     given_probe_share: Annotated[float, typer.Option(
-        min=0, max=1, help="With --family-probes: share of samples under --probe itself.")] = 0.1,
-    seed: Annotated[int, typer.Option()] = 0,
-    val_seed: Annotated[Optional[int], typer.Option(min=0, help="Seed of the validation set (default: --seed); keep it "
-                                                         "fixed across continued stages.")] = None,
-    threads: Annotated[int, typer.Option(min=0, help="torch CPU threads (0 = default).")] = 0,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUTPUT/last.pt.")] = False,
-    init_from: Annotated[Optional[Path], typer.Option(help="Start from these weights (same architecture) with a "
-                                                           "fresh optimiser and schedule (with --labels the default "
-                                                           "is the shipped model of that architecture).")] = None,
-    warmup: Annotated[float, typer.Option(min=0, max=0.5, help="Warm-up fraction of the steps (onecycle).")] = 0.02,
+        min=0, max=1, metavar="FRACTION", rich_help_panel=PROBE,
+        help="With --family-probes: share of samples under --probe itself.")] = 0.1,
+    seed: Annotated[int, typer.Option(rich_help_panel=TRAINING, help="Random seed.")] = 0,
+    val_seed: Annotated[Optional[int], typer.Option(min=0, rich_help_panel=VALIDATION,
+                                                    help="Seed of the validation set (default: --seed); keep it fixed "
+                                                         "across continued stages.")] = None,
+    threads: Annotated[Optional[int], typer.Option(min=0, rich_help_panel=PERFORMANCE,
+                                                   help="torch CPU threads (0 or omitted: torch's default).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", rich_help_panel=TRAINING,
+                                         help="Continue from OUTPUT/last.pt.")] = False,
+    init_from: Annotated[Optional[Path], typer.Option(
+        rich_help_panel=TRAINING,
+        help="Start from these weights (same architecture) with a fresh optimiser and schedule (with --labels the "
+             "default is the shipped model of that architecture).")] = None,
+    warmup: Annotated[float, typer.Option(min=0, max=0.5, metavar="FRACTION", rich_help_panel=TRAINING,
+                                          help="Warm-up fraction of the steps (onecycle).")] = 0.02,
     labels: Annotated[Optional[list[Path]], typer.Option(
-        "--labels", help="Reference reconstruction (refine/reconstruct output) of each scan given as argument, in "
-                         "order: train on the measured patterns with its windows as labels.")] = None,
+        "--labels", rich_help_panel=INPUT,
+        help="Reference reconstruction (refine/reconstruct output) of each scan given as argument, in order (repeat "
+             "the option): train on the measured patterns with its windows as labels.")] = None,
     frames: Frames = None,
     val_frames: Annotated[Optional[str], typer.Option(
-        "--val-frames", help="--labels: validation frames START:STOP[:STEP] (default: the last 10 % of "
-                             "--frames, a separate region of a row-ordered scan).")] = None,
-    mix_simulated: Annotated[float, typer.Option(
-        "--mix-simulated", min=0, max=0.95, help="--labels: fraction of each batch simulated from the reference "
-                                                  "objects with its refined probe (default 0.5: measured patterns "
-                                                  "alone overfit a few hundred frames within 200 steps).")] = None,
+        "--val-frames", metavar="START:STOP[:STEP]", rich_help_panel=INPUT,
+        help="--labels: validation frames (default: the last 10 % of --frames, a separate region of a row-ordered "
+             "scan).")] = None,
+    mix_simulated: Annotated[Optional[float], typer.Option(
+        "--mix-simulated", min=0, max=0.95, metavar="FRACTION", rich_help_panel=INPUT,
+        help=f"--labels: fraction of each batch simulated from the reference objects with its refined probe (default "
+             f"{LABELS_MIX:g}: measured patterns alone overfit a few hundred frames within 200 steps).")] = None,
 ) -> None:
     """Train a model on simulated diffraction (objects from images + procedural objects), or on measured
     scans with labels from a reference reconstruction (--labels)."""
@@ -108,9 +152,9 @@ def train_cmd(
     from ptyfast.training.train import TrainOptions, train
 
     try:
-        lo, hi = (float(v) for v in photons.split(":"))
+        lo, hi = (float(v) for v in noisy_photons.split(":"))
     except ValueError:
-        raise InputError(f"--photons must be LO:HI, e.g. 1e5:1e8; found '{photons}'.") from None
+        raise InputError(f"--noisy-photons must be LO:HI, e.g. 1e5:1e8; found '{noisy_photons}'.") from None
     clean = None
     if clean_photons:
         try:
@@ -118,13 +162,14 @@ def train_cmd(
         except ValueError:
             raise InputError(f"--clean-photons must be LO:HI; found '{clean_photons}'.") from None
     opts = TrainOptions(
-        model=model, steps=steps, batch=batch, lr=lr, lr_min=lr_min, schedule=schedule, cycle_steps=cycle_steps,
+        model=architecture, steps=steps, batch=batch, lr=lr, lr_min=lr_min, schedule=schedule,
+        cycle_steps=cycle_steps,
         amp=amp, channels_last=channels_last, clip=clip, val_every=val_every, val_size=val_size, seed=seed,
         loss=loss, phase_mean_weight=phase_mean_weight, phase_weight=phase_weight, warmup=warmup, init_from=str(init_from or ""),
         val_seed=val_seed, ema=ema, simulate=simulate,
-        threads=threads,
+        threads=threads or 0,
         data=DataOptions(object_size=object_size, pool_size=pool_size, procedural_fraction=procedural,
-                         noise_fraction=noise, photons=(lo, hi), random_probes=random_probes,
+                         noise_fraction=noise_fraction, photons=(lo, hi), random_probes=random_probes,
                          family_probes=family_probes, given_probe_share=given_probe_share,
                          sample_like=family_probes > 0, transform=transform, normalise=normalise, clean_photons=clean),
     ).validate()
@@ -164,8 +209,8 @@ def train_cmd(
                   TextColumn("loss {task.fields[loss]:.4f} val {task.fields[val]:.4f} rel {task.fields[rel]:.3f} "
                              "struct {task.fields[struct]:.3f} {task.fields[pps]:.0f} pat/s"),
                   TimeRemainingColumn(), console=console) as bar:
-        task = bar.add_task("train", total=steps, model=model, loss=float("nan"), val=float("nan"), rel=float("nan"),
-                            struct=float("nan"), pps=0.0)
+        task = bar.add_task("train", total=steps, model=architecture, loss=float("nan"), val=float("nan"),
+                            rel=float("nan"), struct=float("nan"), pps=0.0)
 
         def on_step(step: int, info: dict) -> None:
             fields = {"loss": info["loss"]}
