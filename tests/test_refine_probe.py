@@ -160,3 +160,33 @@ def test_probe_estimate_from_a_central_block_beats_the_guess(raster):
     assert exact.kept == "held" and np.allclose(np.abs(exact.probe) ** 2 / np.sum(np.abs(exact.probe) ** 2),
                                                 np.abs(raster.probe) ** 2 / np.sum(np.abs(raster.probe) ** 2),
                                                 atol=1e-6)
+
+
+def test_reconstruct_estimate_probe(tmp_path):
+    """`reconstruct --estimate-probe` on a scan whose file holds a guess of the wrong defocus: the refined probe is used (and
+    stored), the data fit better than with the guess; combined with --probe it is refused in one sentence."""
+    import h5py
+    from cli_helpers import invoke, one_error_line
+
+    from ptyfast.io.cxi import write_cxi
+    from ptyfast.physics.objects import random_object
+
+    rng = np.random.default_rng(5)
+    obj = random_object((300, 300), rng).astype(np.complex64)
+    pos = raster_positions(obj.shape, (128, 128), overlap=0.75, jitter=3.0, rng=rng)
+    scan = simulate_scan(obj, default_probe(), pos, photons=1e6, noise=True, rng=rng)
+    yy, xx = np.mgrid[:128, :128] - 64
+    guess = scan.probe * np.exp(0.004j * (yy**2 + xx**2))  # a guess with the wrong defocus
+    path = tmp_path / "guess.cxi"
+    write_cxi(path, scan.with_(probe=guess.astype(np.complex64)))
+    plain = invoke("reconstruct", path, "-o", tmp_path / "plain.h5", "--no-png", "--allow-probe-mismatch",
+                   "--threads", 1)
+    est = invoke("reconstruct", path, "-o", tmp_path / "est.h5", "--no-png", "--estimate-probe", "--threads", 1)
+    assert plain.exit_code == 0 and est.exit_code == 0, est.output
+    assert "probe estimated by" in est.output and "refined" in est.output
+    with h5py.File(tmp_path / "plain.h5") as a, h5py.File(tmp_path / "est.h5") as b:
+        eps_plain, eps_est = (float(f["consistency"].attrs["error"]) for f in (a, b))
+    assert eps_est < 0.7 * eps_plain
+    one_error_line(invoke("reconstruct", path, "--estimate-probe", "--probe", path, "-o", tmp_path / "x.h5"),
+                   "cannot be combined with --probe")
+    assert not (tmp_path / "x.h5").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -19,6 +20,33 @@ def progress_bar():
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console_err, transient=True)
+
+
+def _estimated_probe(scans: list[Path], frames, auto_mask: bool, stack: contextlib.ExitStack, clashes) -> Path:
+    """``--estimate-probe``: the probe refined on the scan's central frames, in a temporary .npy that lives as
+    long as ``stack``."""
+    import tempfile
+
+    from ptyfast.errors import InputError
+    from ptyfast.io import load_any
+    from ptyfast.refine.probe_estimate import estimate_probe
+
+    used = [name for name, value in clashes if value]
+    if used:
+        raise InputError(f"--estimate-probe refines the probe of one scan read here; it cannot be combined with "
+                         f"{' or '.join(used)}.")
+    scan = load_any(scans[0], frames=frames, auto_mask=auto_mask)
+    try:
+        if scan.near_field:
+            raise InputError(f"{scans[0]} holds near-field data; the probe estimate uses the far-field model only.")
+        with console.status("estimating the probe (rPIE on the central frames)"):
+            est = estimate_probe(scan)
+    finally:
+        scan.close()
+    console.print(f"  {est.describe()}")
+    path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ptyfast-probe-"))) / "estimated-probe.npy"
+    np.save(path, est.probe)
+    return path
 
 
 def output_for(scan_path: Path, output: Optional[Path], many: bool) -> Path:
@@ -80,6 +108,11 @@ def reconstruct_cmd(
     probe: Annotated[Optional[Path], typer.Option(
         rich_help_panel=PROBE, help="Probe to use instead of the scan's: an .npy (complex H×W) or a ptyfast output "
                                     "holding one (e.g. `ptyfast refine` of part of this scan).")] = None,
+    estimate_probe: Annotated[bool, typer.Option(
+        "--estimate-probe", rich_help_panel=PROBE,
+        help="The file holds only a guessed probe: refine it first (30 rPIE iterations, object and probe, on the 256 "
+             "frames nearest the scan's centre; kept only if it lowers the data error), then reconstruct with it. "
+             "One scan at a time; the probe is stored in the output.")] = False,
     allow_probe_mismatch: Annotated[bool, typer.Option(
         rich_help_panel=CHECKS, help="Run even if the probe is outside the model's probe family (or differs from a "
                                      "single-probe model's).")] = False,
@@ -139,47 +172,52 @@ def reconstruct_cmd(
         register_input(probe)  # -o may not name the --probe file
     for o in outs:
         check_writable(o)  # also refuses an output that is one of the scans (or a link to one)
-    offset_fitter = None
-    if fit_offsets:
-        if align_phase is False:
-            raise InputError("--fit-offsets refines the phase offsets solved from the overlaps; it cannot be "
-                             "combined with --no-align-phase.")
-        from ptyfast.runtime.offset_fit import fit_offsets as offset_fitter
-    job = ReconstructJob(model=model, backend=backend, device=device, precision=precision, batch=batch,
-                         chunk=chunk, fit=fit, weighting=weighting, align_phase=align_phase,
-                         consistency=consistency, consistency_frames=consistency_frames,
-                         allow_probe_mismatch=allow_probe_mismatch, threads=threads, offset_fitter=offset_fitter,
-                         probe=str(probe.resolve()) if probe else None, auto_mask=auto_mask, strict=strict)
-    if probe is not None:
-        from ptyfast.io.convert import load_probe
+    with contextlib.ExitStack() as stack:  # the estimated probe's folder and the backend close on every path
+        if estimate_probe:
+            probe = _estimated_probe(scans, frames, auto_mask, stack,
+                                     clashes=(("--probe", probe), ("several scans", many), ("--follow", follow),
+                                              ("--scheduler", scheduler)))
+        offset_fitter = None
+        if fit_offsets:
+            if align_phase is False:
+                raise InputError("--fit-offsets refines the phase offsets solved from the overlaps; it cannot be "
+                                 "combined with --no-align-phase.")
+            from ptyfast.runtime.offset_fit import fit_offsets as offset_fitter
+        job = ReconstructJob(model=model, backend=backend, device=device, precision=precision, batch=batch,
+                             chunk=chunk, fit=fit, weighting=weighting, align_phase=align_phase,
+                             consistency=consistency, consistency_frames=consistency_frames,
+                             allow_probe_mismatch=allow_probe_mismatch, threads=threads, offset_fitter=offset_fitter,
+                             probe=str(probe.resolve()) if probe else None, auto_mask=auto_mask, strict=strict)
+        if probe is not None:
+            from ptyfast.io.convert import load_probe
 
-        load_probe(probe)  # a missing, unreadable or probe-less file is refused before any model is opened
-    if handoff is not None:
-        Handoff.check(handoff[0], "--handoff code")
-        if handoff[1].exists() and not handoff[1].is_dir():
-            raise InputError(f"--handoff {handoff[0]} {handoff[1]}: that is a file; give a folder.")
-    finish = Finisher(frames=frames, refine=refine, iterations=iterations, consistency=consistency, png=png,
-                      handoff=None if handoff is None else (handoff[0], handoff[1], many), strict=strict)
-    if follow:
-        clash = [name for name, used in (("several scans", many), ("--frames", frames), ("--scheduler", scheduler),
-                                         ("--refine", refine), ("--handoff", handoff),
-                                         ("--fit-offsets", fit_offsets)) if used]
-        if clash:
-            raise InputError(f"--follow reconstructs one scan as it is written; it cannot be combined with "
-                             f"{' or '.join(clash)}.")
-    total = _frames_to_reconstruct(scans, frames) if precision.lower() == "auto" and not follow else None
-    chosen = ""
-    if model is None:
-        from ptyfast.runtime.reconstruct import default_model_for, scan_probes
+            load_probe(probe)  # a missing, unreadable or probe-less file is refused before any model is opened
+        if handoff is not None:
+            Handoff.check(handoff[0], "--handoff code")
+            if handoff[1].exists() and not handoff[1].is_dir():
+                raise InputError(f"--handoff {handoff[0]} {handoff[1]}: that is a file; give a folder.")
+        finish = Finisher(frames=frames, refine=refine, iterations=iterations, consistency=consistency, png=png,
+                          handoff=None if handoff is None else (handoff[0], handoff[1], many), strict=strict)
+        if follow:
+            clash = [name for name, used in (("several scans", many), ("--frames", frames), ("--scheduler", scheduler),
+                                             ("--refine", refine), ("--handoff", handoff),
+                                             ("--fit-offsets", fit_offsets)) if used]
+            if clash:
+                raise InputError(f"--follow reconstructs one scan as it is written; it cannot be combined with "
+                                 f"{' or '.join(clash)}.")
+        total = _frames_to_reconstruct(scans, frames) if precision.lower() == "auto" and not follow else None
+        chosen = ""
+        if model is None:
+            from ptyfast.runtime.reconstruct import default_model_for, scan_probes
 
-        model, chosen = default_model_for(scan_probes(scans, job.probe))
-        job.model = model
-    be, reason = open_backend(model, backend, device, precision, threads=threads, frames=total)
-    reason = f"{chosen}; {reason}" if chosen else reason
-    job.precision = be.precision  # what auto chose, for the provenance and for Dask workers
-    console.print(f"backend: [bold]{reason}[/] ({be.manifest.architecture}, {be.precision})")
-    client = cluster = None
-    try:
+            model, chosen = default_model_for(scan_probes(scans, job.probe))
+            job.model = model
+        be, reason = open_backend(model, backend, device, precision, threads=threads, frames=total)
+        reason = f"{chosen}; {reason}" if chosen else reason
+        job.precision = be.precision  # what auto chose, for the provenance and for Dask workers
+        console.print(f"backend: [bold]{reason}[/] ({be.manifest.architecture}, {be.precision})")
+        client = cluster = None
+        stack.callback(be.close)
         if scheduler is not None:
             from ptyfast.runtime.distributed import open_client
 
@@ -196,8 +234,6 @@ def reconstruct_cmd(
         else:
             for scan_path, out in zip(scans, outs):
                 _one(scan_path, out, job, be, reason, finish, client)
-    finally:
-        be.close()
         if client is not None:
             from ptyfast.runtime.distributed import close_client
 

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import numpy as np
 import typer
+from rich.markup import escape
 
 from ptyfast.cli.app import (OUTPUT, PROBE, REFINEMENT, AutoMask, Frames, OutPath, choices, command, console,
                              console_err, note_auto_mask)
@@ -118,6 +119,8 @@ def refine_cmd(
         console.print(f"  probe {t['kept']}: over the {t['iterations']}-iteration trial from iteration "
                       f"{t['from_iteration'] + 1}, updating it ended at data error {t['error_updated']:.4g}, "
                       f"holding it at {t['error_held']:.4g}")
+    for warning in result.warnings:
+        console_err.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
     console.print("wrote " + ", ".join(str(f) for f in files))
     if result.diverged:
         console_err.print(f"[bold red]error:[/] {result.message}", highlight=False)
