@@ -13,6 +13,7 @@ result does not depend on how frames are batched. ``PTYFAST_FFT=scipy`` forces s
 
 from __future__ import annotations
 
+import functools
 import os
 
 import scipy.fft
@@ -20,7 +21,10 @@ import scipy.fft
 from ptyfast import threads
 
 
+@functools.cache
 def _fftw_module():
+    """pyFFTW's scipy.fft interface, configured, or None; imported on the first transform (importing pyFFTW's
+    interfaces imports Dask, ≈ 0.4 s that a reconstruction without refinement need not pay)."""
     if os.environ.get("PTYFAST_FFT", "").lower() == "scipy":
         return None
     try:
@@ -35,17 +39,18 @@ def _fftw_module():
     return pyfftw.interfaces.scipy_fft
 
 
-_FFTW = _fftw_module()
 
-#: The library computing the refinement's CPU FFTs: "fftw" or "scipy".
-LIBRARY = "fftw" if _FFTW is not None else "scipy"
+def __getattr__(name: str):
+    if name == "LIBRARY":  # the library computing the refinement's CPU FFTs: "fftw" or "scipy"
+        return "fftw" if _fftw_module() is not None else "scipy"
+    raise AttributeError(name)
 
 
 def fft2(a, *, overwrite: bool = False):
     """``fft2(a, axes=(-2, -1), norm="ortho")``; complex64 in, complex64 out."""
-    return (_FFTW or scipy.fft).fft2(a, axes=(-2, -1), norm="ortho", workers=threads.get(), overwrite_x=overwrite)
+    return (_fftw_module() or scipy.fft).fft2(a, axes=(-2, -1), norm="ortho", workers=threads.get(), overwrite_x=overwrite)
 
 
 def ifft2(a, *, overwrite: bool = False):
     """``ifft2(a, axes=(-2, -1), norm="ortho")``; complex64 in, complex64 out."""
-    return (_FFTW or scipy.fft).ifft2(a, axes=(-2, -1), norm="ortho", workers=threads.get(), overwrite_x=overwrite)
+    return (_fftw_module() or scipy.fft).ifft2(a, axes=(-2, -1), norm="ortho", workers=threads.get(), overwrite_x=overwrite)

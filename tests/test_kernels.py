@@ -258,11 +258,14 @@ def cpu_fft_library(request, monkeypatch):
     from ptyfast.kernels import cpu_fft
 
     if request.param == "scipy":
-        monkeypatch.setattr(cpu_fft, "_FFTW", None)
+        monkeypatch.setattr(cpu_fft, "_fftw_module", lambda: None)
     else:
         pytest.importorskip("pyfftw", reason="pyFFTW (the fftw extra) is not installed")
         monkeypatch.delenv("PTYFAST_FFT", raising=False)
-        monkeypatch.setattr(cpu_fft, "_FFTW", cpu_fft._fftw_module())
+        cpu_fft._fftw_module.cache_clear()
+        fftw = cpu_fft._fftw_module()
+        cpu_fft._fftw_module.cache_clear()
+        monkeypatch.setattr(cpu_fft, "_fftw_module", lambda: fftw)
     return request.param
 
 
