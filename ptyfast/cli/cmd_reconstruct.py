@@ -253,7 +253,7 @@ def _frames_to_reconstruct(scans: list[Path], frames) -> int | None:
         try:
             if not h5py.is_hdf5(path):
                 return None
-            with load_any(path, validate=False, frames=frames) as scan:
+            with load_any(path, validate=False, frames=frames, auto_mask=False) as scan:
                 total += scan.n_frames
         except Exception:  # noqa: BLE001 - reported with its own sentence when the scan itself is read
             return None

@@ -157,7 +157,7 @@ def scan_probes(paths, probe_file: str | None = None) -> list[np.ndarray | None]
     out = []
     for path in paths:
         try:
-            out.append(load_any(path).probe)
+            out.append(load_any(path, validate=False, auto_mask=False).probe)
         except (PtyfastError, OSError):
             out.append(None)
     return out

@@ -177,9 +177,8 @@ def check_explains_data(rec, provenance: dict, *, strict: bool = False, name: st
                f"under the same probe (> {FLAT_RATIO_WARN})")
     else:
         return
-    message = (f"{name}: the result does not explain its data ({why}); likely causes: a wrong probe (give "
-               "--probe, e.g. from ptyfast refine of part "
-               "of the scan), unmasked bad detector pixels, near-field data, or a wrong geometry (distance, pixel "
+    message = (f"{name}: the result does not explain its data ({why}); likely causes: a wrong probe (try "
+               "--estimate-probe, or give --probe, e.g. from ptyfast refine of part of the scan), unmasked bad detector pixels, near-field data, or a wrong geometry (distance, pixel "
                "size, energy).")
     if strict:
         raise ResultError(message + " Nothing was written (--strict).")
