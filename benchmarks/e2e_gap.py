@@ -50,7 +50,7 @@ def main(argv=None) -> None:
     from ptyfast.io.cxi import read_cxi, write_cxi
     from ptyfast.models.preprocess import preprocess
     from ptyfast.runtime.backends import open_backend
-    from ptyfast.runtime.pipeline import plan_stitch
+    from ptyfast.runtime.stitch import plan_stitch
     from ptyfast.runtime.reconstruct import ReconstructJob, run_reconstruct
 
     n_threads = threads.set_threads(None)
@@ -144,7 +144,7 @@ def reader_stage(path, backend, plan, pause: float = 0.15):
     (about the time inference takes over a chunk)."""
     from ptyfast.io.cxi import read_cxi
     from ptyfast.models.preprocess import fit_frames, preprocess
-    from ptyfast.runtime.pipeline import CHUNK
+    from ptyfast.runtime.stream import CHUNK
     from ptyfast.scan import validate_frames
 
     def run(stop: threading.Event) -> None:
@@ -168,7 +168,7 @@ def stitcher_stage(outputs, plan, batch: int, pause: float = 0.04):
     """Replays reconstruct's stitching thread on recorded outputs: complex patches on the box, overlap products
     (:class:`~ptyfast.runtime.spilled_patches.SpilledPatches`), the weight map; a pause per batch."""
     from ptyfast.kernels import overlap_add
-    from ptyfast.runtime.pipeline import complex_patches
+    from ptyfast.runtime.stitch import complex_patches
     from ptyfast.runtime.spilled_patches import SpilledPatches
 
     def run(stop: threading.Event) -> None:

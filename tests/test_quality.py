@@ -67,7 +67,7 @@ def clean():
 @pytest.fixture(scope="module")
 def default_rec(noisy, backend):
     """reconstruct's default on the noisy 480² scan (the manifest's phase offsets solved from the overlaps)."""
-    from ptyfast.runtime.pipeline import reconstruct_scan
+    from ptyfast.runtime.reconstruct import reconstruct_scan
 
     return reconstruct_scan(noisy, backend, consistency=False)
 
@@ -92,7 +92,7 @@ def test_offset_solve_raises_the_phase_on_a_scan_large_enough(noisy, backend, de
     """README: reconstruct solves the patches' phase offsets from the overlaps (on for the shipped model); on 121
     frames that raises the phase by 1.19 dB over the same predictions blended unsolved (the amplitude
     +0.24 dB)."""
-    from ptyfast.runtime.pipeline import reconstruct_scan
+    from ptyfast.runtime.reconstruct import reconstruct_scan
 
     unsolved = reconstruct_scan(noisy, backend, consistency=False, align_phase=False)
     q, _ = scores(default_rec, noisy)
@@ -107,7 +107,7 @@ def test_offset_solve_does_not_lower_the_phase_on_36_frames(backend):
     """The suite's small fixture (320², 36 frames, noise-free, ±2 px jitter): the solve must not cost phase.
     It does today (−0.36 dB): strict xfail, so the day reconstruct skips the solve where it cannot help, this
     passes and asks for the mark to go."""
-    from ptyfast.runtime.pipeline import reconstruct_scan
+    from ptyfast.runtime.reconstruct import reconstruct_scan
 
     scan = held_out_scan(320, noise=False, jitter=2.0)
     assert scan.n_frames == 36
@@ -127,7 +127,7 @@ def test_network_and_n_rpie_iterations_beat_flat_and_5n(data, clean, noisy, back
     from N = 5 noise-free; the README's N = 20 is measured on the 600² release scans (its JSON is checked below)."""
     from ptyfast.refine import refine
     from ptyfast.runtime.offset_fit import fit_offsets
-    from ptyfast.runtime.pipeline import reconstruct_scan
+    from ptyfast.runtime.reconstruct import reconstruct_scan
 
     scan = clean if data == "noise-free" else noisy
     rec = reconstruct_scan(scan, backend, consistency=False, offset_fitter=fit_offsets)

@@ -100,7 +100,7 @@ def test_reconstruct_with_rpie_refinement_is_well_above_flat(held_out_scan, tmp_
 
 def test_chunk_size_does_not_change_the_result(held_out_scan):
     from ptyfast.runtime.backends import open_backend
-    from ptyfast.runtime.pipeline import reconstruct_scan
+    from ptyfast.runtime.reconstruct import reconstruct_scan
 
     path, _ = held_out_scan
     backend, _ = open_backend(None, "onnxruntime", "cpu")
@@ -116,8 +116,8 @@ def test_kept_patches_in_memory_in_a_file_or_on_workers_stitch_alike(held_out_sc
     """The three ways the patches wait for the phase-offset solve — held in memory, spilled to the temporary
     file (budget 0), combined from several workers' partials — give the same object."""
     from ptyfast.runtime.backends import open_backend
-    from ptyfast.runtime.pipeline import (combine_partials, finish_stitch, plan_stitch, reconstruct_scan,
-                                          stitch_frames)
+    from ptyfast.runtime.stitch import combine_partials, finish_stitch, plan_stitch, stitch_frames
+    from ptyfast.runtime.reconstruct import reconstruct_scan
 
     path, _ = held_out_scan
     backend, _ = open_backend(None, "onnxruntime", "cpu")
@@ -144,7 +144,7 @@ def test_offsets_fitted_to_the_data_fit_it_better_and_beat_the_overlap_solve():
     from ptyfast.metrics import evaluate_against_truth
     from ptyfast.runtime.backends import open_backend
     from ptyfast.runtime.offset_fit import fit_offsets
-    from ptyfast.runtime.pipeline import reconstruct_scan
+    from ptyfast.runtime.reconstruct import reconstruct_scan
 
     # 81 frames of a 400² object: the fit corrects the phase drift the overlap solve leaves across the scan, so it
     # gains more on larger scans (shipped stage-5 model: 36 frames of 320² −0.004 dB, these 81 +0.55 dB, the
@@ -173,7 +173,7 @@ def test_offset_misfit_gradient_matches_finite_differences(held_out_scan):
     from ptyfast.runtime.backends import open_backend
     from ptyfast.runtime.offset_fit import OffsetMisfit
     from ptyfast.runtime.phase_align import solve_phase_offsets
-    from ptyfast.runtime.pipeline import plan_stitch, stitch_frames
+    from ptyfast.runtime.stitch import plan_stitch, stitch_frames
 
     path, _ = held_out_scan
     scan = read_cxi(path)
@@ -202,7 +202,7 @@ def test_offset_fit_that_ramps_the_phase_is_refused_with_a_warning(held_out_scan
     says why."""
     from ptyfast.runtime import offset_fit
     from ptyfast.runtime.backends import open_backend
-    from ptyfast.runtime.pipeline import reconstruct_scan
+    from ptyfast.runtime.reconstruct import reconstruct_scan
 
     monkeypatch.setattr(offset_fit, "MAX_NEIGHBOUR_STEP", -1.0)  # every fit steps by at least 0
     monkeypatch.setattr(offset_fit, "ITERATIONS", 3)
@@ -231,7 +231,8 @@ def test_probe_weighting_and_paper_stitching_on_the_same_predictions(held_out_sc
     the lit disc, where a pattern says nothing. The probe weighting is worth 3.5 dB of phase and 16.7 dB of
     amplitude here; whether the solve gains depends on the scan's size (``test_quality.py``)."""
     from ptyfast.runtime.backends import open_backend
-    from ptyfast.runtime.pipeline import plan_stitch, reconstruct_scan
+    from ptyfast.runtime.stitch import plan_stitch
+    from ptyfast.runtime.reconstruct import reconstruct_scan
 
     path, scan = held_out_scan
     backend, _ = open_backend(None, "onnxruntime", "cpu")
@@ -512,7 +513,7 @@ def test_scale_bar_is_a_round_length_near_a_fifth_of_the_width():
 
 def test_stitch_stage_runs_in_order_and_surfaces_its_error():
     """The background stitching stage keeps batch order, and an error in it reaches the caller (no hang)."""
-    from ptyfast.runtime.pipeline import _StitchStage
+    from ptyfast.runtime.stream import BackgroundStage as _StitchStage
 
     seen = []
     stage = _StitchStage(lambda i, a, b: seen.append(i))
@@ -547,7 +548,7 @@ def test_consistency_matches_the_forward_model_written_out(size, masked):
     object, the same per-frame values for a perturbed one."""
     from ptyfast.kernels import exit_waves, far_field
     from ptyfast.physics.objects import random_object
-    from ptyfast.runtime.pipeline import data_consistency
+    from ptyfast.runtime.consistency import data_consistency
 
     rng = np.random.default_rng(3)
     probe = fresnel_probe((size, size))
@@ -577,7 +578,7 @@ def test_consistency_on_a_sample_kept_from_the_one_read(held_out_scan, tmp_path,
     the figure of the full pass restricted to those frames, and the output file says which frames they are."""
     from ptyfast.runtime.backends import open_backend
     from ptyfast.runtime.output import read_reconstruction, write_reconstruction
-    from ptyfast.runtime.pipeline import consistency_from_sums, consistency_sample, consistency_sums
+    from ptyfast.runtime.consistency import consistency_from_sums, consistency_sample, consistency_sums
     from ptyfast.runtime.reconstruct import ReconstructJob, run_reconstruct
 
     path, scan = held_out_scan
@@ -604,7 +605,7 @@ def test_consistency_on_a_sample_kept_from_the_one_read(held_out_scan, tmp_path,
 
 
 def test_measured_amplitudes_zero_masked_pixels_whatever_they_hold():
-    from ptyfast.runtime.pipeline import measured_amplitudes
+    from ptyfast.runtime.consistency import measured_amplitudes
 
     frames = np.full((2, 4, 4), 9.0, np.float32)
     frames[:, 1, 2] = np.nan  # a dead pixel's fill value

@@ -404,7 +404,7 @@ def test_object_size_limit_can_be_raised_and_lowered(tmp_path, scan128):
 def test_refined_reconstruction_reports_its_own_consistency(tmp_path, scan128):
     from ptyfast.io import load_any
     from ptyfast.runtime.output import read_reconstruction
-    from ptyfast.runtime.pipeline import data_consistency
+    from ptyfast.runtime.consistency import data_consistency
 
     out = tmp_path / "nn_rpie.h5"
     r = run("reconstruct", scan128, "--refine", "rpie", "--iterations", "20", "-o", out, "--no-png")
@@ -519,7 +519,7 @@ def test_collapsed_model_gives_a_loud_warning(tmp_path, scan128):
 def test_flat_object_is_named_flat_at_any_phase_even_where_it_wraps():
     """The collapse guard's phase spread is circular: a constant phase at ±π (where the angle jumps between
     the two) is as flat as one at 0.5 rad, and a structured phase is not flat anywhere."""
-    from ptyfast.runtime.pipeline import Reconstruction
+    from ptyfast.runtime.reconstruct import Reconstruction
     from ptyfast.runtime.reconstruct import result_warnings
 
     rng = np.random.default_rng(0)

@@ -49,7 +49,7 @@ def test_consistency_does_not_depend_on_the_thread_count():
     from ptyfast.physics.probe import default_probe
     from ptyfast.physics.scanpath import raster_positions
     from ptyfast.physics.simulate import simulate_scan
-    from ptyfast.runtime.pipeline import consistency_sums
+    from ptyfast.runtime.consistency import consistency_sums
 
     rng = np.random.default_rng(0)
     probe = default_probe()

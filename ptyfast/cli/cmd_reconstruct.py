@@ -401,7 +401,8 @@ class Finisher:
 def _refine(scan, rec, prov, algorithm, iterations, *, consistency: bool):
     """rPIE/ePIE from the network's object; the result's consistency figure is the refined object's own."""
     from ptyfast.refine import refine_reconstruction
-    from ptyfast.runtime.pipeline import Reconstruction, data_consistency
+    from ptyfast.runtime.reconstruct import Reconstruction
+    from ptyfast.runtime.consistency import data_consistency
 
     with progress_bar() as bar:
         task = bar.add_task(f"{algorithm}", total=iterations, rate="")

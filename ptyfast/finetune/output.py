@@ -110,7 +110,7 @@ def _write_result(path: Path, result: FinetuneResult) -> None:
     """The fine-tuned network's stitched object in reconstruct's result format (``evaluate``, ``refine --init``
     and the viewers read it like any reconstruction)."""
     from ptyfast.runtime.output import write_reconstruction
-    from ptyfast.runtime.pipeline import Reconstruction
+    from ptyfast.runtime.reconstruct import Reconstruction
 
     rec = Reconstruction(object=result.after, weight=result.weight_after, positions=result.positions,
                          origin=np.asarray(result.origin), probe=result.probe, n_frames=len(result.positions),

@@ -4,9 +4,9 @@ A falling training loss does not mean a better reconstruction: one pattern does 
 the network can fit every training pattern while the stitched object gets worse (amplitude leaking into the
 phase, patches that no longer agree). The guard therefore judges the weights by what ``reconstruct`` makes
 of them: every selected frame is predicted, its phase offset solved from the overlaps and blended
-(:func:`ptyfast.runtime.pipeline.reconstruct_scan`, the very code ``reconstruct`` runs), and the stitched
+(:func:`ptyfast.runtime.reconstruct.reconstruct_scan`, the very code ``reconstruct`` runs), and the stitched
 object is propagated through the forward model at the *held-out* frames — patterns the optimiser never
-sees — and compared with their measured amplitudes (ε of :class:`~ptyfast.runtime.pipeline.Consistency`).
+sees — and compared with their measured amplitudes (ε of :class:`~ptyfast.runtime.consistency.Consistency`).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ __all__ = ["MIN_GAIN", "MIN_HELD_OUT", "held_out_frames", "Validation", "Validat
 MIN_HELD_OUT = 3
 
 #: A check counts as an improvement only when it lowers the held-out ε by at least this fraction of the lowest
-#: so far. Smaller gains do not mean a better object: on held-out simulated scans of the bundled probe,
-#: fine-tuning lowered ε by 3–4 % while the stitched phase lost 0.7–1.9 dB (the network learns to fit the
-#: patterns with a less faithful object), so only a clearly better fit replaces the starting weights.
+#: so far. Smaller gains do not mean a better object (the network can learn to fit the patterns with a less
+#: faithful object), so only a clearly better fit replaces the starting weights; the evidence for the value is
+#: in ``docs/benchmarks.md``, "Fine-tuning guard".
 MIN_GAIN = 0.05
 
 
@@ -48,7 +48,7 @@ def held_out_frames(selected: np.ndarray, fraction: float) -> np.ndarray:
 
 class ModuleBackend(Backend):
     """A torch module being fine-tuned, as a :class:`~ptyfast.runtime.backends.Backend` (what
-    :func:`~ptyfast.runtime.pipeline.reconstruct_scan` runs): no gradients, the module left as it is.
+    :func:`~ptyfast.runtime.reconstruct.reconstruct_scan` runs): no gradients, the module left as it is.
     ``net`` is the fine-tuning loop's callable (batch in, fp32 amplitude and phase out)."""
 
     name = "torch"
@@ -91,7 +91,7 @@ class Validator:
 
     def __init__(self, scan, fit: str, manifest, held: np.ndarray, held_frames: np.ndarray, mask,
                  batch: int = 32) -> None:
-        from ptyfast.runtime.pipeline import measured_amplitudes
+        from ptyfast.runtime.consistency import measured_amplitudes
 
         self.scan, self.fit, self.manifest, self.batch = scan, fit, manifest, batch
         self.held = np.asarray(held, np.int64)
@@ -103,7 +103,8 @@ class Validator:
         """Reconstruct with ``net`` (the loop's network callable) and ``probe`` (complex (H, W), as the forward
         model uses it now); ε is computed with its own least-squares amplitude scale. With ``subset`` (indices
         into the frames) only those frames are reconstructed and no error is computed."""
-        from ptyfast.runtime.pipeline import consistency_from_sums, frame_sums, reconstruct_scan
+        from ptyfast.runtime.consistency import consistency_from_sums, frame_sums
+        from ptyfast.runtime.reconstruct import reconstruct_scan
 
         probe = np.asarray(probe, np.complex64)
         if not np.all(np.isfinite(probe)):  # diverged (the learned scale or probe): nothing to reconstruct

@@ -26,7 +26,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ptyfast.choices import Handoff
 from ptyfast.errors import InputError
 
 MARGIN = 2
@@ -105,7 +104,7 @@ def write_ptychi_handoff(folder: str | Path, scan, rec) -> list[Path]:
     """Write ``ptychi_init.h5`` and ``run_ptychi.py`` into ``folder`` (see the module docstring).
 
     ``scan`` is the reconstructed scan (its frames are read again, chunk by chunk), ``rec`` its
-    :class:`~ptyfast.runtime.pipeline.Reconstruction` (object, grid positions, probe, consistency)."""
+    :class:`~ptyfast.runtime.reconstruct.Reconstruction` (object, grid positions, probe, consistency)."""
     from ptyfast.io.atomic import atomic_path, output_folder, output_transaction, write_text
 
     if rec.probe is None:

@@ -42,7 +42,7 @@ def write_refine_h5(path: str | Path, result, *, provenance: dict | None = None,
     """Write a :class:`~ptyfast.refine.RefineResult` to ``path`` atomically, in reconstruct's result format
     (:func:`ptyfast.runtime.output.write_reconstruction`) plus its errors and timings (see the module table)."""
     from ptyfast.runtime.output import write_reconstruction
-    from ptyfast.runtime.pipeline import Reconstruction
+    from ptyfast.runtime.reconstruct import Reconstruction
 
     obj = _np(result.object).astype(np.complex64)
     positions = np.asarray(result.positions, dtype=np.float64)

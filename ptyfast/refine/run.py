@@ -123,29 +123,12 @@ class RefineSettings:
 
 
 
-def refine(
-    scan,
-    *,
-    init="flat",
-    algorithm: str = "rpie",
-    iterations: int = 50,
-    alpha: float | None = None,
-    beta: float | None = None,
-    batch: int | None = None,
-    update_probe: bool = True,
-    probe_start: int = 0,
-    probe_step: float | None = None,
-    probe=None,
-    probe_modes: int | None = None,
-    positions=None,
-    rescale_probe: str | bool = "auto",
-    probe_trial: int = PROBE_TRIAL,
-    seed: int | None = 0,
-    target_error: float | None = None,
-    xp=None,
-    progress: ProgressFn | None = None,
-    watch=None,
-) -> RefineResult:
+def refine(scan, *, init="flat", algorithm: str = "rpie", iterations: int = 50, alpha: float | None = None,
+           beta: float | None = None, batch: int | None = None, update_probe: bool = True, probe_start: int = 0,
+           probe_step: float | None = None, probe=None, probe_modes: int | None = None, positions=None,
+           rescale_probe: str | bool = "auto", probe_trial: int = PROBE_TRIAL, seed: int | None = 0,
+           target_error: float | None = None, xp=None, progress: ProgressFn | None = None, watch=None
+           ) -> RefineResult:
     """Refine an object (and probe) with ePIE or rPIE.
 
     Parameters
@@ -180,22 +163,12 @@ def refine(
     positions : ndarray (N, 2), optional
         Positions to use instead of ``scan.positions`` (e.g. those of a stitched reconstruction's grid).
     rescale_probe : {"auto", True, False}
-        Scale the probe so that the modelled photons per frame with the initial object match the data's
-        mean exactly. ``"auto"``: when the two differ by more than 10× (a normalisation-convention mismatch,
-        e.g. an unnormalised-FFT probe) the probe is scaled; otherwise a flat or random start is scaled instead
-        (its unit transmission is not the sample's, while a given probe's power may be a measurement), and a
-        given starting object (a network's, in absolute units) keeps its amplitude while a refined probe is
-        scaled to it. The factor is reported in ``result.meta`` (``probe_rescaled_by`` or
-        ``object_scaled_by``). A probe that is refined from a flat or random start is then held at the data's
-        mean photons per frame (as for a weak object, |O| ≈ 1), moved there with the object inversely (P·O
-        unchanged) once its update is kept: held, it keeps its given power and the object its amplitude.
+        Tie the modelled photons per frame to the data's (:func:`_scale_start`; the factor is in ``result.meta``).
+        ``"auto"``: a probe more than 10× off is scaled; otherwise a flat/random start absorbs the scale (a
+        refined probe is then held at the data's mean photons per frame), and a given object keeps its amplitude.
     probe_trial : int
-        With probe updates: from ``probe_start`` on, run this many iterations twice from the same state —
-        probe updated and probe held, the same position orders — and go on with the branch of lower data
-        error (``result.meta["probe_trial"]``, ``result.message`` say which), so updating the probe cannot end
-        a run with a higher error than holding it would have at that point (a known probe on a regular
-        raster, e.g., absorbs the grid's periodicity when updated). 0 turns it off; it is skipped when the run
-        has no iterations left after it.
+        With probe updates: from ``probe_start`` on, run this many iterations twice from the same state, probe
+        updated and held, and go on with the lower data error (``result.meta["probe_trial"]``); 0 turns it off.
     seed : int or None
         Seeds the random initial object and the position order.
     target_error : float, optional
@@ -266,7 +239,15 @@ def _raster_warning(positions: np.ndarray, meta: dict) -> list[str]:
 
 def _scale_start(start: RefineStart, rescale_probe, scale_probe_to_object: bool, arbitrary: bool, xp) -> dict:
     """Tie the start's photons to the data's (``refine``'s ``rescale_probe``), in place; returns the facts
-    for ``result.meta``: the power ratio and which of probe or object was scaled, by how much."""
+    for ``result.meta``: the power ratio and which of probe or object was scaled, by how much.
+
+    The probe is scaled so that the modelled photons per frame with the initial object match the data's mean
+    when asked (``True``), when the two differ by more than 10× (a normalisation-convention mismatch, e.g. an
+    unnormalised-FFT probe), or when a given starting object (a network's, in absolute units) keeps its amplitude
+    while the probe is refined; otherwise a flat or random start is scaled instead (its unit transmission is not
+    the sample's, while a given probe's power may be a measurement). A probe refined from a flat or random start
+    is then held at the data's mean photons per frame (as for a weak object, |O| ≈ 1), moved there with the
+    object inversely (P·O unchanged) once its update is kept; a held probe keeps its power."""
     ratio = _probe_power_ratio(start.probe, start.object, start.positions, start.intensity, xp)
     meta: dict = {"object_shape": tuple(start.object.shape), "probe_power_ratio": ratio}
     if not math.isfinite(ratio) or ratio <= 0:
