@@ -82,6 +82,95 @@ def _validation_inputs(manifest, n: int = 32) -> np.ndarray:
     return simulated_patterns(n, manifest, seed=1234)
 
 
+def _fp32_onnx(source, out_dir: Path, rows: list[ExportRow], report: dict, say):
+    """Step 1: the fp32 ONNX, exported from the checkpoint and checked for parity with PyTorch (or the given
+    ONNX file). Returns its path and the model's manifest."""
+    manifest = source.manifest
+    onnx_path = out_dir / f"{source.name}.onnx"
+    if source.checkpoint is not None:
+        rows.append(ExportRow("PyTorch", "fp32", "source", source.checkpoint, source.checkpoint.stat().st_size))
+        try:
+            import torch  # noqa: F401
+        except ModuleNotFoundError:
+            raise InputError("exporting a checkpoint needs PyTorch; install it: pip install 'ptyfast[train]'.") from None
+        from ptyfast.export.onnx_export import export_onnx, parity_check
+        from ptyfast.models.checkpoint import load_checkpoint
+        from ptyfast.models.manifest import file_hash
+
+        say(f"exporting {source.checkpoint.name} → {onnx_path.name}")
+        model, manifest = load_checkpoint(source.checkpoint)
+        info = export_onnx(model, manifest, onnx_path,
+                           extra_metadata={"ptyfast.checkpoint_sha256": file_hash(source.checkpoint)})
+        say("checking parity with PyTorch (random and simulated patterns, batch 1 and 8)")
+        t0 = time.perf_counter()
+        parity = parity_check(model, onnx_path, manifest)
+        rows.append(ExportRow("ONNX", "fp32", "validated" if parity.passed else "failed", onnx_path, info.size,
+                              parity.max_abs, info.seconds + time.perf_counter() - t0,
+                              f"opset {info.opset}, {info.exporter}, mean err {parity.mean_abs:.1e}",
+                              parity.to_dict()))
+        report["parity"] = parity.to_dict()
+    elif source.onnx is not None:
+        onnx_path = source.onnx
+        rows.append(ExportRow("ONNX", "fp32", "source", onnx_path, onnx_path.stat().st_size,
+                              note="given; no checkpoint to compare with"))
+    else:
+        raise InputError(f"model '{source.name}' is a TensorRT engine only; export from its .pt or .onnx instead.")
+    return onnx_path, manifest
+
+
+def _reduced_onnx(source, onnx_path: Path, manifest, precision: str, out_dir: Path, rows: list[ExportRow],
+                  report: dict, say) -> None:
+    """Step 2: the ONNX converted to ``precision`` (int8, fp16, bf16), compared with the fp32 file."""
+    from ptyfast.export import quantize
+
+    dst = out_dir / f"{source.name}.{precision}.onnx"
+    say(f"converting to {precision} → {dst.name}")
+    conv = (quantize.quantize_int8(onnx_path, dst) if precision == "int8"
+            else quantize.convert_float(onnx_path, dst, precision))
+    row = ExportRow("ONNX", precision, "exported", dst, conv.size, None, conv.seconds,
+                    details={"settings": conv.settings})
+    if precision != "bf16":  # ONNX Runtime has no bf16 kernels on CPU: exported, validated on TensorRT
+        x = _validation_inputs(manifest)
+        acc = quantize.compare_models(onnx_path, dst, x, manifest)
+        fp32_rate = quantize.throughput(onnx_path, x[:16], repeats=3)
+        rate = quantize.throughput(dst, x[:16], repeats=3)
+        worst_psnr = min(acc["psnr_amplitude"], acc["psnr_phase"])
+        row.max_error = max(acc["max_abs_amplitude"], acc["max_abs_phase"])
+        row.status = "validated" if worst_psnr >= MIN_PSNR[precision] else "failed"
+        row.note = (f"PSNR vs fp32 {acc['psnr_amplitude']:.1f}/{acc['psnr_phase']:.1f} dB (amp/phase), "
+                    f"{rate / fp32_rate:.2f}× fp32 speed")
+        row.details.update(accuracy=acc, patterns_per_s=rate, fp32_patterns_per_s=fp32_rate)
+    else:
+        row.note = "bf16 runs on TensorRT only"
+    rows.append(row)
+    report["converted"] = row.to_dict()
+
+
+def _tensorrt_engine(source, onnx_path: Path, manifest, precision: str, profile, out_dir: Path,
+                     rows: list[ExportRow], report: dict, say) -> None:
+    """Step 3: a TensorRT engine built from the fp32 ONNX, compared with it on simulated patterns."""
+    from ptyfast.export import tensorrt_engine as te
+
+    engine = out_dir / f"{source.name}.{precision}.engine"
+    say(f"building TensorRT engine ({precision}, batch {profile[0]}:{profile[1]}:{profile[2]}) → {engine.name}")
+    built = te.build_engine(onnx_path, engine, manifest=manifest, precision=precision, batch=profile)
+    runner = te.TensorRTRunner(engine)
+    x = _validation_inputs(manifest, n=min(32, profile[2]))
+    from ptyfast.export.onnx_export import ort_session
+
+    want = ort_session(onnx_path).run(["amplitude", "phase"], {"diffraction": x})
+    got = runner(x)
+    runner.close()
+    err = max(float(np.abs(g - w).max()) for g, w in zip(got, want))
+    lo, hi = manifest.amplitude_range
+    amp_psnr = psnr(want[0], got[0], hi - lo)
+    ok = amp_psnr >= MIN_PSNR[precision] or err <= 1e-3
+    rows.append(ExportRow("TensorRT", precision, "validated" if ok else "failed", engine, built.size, err,
+                          built.seconds, f"TensorRT {built.key['tensorrt']} on {built.key['gpu']}, "
+                          f"PSNR vs ONNX fp32 {amp_psnr:.1f} dB", {"key": built.key}))
+    report["engine"] = rows[-1].to_dict()
+
+
 def run_export(
     spec=None,
     *,
@@ -131,86 +220,11 @@ def run_export(
     report: dict = {"model": source.name, "architecture": manifest.architecture, "format": fmt,
                     "precision": precision}
 
-    # 1. fp32 ONNX (+ parity vs PyTorch)
-    onnx_path = out_dir / f"{source.name}.onnx"
-    if source.checkpoint is not None:
-        rows.append(ExportRow("PyTorch", "fp32", "source", source.checkpoint, source.checkpoint.stat().st_size))
-        try:
-            import torch  # noqa: F401
-        except ModuleNotFoundError:
-            raise InputError("exporting a checkpoint needs PyTorch; install it: pip install 'ptyfast[train]'.") from None
-        from ptyfast.export.onnx_export import export_onnx, parity_check
-        from ptyfast.models.checkpoint import load_checkpoint
-        from ptyfast.models.manifest import file_hash
-
-        say(f"exporting {source.checkpoint.name} → {onnx_path.name}")
-        model, manifest = load_checkpoint(source.checkpoint)
-        info = export_onnx(model, manifest, onnx_path,
-                           extra_metadata={"ptyfast.checkpoint_sha256": file_hash(source.checkpoint)})
-        say("checking parity with PyTorch (random and simulated patterns, batch 1 and 8)")
-        t0 = time.perf_counter()
-        parity = parity_check(model, onnx_path, manifest)
-        rows.append(ExportRow("ONNX", "fp32", "validated" if parity.passed else "failed", onnx_path, info.size,
-                              parity.max_abs, info.seconds + time.perf_counter() - t0,
-                              f"opset {info.opset}, {info.exporter}, mean err {parity.mean_abs:.1e}",
-                              parity.to_dict()))
-        report["parity"] = parity.to_dict()
-    elif source.onnx is not None:
-        onnx_path = source.onnx
-        rows.append(ExportRow("ONNX", "fp32", "source", onnx_path, onnx_path.stat().st_size,
-                              note="given; no checkpoint to compare with"))
-    else:
-        raise InputError(f"model '{source.name}' is a TensorRT engine only; export from its .pt or .onnx instead.")
-
-    # 2. reduced-precision ONNX
+    onnx_path, manifest = _fp32_onnx(source, out_dir, rows, report, say)
     if fmt == "onnx" and precision != "fp32":
-        from ptyfast.export import quantize
-
-        dst = out_dir / f"{source.name}.{precision}.onnx"
-        say(f"converting to {precision} → {dst.name}")
-        conv = (quantize.quantize_int8(onnx_path, dst) if precision == "int8"
-                else quantize.convert_float(onnx_path, dst, precision))
-        row = ExportRow("ONNX", precision, "exported", dst, conv.size, None, conv.seconds,
-                        details={"settings": conv.settings})
-        if precision != "bf16":  # ONNX Runtime has no bf16 kernels on CPU: exported, validated on TensorRT
-            x = _validation_inputs(manifest)
-            acc = quantize.compare_models(onnx_path, dst, x, manifest)
-            fp32_rate = quantize.throughput(onnx_path, x[:16], repeats=3)
-            rate = quantize.throughput(dst, x[:16], repeats=3)
-            worst_psnr = min(acc["psnr_amplitude"], acc["psnr_phase"])
-            row.max_error = max(acc["max_abs_amplitude"], acc["max_abs_phase"])
-            row.status = "validated" if worst_psnr >= MIN_PSNR[precision] else "failed"
-            row.note = (f"PSNR vs fp32 {acc['psnr_amplitude']:.1f}/{acc['psnr_phase']:.1f} dB (amp/phase), "
-                        f"{rate / fp32_rate:.2f}× fp32 speed")
-            row.details.update(accuracy=acc, patterns_per_s=rate, fp32_patterns_per_s=fp32_rate)
-        else:
-            row.note = "bf16 runs on TensorRT only"
-        rows.append(row)
-        report["converted"] = row.to_dict()
-
-    # 3. TensorRT engine
+        _reduced_onnx(source, onnx_path, manifest, precision, out_dir, rows, report, say)
     if fmt == "tensorrt":
-        engine = out_dir / f"{source.name}.{precision}.engine"
-        say(f"building TensorRT engine ({precision}, batch {profile[0]}:{profile[1]}:{profile[2]}) → {engine.name}")
-        built = te.build_engine(onnx_path, engine, manifest=manifest, precision=precision, batch=profile)
-        runner = te.TensorRTRunner(engine)
-        from ptyfast.export import quantize
-
-        x = _validation_inputs(manifest, n=min(32, profile[2]))
-        from ptyfast.export.onnx_export import ort_session
-
-        want = ort_session(onnx_path).run(["amplitude", "phase"], {"diffraction": x})
-        got = runner(x)
-        runner.close()
-        err = max(float(np.abs(g - w).max()) for g, w in zip(got, want))
-        lo, hi = manifest.amplitude_range
-        amp_psnr = psnr(want[0], got[0], hi - lo)
-        ok = amp_psnr >= MIN_PSNR[precision] or err <= 1e-3
-        rows.append(ExportRow("TensorRT", precision, "validated" if ok else "failed", engine, built.size, err,
-                              built.seconds, f"TensorRT {built.key['tensorrt']} on {built.key['gpu']}, "
-                              f"PSNR vs ONNX fp32 {amp_psnr:.1f} dB", {"key": built.key}))
-        report["engine"] = rows[-1].to_dict()
-
+        _tensorrt_engine(source, onnx_path, manifest, precision, profile, out_dir, rows, report, say)
     report["rows"] = [r.to_dict() for r in rows]
     write_text(out_dir / f"{source.name}.export.json", json.dumps(report, indent=2, default=str))
     return rows

@@ -57,6 +57,85 @@ def output_for(scan_path: Path, output: Optional[Path], many: bool) -> Path:
     return output
 
 
+# The options of `ptyfast reconstruct`, in the order --help lists them within each panel.
+ScansArg = Annotated[list[Path], typer.Argument(metavar="SCAN", help="CXI/HDF5 scans (or Tike .npz / PtyNet layouts).")]
+OutputOpt = Annotated[Optional[Path], typer.Option("-o", "--output", rich_help_panel=OUTPUT,
+                                                   help="Output .h5 (a folder when several scans).")]
+ModelOpt = Annotated[Optional[str], typer.Option(
+    metavar="MODEL", rich_help_panel=MODEL,
+    help="Shipped model name or .pt/.onnx/.engine file (default: ptynet-s for scans under the bundled probe, "
+         "the probe-conditioned ptynet-s-probe-est for any other probe).")]
+BackendOpt = Annotated[str, typer.Option(metavar=choices(Backend), rich_help_panel=PERFORMANCE,
+                                         help="Inference library (auto: the fastest available here).")]
+DeviceOpt = Annotated[str, typer.Option(metavar=choices(Device), rich_help_panel=PERFORMANCE,
+                                        help="Where inference runs (auto: a CUDA GPU when there is one).")]
+PrecisionOpt = Annotated[str, typer.Option(metavar=choices(Precision, extra=("auto",)), rich_help_panel=PERFORMANCE,
+                                           help="Inference precision; auto: torch bf16 for a scan of 1,500 frames or "
+                                                "more on a CPU with AVX-512 BF16 or AMX when its outputs agree with "
+                                                "fp32, else fp32.")]
+BatchOpt = Annotated[Optional[int], typer.Option(min=1, rich_help_panel=PERFORMANCE,
+                                                 help="Inference batch size (default: 32 on the CPU, where larger "
+                                                      "batches only cost memory; 128 on a GPU).")]
+ChunkOpt = Annotated[Optional[int], typer.Option(min=1, rich_help_panel=PERFORMANCE,
+                                                 help="Frames read from disk per chunk.")]
+FitOpt = Annotated[str, typer.Option(metavar=choices(Fit), rich_help_panel=MODEL,
+                                     help="Adapt frames of another size to the model input.")]
+WeightingOpt = Annotated[str, typer.Option(metavar=choices(Weighting), rich_help_panel=STITCHING,
+                                           help="Stitching weights: probe (|P|², sub-pixel) or uniform (the paper's "
+                                                "plain average).")]
+AlignPhaseOpt = Annotated[Optional[bool], typer.Option(
+    "--align-phase/--no-align-phase", rich_help_panel=STITCHING,
+    help="Solve per-patch phase offsets from the overlaps before blending (default: when the model's "
+         "manifest says its outputs carry free offsets).")]
+FitOffsetsOpt = Annotated[bool, typer.Option(
+    "--fit-offsets", rich_help_panel=STITCHING,
+    help="Refine the solved phase offsets against the measured patterns (the blend's phase only; ≈ 15 ms per "
+         "frame on 2 cores and ≈ 130 kB of memory per 128² frame; +2.3 dB phase on the release scans).")]
+ConsistencyOpt = Annotated[bool, typer.Option(rich_help_panel=CHECKS, help="Forward-model data-consistency figure ε.")]
+ConsistencyFramesOpt = Annotated[Optional[int], typer.Option(
+    min=0, rich_help_panel=CHECKS,
+    help="Frames ε is computed on: an evenly spaced sample of at most this many, kept from the one read of the "
+         "file; 0 = every frame (per-frame errors for all, the file read a second time).")]
+ProbeOpt = Annotated[Optional[Path], typer.Option(
+    rich_help_panel=PROBE, help="Probe to use instead of the scan's: an .npy (complex H×W) or a ptyfast output "
+                                "holding one (e.g. `ptyfast refine` of part of this scan).")]
+EstimateProbeOpt = Annotated[bool, typer.Option(
+    "--estimate-probe", rich_help_panel=PROBE,
+    help="The file holds only a guessed probe: refine it first (30 rPIE iterations, object and probe, on the 256 "
+         "frames nearest the scan's centre; kept only if it lowers the data error), then reconstruct with it. "
+         "One scan at a time; the probe is stored in the output.")]
+AllowProbeMismatchOpt = Annotated[bool, typer.Option(
+    rich_help_panel=CHECKS, help="Run even if the probe is outside the model's probe family (or differs from a "
+                                 "single-probe model's).")]
+RefineOpt = Annotated[Optional[str], typer.Option(
+    metavar=choices(Algorithm), rich_help_panel=REFINEMENT,
+    help="Refine the network's result with this engine (what `ptyfast refine --algorithm` runs).")]
+IterationsOpt = Annotated[int, typer.Option(min=1, rich_help_panel=REFINEMENT, help="Refinement iterations.")]
+PngOpt = Annotated[bool, typer.Option("--png/--no-png", rich_help_panel=OUTPUT, help="Write PNG previews.")]
+SchedulerOpt = Annotated[Optional[str], typer.Option(
+    metavar="local:N|ADDRESS", rich_help_panel=PERFORMANCE,
+    help="Run on Dask: local:N starts N worker processes here, or a scheduler address (tcp://host:8786). "
+         "Several scans: one task per scan; one scan: its frames split across the workers.")]
+FollowOpt = Annotated[bool, typer.Option(
+    "--follow", rich_help_panel=LIVE,
+    help="Follow a scan while it is written (HDF5 SWMR): reconstruct frames as they arrive, refresh the output, "
+         "finish when the writer closes the file or marks it complete.")]
+IdleTimeoutOpt = Annotated[float, typer.Option(min=0.1, metavar="SECONDS", rich_help_panel=LIVE,
+                                               help="With --follow: finish when no frame has arrived for this long.")]
+RefreshFramesOpt = Annotated[int, typer.Option(min=1, rich_help_panel=LIVE,
+                                               help="With --follow: rewrite the output every N new frames...")]
+RefreshSecondsOpt = Annotated[float, typer.Option(min=0.0, metavar="SECONDS", rich_help_panel=LIVE,
+                                                  help="...or every so many seconds, whichever first.")]
+StrictOpt = Annotated[bool, typer.Option(
+    "--strict", rich_help_panel=CHECKS,
+    help="Exit 1 (writing nothing) when the result cannot explain its data (data consistency ε above 0.5, or "
+         "above 0.7 × a flat object's), instead of warning; for pipelines.")]
+HandoffOpt = Annotated[Optional[tuple[str, Path]], typer.Option(
+    metavar=f"{choices(Handoff)} DIR", rich_help_panel=OUTPUT,
+    help="Also write the result as an iterative code's initial guess in DIR (ptychi: Pty-Chi 2.2 conventions "
+         "and a script that starts its rPIE; several scans: one subfolder each).")]
+
+
 # --chunk and --consistency-frames default to the reconstruct job's own defaults (the runtime's CHUNK and
 # CONSISTENCY_FRAMES), read when the command parses its arguments: importing the runtime here would slow every
 # command's start by a second.
@@ -64,96 +143,38 @@ def output_for(scan_path: Path, output: Optional[Path], many: bool) -> Path:
     "chunk": "ptyfast.runtime.reconstruct:ReconstructJob.chunk",
     "consistency_frames": "ptyfast.runtime.reconstruct:ReconstructJob.consistency_frames"})
 def reconstruct_cmd(
-    scans: Annotated[list[Path], typer.Argument(metavar="SCAN",
-                                                help="CXI/HDF5 scans (or Tike .npz / PtyNet layouts).")],
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", rich_help_panel=OUTPUT,
-                                                   help="Output .h5 (a folder when several scans).")] = None,
-    model: Annotated[Optional[str], typer.Option(
-        metavar="MODEL", rich_help_panel=MODEL,
-        help="Shipped model name or .pt/.onnx/.engine file (default: ptynet-s for scans under the bundled probe, "
-             "the probe-conditioned ptynet-s-probe-est for any other probe).")] = None,
-    backend: Annotated[str, typer.Option(metavar=choices(Backend), rich_help_panel=PERFORMANCE,
-                                         help="Inference library (auto: the fastest available here).")] = "auto",
-    device: Annotated[str, typer.Option(metavar=choices(Device), rich_help_panel=PERFORMANCE,
-                                        help="Where inference runs (auto: a CUDA GPU when there is one).")] = "auto",
-    precision: Annotated[str, typer.Option(metavar=choices(Precision, extra=("auto",)), rich_help_panel=PERFORMANCE,
-                                           help="Inference precision; auto: torch bf16 for a scan of 1,500 frames or "
-                                                "more on a CPU with AVX-512 BF16 or AMX when its outputs agree with "
-                                                "fp32, else fp32.")] = "auto",
-    batch: Annotated[Optional[int], typer.Option(min=1, rich_help_panel=PERFORMANCE,
-                                                 help="Inference batch size (default: 32 on the CPU, where larger "
-                                                      "batches only cost memory; 128 on a GPU).")] = None,
-    chunk: Annotated[Optional[int], typer.Option(min=1, rich_help_panel=PERFORMANCE,
-                                                 help="Frames read from disk per chunk.")] = None,
-    fit: Annotated[str, typer.Option(metavar=choices(Fit), rich_help_panel=MODEL,
-                                     help="Adapt frames of another size to the model input.")] = "none",
-    weighting: Annotated[str, typer.Option(metavar=choices(Weighting), rich_help_panel=STITCHING,
-                                           help="Stitching weights: probe (|P|², sub-pixel) or uniform (the paper's "
-                                                "plain average).")] = "probe",
-    align_phase: Annotated[Optional[bool], typer.Option(
-        "--align-phase/--no-align-phase", rich_help_panel=STITCHING,
-        help="Solve per-patch phase offsets from the overlaps before blending (default: when the model's "
-             "manifest says its outputs carry free offsets).")] = None,
-    fit_offsets: Annotated[bool, typer.Option(
-        "--fit-offsets", rich_help_panel=STITCHING,
-        help="Refine the solved phase offsets against the measured patterns (the blend's phase only; ≈ 15 ms per "
-             "frame on 2 cores and ≈ 130 kB of memory per 128² frame; +2.3 dB phase on the release "
-             "scans).")] = False,
-    consistency: Annotated[bool, typer.Option(rich_help_panel=CHECKS,
-                                              help="Forward-model data-consistency figure ε.")] = True,
-    consistency_frames: Annotated[Optional[int], typer.Option(
-        min=0, rich_help_panel=CHECKS,
-        help="Frames ε is computed on: an evenly spaced sample of at most this many, kept from the one read of the "
-             "file; 0 = every frame (per-frame errors for all, the file read a second time).")] = None,
-    probe: Annotated[Optional[Path], typer.Option(
-        rich_help_panel=PROBE, help="Probe to use instead of the scan's: an .npy (complex H×W) or a ptyfast output "
-                                    "holding one (e.g. `ptyfast refine` of part of this scan).")] = None,
-    estimate_probe: Annotated[bool, typer.Option(
-        "--estimate-probe", rich_help_panel=PROBE,
-        help="The file holds only a guessed probe: refine it first (30 rPIE iterations, object and probe, on the 256 "
-             "frames nearest the scan's centre; kept only if it lowers the data error), then reconstruct with it. "
-             "One scan at a time; the probe is stored in the output.")] = False,
-    allow_probe_mismatch: Annotated[bool, typer.Option(
-        rich_help_panel=CHECKS, help="Run even if the probe is outside the model's probe family (or differs from a "
-                                     "single-probe model's).")] = False,
-    refine: Annotated[Optional[str], typer.Option(
-        metavar=choices(Algorithm), rich_help_panel=REFINEMENT,
-        help="Refine the network's result with this engine (what `ptyfast refine --algorithm` runs).")] = None,
-    iterations: Annotated[int, typer.Option(min=1, rich_help_panel=REFINEMENT,
-                                            help="Refinement iterations.")] = 50,
-    png: Annotated[bool, typer.Option("--png/--no-png", rich_help_panel=OUTPUT, help="Write PNG previews.")] = True,
+    scans: ScansArg,
+    output: OutputOpt = None,
+    model: ModelOpt = None,
+    backend: BackendOpt = "auto",
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    batch: BatchOpt = None,
+    chunk: ChunkOpt = None,
+    fit: FitOpt = "none",
+    weighting: WeightingOpt = "probe",
+    align_phase: AlignPhaseOpt = None,
+    fit_offsets: FitOffsetsOpt = False,
+    consistency: ConsistencyOpt = True,
+    consistency_frames: ConsistencyFramesOpt = None,
+    probe: ProbeOpt = None,
+    estimate_probe: EstimateProbeOpt = False,
+    allow_probe_mismatch: AllowProbeMismatchOpt = False,
+    refine: RefineOpt = None,
+    iterations: IterationsOpt = 50,
+    png: PngOpt = True,
     threads: Threads = None,
     frames: Frames = None,
-    scheduler: Annotated[Optional[str], typer.Option(
-        metavar="local:N|ADDRESS", rich_help_panel=PERFORMANCE,
-        help="Run on Dask: local:N starts N worker processes here, or a scheduler address (tcp://host:8786). "
-             "Several scans: one task per scan; one scan: its frames split across the workers.")] = None,
-    follow: Annotated[bool, typer.Option(
-        "--follow", rich_help_panel=LIVE,
-        help="Follow a scan while it is written (HDF5 SWMR): reconstruct frames as they arrive, refresh the output, "
-             "finish when the writer closes the file or marks it complete.")] = False,
-    idle_timeout: Annotated[float, typer.Option(min=0.1, metavar="SECONDS", rich_help_panel=LIVE,
-                                                help="With --follow: finish when no frame has arrived for this "
-                                                     "long.")] = 60.0,
-    refresh_frames: Annotated[int, typer.Option(min=1, rich_help_panel=LIVE,
-                                                help="With --follow: rewrite the output every N new "
-                                                     "frames...")] = 256,
-    refresh_seconds: Annotated[float, typer.Option(min=0.0, metavar="SECONDS", rich_help_panel=LIVE,
-                                                   help="...or every so many seconds, whichever first.")] = 10.0,
+    scheduler: SchedulerOpt = None,
+    follow: FollowOpt = False,
+    idle_timeout: IdleTimeoutOpt = 60.0,
+    refresh_frames: RefreshFramesOpt = 256,
+    refresh_seconds: RefreshSecondsOpt = 10.0,
     auto_mask: AutoMask = True,
-    strict: Annotated[bool, typer.Option(
-        "--strict", rich_help_panel=CHECKS,
-        help="Exit 1 (writing nothing) when the result cannot explain its data (data consistency ε above 0.5, or "
-             "above 0.7 × a flat object's), instead of warning; for pipelines.")] = False,
-    handoff: Annotated[Optional[tuple[str, Path]], typer.Option(
-        metavar=f"{choices(Handoff)} DIR", rich_help_panel=OUTPUT,
-        help="Also write the result as an iterative code's initial guess in DIR (ptychi: Pty-Chi 2.2 conventions "
-             "and a script that starts its rPIE; several scans: one subfolder each).")] = None,
+    strict: StrictOpt = False,
+    handoff: HandoffOpt = None,
 ) -> None:
     """Reconstruct scans with a trained network: stream, infer, stitch, check consistency, write results."""
-    from ptyfast.errors import InputError
-    from ptyfast.io.atomic import check_writable
-    from ptyfast.runtime.backends import open_backend
     from ptyfast.runtime.reconstruct import ReconstructJob
 
     from ptyfast import threads as thread_setting
@@ -163,6 +184,35 @@ def reconstruct_cmd(
     if refine is not None:  # before any inference: a misspelt engine must not cost the whole network pass
         refine = Algorithm.check(refine, "--refine algorithm")
     many = len(scans) > 1
+    outs = _outputs(scans, output, many, probe)
+    with contextlib.ExitStack() as stack:  # the estimated probe's folder and the backend close on every path
+        if estimate_probe:
+            probe = _estimated_probe(scans, frames, auto_mask, stack,
+                                     clashes=(("--probe", probe), ("several scans", many), ("--follow", follow),
+                                              ("--scheduler", scheduler)))
+        offset_fitter = _offset_fitter(align_phase) if fit_offsets else None
+        job = ReconstructJob(model=model, backend=backend, device=device, precision=precision, batch=batch,
+                             chunk=chunk, fit=fit, weighting=weighting, align_phase=align_phase,
+                             consistency=consistency, consistency_frames=consistency_frames,
+                             allow_probe_mismatch=allow_probe_mismatch, threads=threads, offset_fitter=offset_fitter,
+                             probe=str(probe.resolve()) if probe else None, auto_mask=auto_mask, strict=strict)
+        _check_probe_and_handoff(probe, handoff)
+        finish = Finisher(frames=frames, refine=refine, iterations=iterations, consistency=consistency, png=png,
+                          handoff=None if handoff is None else (handoff[0], handoff[1], many), strict=strict)
+        if follow:
+            _check_follow((("several scans", many), ("--frames", frames), ("--scheduler", scheduler),
+                           ("--refine", refine), ("--handoff", handoff), ("--fit-offsets", fit_offsets)))
+        be, reason = _open_backend(job, scans, frames, stack, model=model, backend=backend, device=device,
+                                   precision=precision, threads=threads, follow=follow)
+        _run(scans, outs, job, be, reason, finish, many=many, scheduler=scheduler, device=device, follow=follow,
+             idle_timeout=idle_timeout, refresh_frames=refresh_frames, refresh_seconds=refresh_seconds)
+
+
+def _outputs(scans: list[Path], output: Optional[Path], many: bool, probe: Optional[Path]) -> list[Path]:
+    """The output of each scan, each refused before any work if it cannot be written or is one of the inputs."""
+    from ptyfast.errors import InputError
+    from ptyfast.io.atomic import check_writable
+
     if many and output is not None and not output.is_dir():
         raise InputError(f"with several scans, -o must be an existing folder; {output} is not one.")
     outs = [output_for(s, output, many) for s in scans]
@@ -172,72 +222,92 @@ def reconstruct_cmd(
         register_input(probe)  # -o may not name the --probe file
     for o in outs:
         check_writable(o)  # also refuses an output that is one of the scans (or a link to one)
-    with contextlib.ExitStack() as stack:  # the estimated probe's folder and the backend close on every path
-        if estimate_probe:
-            probe = _estimated_probe(scans, frames, auto_mask, stack,
-                                     clashes=(("--probe", probe), ("several scans", many), ("--follow", follow),
-                                              ("--scheduler", scheduler)))
-        offset_fitter = None
-        if fit_offsets:
-            if align_phase is False:
-                raise InputError("--fit-offsets refines the phase offsets solved from the overlaps; it cannot be "
-                                 "combined with --no-align-phase.")
-            from ptyfast.runtime.offset_fit import fit_offsets as offset_fitter
-        job = ReconstructJob(model=model, backend=backend, device=device, precision=precision, batch=batch,
-                             chunk=chunk, fit=fit, weighting=weighting, align_phase=align_phase,
-                             consistency=consistency, consistency_frames=consistency_frames,
-                             allow_probe_mismatch=allow_probe_mismatch, threads=threads, offset_fitter=offset_fitter,
-                             probe=str(probe.resolve()) if probe else None, auto_mask=auto_mask, strict=strict)
-        if probe is not None:
-            from ptyfast.io.convert import load_probe
+    return outs
 
-            load_probe(probe)  # a missing, unreadable or probe-less file is refused before any model is opened
-        if handoff is not None:
-            Handoff.check(handoff[0], "--handoff code")
-            if handoff[1].exists() and not handoff[1].is_dir():
-                raise InputError(f"--handoff {handoff[0]} {handoff[1]}: that is a file; give a folder.")
-        finish = Finisher(frames=frames, refine=refine, iterations=iterations, consistency=consistency, png=png,
-                          handoff=None if handoff is None else (handoff[0], handoff[1], many), strict=strict)
-        if follow:
-            clash = [name for name, used in (("several scans", many), ("--frames", frames), ("--scheduler", scheduler),
-                                             ("--refine", refine), ("--handoff", handoff),
-                                             ("--fit-offsets", fit_offsets)) if used]
-            if clash:
-                raise InputError(f"--follow reconstructs one scan as it is written; it cannot be combined with "
-                                 f"{' or '.join(clash)}.")
-        total = _frames_to_reconstruct(scans, frames) if precision.lower() == "auto" and not follow else None
-        chosen = ""
-        if model is None:
-            from ptyfast.runtime.reconstruct import default_model_for, scan_probes
 
-            model, chosen = default_model_for(scan_probes(scans, job.probe))
-            job.model = model
-        be, reason = open_backend(model, backend, device, precision, threads=threads, frames=total)
-        reason = f"{chosen}; {reason}" if chosen else reason
-        job.precision = be.precision  # what auto chose, for the provenance and for Dask workers
-        console.print(f"backend: [bold]{reason}[/] ({be.manifest.architecture}, {be.precision})")
-        client = cluster = None
-        stack.callback(be.close)
-        if scheduler is not None:
-            from ptyfast.runtime.distributed import open_client
+def _offset_fitter(align_phase: Optional[bool]):
+    """--fit-offsets: the function that refines the solved phase offsets (refused with --no-align-phase)."""
+    from ptyfast.errors import InputError
 
-            client, cluster = open_client(scheduler, device)
-            console.print(f"Dask: {len(client.scheduler_info()['workers'])} workers at {client.scheduler.address}")
-        if follow:
-            from ptyfast.runtime.live import FollowOptions
+    if align_phase is False:
+        raise InputError("--fit-offsets refines the phase offsets solved from the overlaps; it cannot be "
+                         "combined with --no-align-phase.")
+    from ptyfast.runtime.offset_fit import fit_offsets as offset_fitter
 
-            _follow(scans[0], outs[0], job, be, reason, finish,
-                    FollowOptions(idle_timeout=idle_timeout, refresh_frames=refresh_frames,
-                                  refresh_seconds=refresh_seconds))
-        elif client is not None and many:
-            _many_on_cluster(client, scans, outs, job, finish)
-        else:
-            for scan_path, out in zip(scans, outs):
-                _one(scan_path, out, job, be, reason, finish, client)
-        if client is not None:
-            from ptyfast.runtime.distributed import close_client
+    return offset_fitter
 
-            close_client(client, cluster)
+
+def _check_probe_and_handoff(probe: Optional[Path], handoff: Optional[tuple[str, Path]]) -> None:
+    """Refuse an unreadable --probe file or an unusable --handoff before any model is opened."""
+    from ptyfast.errors import InputError
+
+    if probe is not None:
+        from ptyfast.io.convert import load_probe
+
+        load_probe(probe)  # a missing, unreadable or probe-less file is refused before any model is opened
+    if handoff is not None:
+        Handoff.check(handoff[0], "--handoff code")
+        if handoff[1].exists() and not handoff[1].is_dir():
+            raise InputError(f"--handoff {handoff[0]} {handoff[1]}: that is a file; give a folder.")
+
+
+def _check_follow(uses) -> None:
+    """--follow: refuse the options, named in ``uses`` as (name, value) pairs, that it cannot be combined with."""
+    from ptyfast.errors import InputError
+
+    clash = [name for name, used in uses if used]
+    if clash:
+        raise InputError(f"--follow reconstructs one scan as it is written; it cannot be combined with "
+                         f"{' or '.join(clash)}.")
+
+
+def _open_backend(job, scans: list[Path], frames, stack: contextlib.ExitStack, *, model, backend: str, device: str,
+                  precision: str, threads, follow: bool):
+    """The inference backend (closed with ``stack``) and the sentence saying why it was chosen; the model too
+    when none was named (from the scans' probes)."""
+    from ptyfast.runtime.backends import open_backend
+
+    total = _frames_to_reconstruct(scans, frames) if precision.lower() == "auto" and not follow else None
+    chosen = ""
+    if model is None:
+        from ptyfast.runtime.reconstruct import default_model_for, scan_probes
+
+        model, chosen = default_model_for(scan_probes(scans, job.probe))
+        job.model = model
+    be, reason = open_backend(model, backend, device, precision, threads=threads, frames=total)
+    reason = f"{chosen}; {reason}" if chosen else reason
+    job.precision = be.precision  # what auto chose, for the provenance and for Dask workers
+    console.print(f"backend: [bold]{reason}[/] ({be.manifest.architecture}, {be.precision})")
+    stack.callback(be.close)
+    return be, reason
+
+
+def _run(scans: list[Path], outs: list[Path], job, be, reason: str, finish: "Finisher", *, many: bool,
+         scheduler: Optional[str], device: str, follow: bool, idle_timeout: float, refresh_frames: int,
+         refresh_seconds: float) -> None:
+    """Reconstruct: following one growing scan, one Dask task per scan, or each scan in turn (its frames split
+    across the Dask workers when there are some)."""
+    client = cluster = None
+    if scheduler is not None:
+        from ptyfast.runtime.distributed import open_client
+
+        client, cluster = open_client(scheduler, device)
+        console.print(f"Dask: {len(client.scheduler_info()['workers'])} workers at {client.scheduler.address}")
+    if follow:
+        from ptyfast.runtime.live import FollowOptions
+
+        _follow(scans[0], outs[0], job, be, reason, finish,
+                FollowOptions(idle_timeout=idle_timeout, refresh_frames=refresh_frames,
+                              refresh_seconds=refresh_seconds))
+    elif client is not None and many:
+        _many_on_cluster(client, scans, outs, job, finish)
+    else:
+        for scan_path, out in zip(scans, outs):
+            _one(scan_path, out, job, be, reason, finish, client)
+    if client is not None:
+        from ptyfast.runtime.distributed import close_client
+
+        close_client(client, cluster)
 
 
 def _frames_to_reconstruct(scans: list[Path], frames) -> int | None:
