@@ -130,7 +130,7 @@ def whole_process(scan: Path, out: Path, backend, batch: int, threads: int) -> f
     import subprocess
 
     cmd = [sys.executable, "-m", "ptyfast", "reconstruct", str(scan), "-o", str(out), "--no-png",
-           "--backend", backend.name.split("-")[0], "--precision", backend.precision, "--batch", str(batch),
+           "--backend", backend.name, "--precision", backend.precision, "--batch", str(batch),
            "--threads", str(threads)]
     t = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True)

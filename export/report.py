@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ptyfast.choices import Precision
+from ptyfast.choices import ExportFormat, Precision
 from ptyfast.errors import InputError
 from ptyfast.metrics import psnr
 from ptyfast.io.atomic import ensure_dir, write_text
 
-FORMATS = ("onnx", "tensorrt")
+FORMATS = ExportFormat.values()
 PRECISIONS = Precision.values()
 #: Patch-level PSNR (dB, vs fp32) above which a reduced-precision model counts as validated.
 MIN_PSNR = {"int8": 30.0, "fp16": 40.0, "bf16": 30.0, "fp32": 60.0}

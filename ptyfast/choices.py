@@ -170,7 +170,7 @@ class ScanPath(Choice):
 
 
 class Compression(Choice):
-    """Frame compressions ``convert --compression`` writes (``ptyfast.io.cxi.COMPRESSIONS``, same order)."""
+    """Frame compressions ``convert --compression`` writes (``ptyfast.io.cxi.COMPRESSIONS`` is this list)."""
 
     NONE = "none"
     GZIP = "gzip"
@@ -181,7 +181,7 @@ class Compression(Choice):
 
 
 class DetectorDtype(Choice):
-    """Stored frame types of ``simulate --dtype`` (``ptyfast.physics.simulate.DETECTOR_DTYPES``, same order)."""
+    """Stored frame types of ``simulate --dtype`` (``ptyfast.physics.simulate.DETECTOR_DTYPES`` is this list)."""
 
     FLOAT32 = "float32"
     UINT16 = "uint16"
@@ -189,7 +189,7 @@ class DetectorDtype(Choice):
 
 
 class ExportFormat(Choice):
-    """Artefacts ``export --format`` makes (``export.report.FORMATS``, same order)."""
+    """Artefacts ``export --format`` makes (``export.report.FORMATS`` is this list)."""
 
     ONNX = "onnx"
     TENSORRT = "tensorrt"

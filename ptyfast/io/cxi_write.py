@@ -10,6 +10,7 @@ import h5py
 import hdf5plugin  # noqa: F401 - registers the detector filters (bitshuffle/LZ4, LZ4, Blosc, Blosc2, Zstd, ...)
 import numpy as np
 
+from ptyfast.choices import Compression
 from ptyfast.errors import InputError
 from ptyfast.io.atomic import atomic_path
 from ptyfast.io.cxi_spec import CXI_VERSION, MASK_INVALID, PTYFAST_GROUP
@@ -141,7 +142,7 @@ def create_layout(f: h5py.File, scan: Scan, n: int | None, *, compression: str |
     return data, trans, pos
 
 
-COMPRESSIONS = ("none", "gzip", "lz4", "bitshuffle-lz4", "zstd", "blosc-zstd")
+COMPRESSIONS = Compression.values()
 
 
 def compression_filter(name: str | None) -> dict:

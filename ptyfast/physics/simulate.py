@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ptyfast.choices import DetectorDtype
 from ptyfast.physics.forward import forward_intensity
 from ptyfast.physics.probe import normalise_probe
 from ptyfast.scan import Geometry, Scan
@@ -53,7 +54,7 @@ def simulate_scan(
     )
 
 
-DETECTOR_DTYPES = ("float32", "uint16", "uint32")
+DETECTOR_DTYPES = DetectorDtype.values()
 
 
 def detector_counts(data: np.ndarray, *, beamstop: float = 0.0, saturation: float | None = None,

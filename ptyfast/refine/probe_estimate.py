@@ -50,11 +50,12 @@ def estimate_probe(scan, *, frames: int = ESTIMATE_FRAMES, iterations: int = EST
         As :func:`ptyfast.refine.refine` (no probe to start from, bad data).
     """
     from ptyfast.refine.run import refine
+    from ptyfast.refine.start import _to_numpy
 
     idx = central_frames(scan.positions, frames)
     sub = scan.select(idx)
     result = refine(sub, init="flat", iterations=int(iterations), probe=probe, seed=seed)
-    p = np.asarray(result.probe.get() if hasattr(result.probe, "get") else result.probe, np.complex64)
+    p = _to_numpy(result.probe).astype(np.complex64, copy=False)
     if p.ndim == 3:
         p = p[np.argmax(np.sum(np.abs(p) ** 2, axis=(1, 2)))]
     kept = result.meta.get("probe_trial", {}).get("kept", "updated")
