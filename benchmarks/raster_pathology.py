@@ -8,14 +8,14 @@ path regular. Usage::
 
     python benchmarks/raster_pathology.py [-o benchmarks/results/raster-pathology] [--iterations 60]
 
-Needs ../shared/data (or $PTYFAST_SHARED_DATA) for the held-out cat faces; about 10 minutes on 2 cores.
+Held-out cat faces from ../shared/data (or $PTYFAST_SHARED_DATA), else the bundled pair; about 10 minutes
+on 2 cores.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -23,27 +23,21 @@ from scipy import ndimage
 
 from ptyfast.metrics import evaluate_against_truth
 from ptyfast.physics import default_probe, fermat_positions, raster_positions
+from ptyfast.physics.objects import object_from_images
 from ptyfast.physics.scanpath import raster_lattice
 from ptyfast.physics.simulate import simulate_scan
 from ptyfast.refine import refine
 from ptyfast.refine.output import result_weight
 
+from release_check import held_out_pairs  # the held-out cat faces (or the bundled pair) in one place
+
 HERE = Path(__file__).resolve().parent.parent
 
 
-def faces(pair: int) -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image
-
-    root = Path(os.environ.get("PTYFAST_SHARED_DATA", HERE.parent / "shared" / "data")) / "ptynet-cat-faces"
-    files = sorted(root.glob("cat_face/cat_face_angle9[0-9]*"))
-    a, b = files[2 * pair], files[2 * pair + 1]
-    load = lambda f: np.asarray(Image.open(f).convert("L").resize((300, 300)), np.float64) / 255.0  # noqa: E731
-    return load(a), load(b)
-
-
-def held_out_object(pair: int) -> np.ndarray:
-    amp, ph = faces(pair)
-    return ((1 / 3 + 2 / 3 * amp) * np.exp(1j * (np.pi / 6 + np.pi / 3 * ph))).astype(np.complex64)
+def held_out_object(pair: int, size: int = 300) -> np.ndarray:
+    """Held-out pair ``pair`` (release check's images) as a (size, size) object, the training ranges."""
+    amp, phase = held_out_pairs(pair + 1)[pair]
+    return object_from_images(amp, phase, (size, size)).astype(np.complex64)
 
 
 def probes() -> dict[str, np.ndarray]:
