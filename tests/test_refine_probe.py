@@ -190,3 +190,6 @@ def test_reconstruct_estimate_probe(tmp_path):
     one_error_line(invoke("reconstruct", path, "--estimate-probe", "--probe", path, "-o", tmp_path / "x.h5"),
                    "cannot be combined with --probe")
     assert not (tmp_path / "x.h5").exists()
+    clash = invoke("reconstruct", path, "--estimate-probe", "--fit-offsets", "--no-align-phase", "-o", tmp_path / "y.h5")
+    one_error_line(clash, "--no-align-phase")
+    assert "probe estimated" not in clash.output  # refused before the estimate's work

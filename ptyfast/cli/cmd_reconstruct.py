@@ -186,22 +186,22 @@ def reconstruct_cmd(
     many = len(scans) > 1
     outs = _outputs(scans, output, many, probe)
     with contextlib.ExitStack() as stack:  # the estimated probe's folder and the backend close on every path
-        if estimate_probe:
-            probe = _estimated_probe(scans, frames, auto_mask, stack,
-                                     clashes=(("--probe", probe), ("several scans", many), ("--follow", follow),
-                                              ("--scheduler", scheduler)))
         offset_fitter = _offset_fitter(align_phase) if fit_offsets else None
-        job = ReconstructJob(model=model, backend=backend, device=device, precision=precision, batch=batch,
-                             chunk=chunk, fit=fit, weighting=weighting, align_phase=align_phase,
-                             consistency=consistency, consistency_frames=consistency_frames,
-                             allow_probe_mismatch=allow_probe_mismatch, threads=threads, offset_fitter=offset_fitter,
-                             probe=str(probe.resolve()) if probe else None, auto_mask=auto_mask, strict=strict)
         _check_probe_and_handoff(probe, handoff)
         finish = Finisher(frames=frames, refine=refine, iterations=iterations, consistency=consistency, png=png,
                           handoff=None if handoff is None else (handoff[0], handoff[1], many), strict=strict)
         if follow:
             _check_follow((("several scans", many), ("--frames", frames), ("--scheduler", scheduler),
                            ("--refine", refine), ("--handoff", handoff), ("--fit-offsets", fit_offsets)))
+        if estimate_probe:  # after every cheap check: a refused option must not cost the estimate first
+            probe = _estimated_probe(scans, frames, auto_mask, stack,
+                                     clashes=(("--probe", probe), ("several scans", many), ("--follow", follow),
+                                              ("--scheduler", scheduler)))
+        job = ReconstructJob(model=model, backend=backend, device=device, precision=precision, batch=batch,
+                             chunk=chunk, fit=fit, weighting=weighting, align_phase=align_phase,
+                             consistency=consistency, consistency_frames=consistency_frames,
+                             allow_probe_mismatch=allow_probe_mismatch, threads=threads, offset_fitter=offset_fitter,
+                             probe=str(probe.resolve()) if probe else None, auto_mask=auto_mask, strict=strict)
         be, reason = _open_backend(job, scans, frames, stack, model=model, backend=backend, device=device,
                                    precision=precision, threads=threads, follow=follow)
         _run(scans, outs, job, be, reason, finish, many=many, scheduler=scheduler, device=device, follow=follow,
