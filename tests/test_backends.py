@@ -240,3 +240,45 @@ def test_streams_run_batches_side_by_side_in_order_with_the_same_outputs(ckpt, n
     assert two(x[:1])[0].shape == (1, 128, 128)
     two.close()
     one.close()
+
+
+def test_torch_cpu_start_up_is_cached_on_disk_and_survives_a_broken_entry(ckpt, x, cache):
+    first = TorchBackend(ckpt, precision="fp32")
+    assert first.note is None and not first.cached
+    (entry,) = cache.glob("torch/s-float32-*.ts")
+    again = TorchBackend(ckpt, precision="fp32")
+    assert again.cached and again.note is None
+    (a0, p0), (a1, p1) = first(x), again(x)
+    np.testing.assert_allclose(a1, a0, atol=1e-6)
+    np.testing.assert_allclose(p1, p0, atol=1e-6)
+    entry.write_bytes(b"not a TorchScript archive")  # a truncated or foreign entry: traced again and replaced
+    mended = TorchBackend(ckpt, precision="fp32")
+    assert not mended.cached and mended.note is None and entry.stat().st_size > 1000
+    np.testing.assert_allclose(mended(x)[0], a0, atol=1e-6)
+    other = random_checkpoint(cache.parent / "other.pt", seed=2)[0]  # another model never loads this entry
+    assert not TorchBackend(other, precision="fp32").cached
+
+
+def test_bf16_agreement_is_computed_once_per_model_and_machine(ckpt, cache):
+    from ptyfast.runtime.backends.bf16_check import bf16_agreement
+    from ptyfast.runtime.backends.torch_cache import cached_agreement
+
+    b = TorchBackend(ckpt, precision="bf16")
+    calls = []
+
+    def counted(backend):
+        calls.append(1)
+        return bf16_agreement(backend)
+
+    value, before = cached_agreement(b, counted)
+    assert not before and value is not None and 0 <= value < 1
+    again, before = cached_agreement(b, counted)
+    assert before and again == value and len(calls) == 1
+
+
+def test_torch_cache_in_an_unwritable_place_is_skipped(ckpt, x, tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("PTYFAST_CACHE", str(blocker / "cache"))  # below a file: cannot be created
+    b = TorchBackend(ckpt, precision="fp32")
+    assert not b.cached and b.note is None and b(x)[0].shape == (6, 128, 128)

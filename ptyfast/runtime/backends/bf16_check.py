@@ -11,6 +11,7 @@ from ptyfast.models.probe_choice import model_probe
 from ptyfast.physics.probe import default_probe, lit_pixels
 from ptyfast.runtime.backends.interface import has_module
 from ptyfast.runtime.backends.torch_backend import TorchBackend
+from ptyfast.runtime.backends.torch_cache import cached_agreement
 
 #: Frames from which ``--precision auto`` runs torch bf16 rather than ONNX Runtime fp32 on a CPU with AVX-512 BF16
 #: or AMX: torch takes ≈ 2 s longer to start (import, checkpoint, tracing), which its faster inference repays only
@@ -39,14 +40,15 @@ def auto_precision(source: ModelSource, backend: str, on_gpu: bool, frames: int 
         count = "the number of frames is unknown" if frames is None else f"{frames:,} frames are too few"
         return None, f"{count} to repay torch's start-up (bf16 from {AUTO_BF16_FRAMES:,} frames)"
     b = TorchBackend(source.checkpoint, device="cpu", precision="bf16", threads=threads)
-    error = bf16_agreement(b)
+    error, checked_before = cached_agreement(b, bf16_agreement)
     if error is None or error > BF16_TOLERANCE:
         b.close()
         return None, ("bf16 cannot be checked (no probe of the model's input size)" if error is None else
                       f"bf16 differs from fp32 by {error:.3f} (tolerance {BF16_TOLERANCE})")
     size = f"{frames:,} frames, " if frames else ""
     return b, b.noted(f"torch-cpu bf16: {'requested backend, ' if backend == 'torch' else ''}{size}"
-                      f"{'/'.join(flags)} on this CPU, outputs within {error:.3f} of fp32")
+                      f"{'/'.join(flags)} on this CPU, outputs within {error:.3f} of fp32"
+                      + (" (checked on an earlier run)" if checked_before else ""))
 
 
 def bf16_agreement(backend: "TorchBackend", n: int = 16) -> float | None:

@@ -29,8 +29,9 @@ class TorchBackend(Backend):
         by side with ``torch.set_num_threads`` each.
 
     On the CPU the model runs with its BatchNorm folded and traced to TorchScript
-    (:func:`ptyfast.models.inference.inference_module`), in channels-last; :attr:`note` says when it could not be
-    traced and runs eager.
+    (:func:`ptyfast.models.inference.inference_module`), in channels-last, the traced module cached on disk for
+    the next run (:mod:`ptyfast.runtime.backends.torch_cache`; :attr:`cached`); :attr:`note` says when it could
+    not be traced and runs eager.
     """
 
     name = "torch"
@@ -43,7 +44,8 @@ class TorchBackend(Backend):
             raise SetupError("the torch backend needs PyTorch; install it (pip install 'ptyfast[train]') "
                              "or use --backend onnxruntime.") from None
         from ptyfast.models.checkpoint import load_checkpoint
-        from ptyfast.models.inference import fold_batchnorm, inference_module
+        from ptyfast.models.inference import fold_batchnorm
+        from ptyfast.runtime.backends.torch_cache import cached_inference_module
 
         if precision not in TORCH_PRECISIONS:
             raise InputError(f"the torch backend runs {', '.join(TORCH_PRECISIONS)}, not '{precision}'; "
@@ -63,13 +65,14 @@ class TorchBackend(Backend):
         self.manifest, self.device, self.precision = manifest, device, precision
         self.model_path = Path(checkpoint)
         self.note = None  # why the CPU path runs eager PyTorch, when it does
+        self.cached = False  # the traced module came from the on-disk cache (ptyfast.runtime.backends.torch_cache)
         if device == "cpu":
             self._model = fold_batchnorm(model)  # run_fp32's model
             from ptyfast.models.preprocess import input_channels
 
             example = torch.zeros((2, input_channels(manifest), *manifest.input_size), dtype=torch.float32)
-            self._compiled, self.note = inference_module(model, example, dtype=self._dtype or torch.float32,
-                                                         channels_last=self._channels_last)
+            self._compiled, self.note, self.cached = cached_inference_module(
+                checkpoint, model, example, dtype=self._dtype or torch.float32, channels_last=self._channels_last)
         else:
             model = model.to(device).to(memory_format=torch.channels_last)
             self._model = model.eval()
