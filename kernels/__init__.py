@@ -14,8 +14,10 @@ project_exit_waves       cuFFT + modulus.cu          far field → project → b
 far_field/back_propagate cuFFT (cupy.fft)            the project's fftshift/ortho convention
 overlap_add              overlap_add.cu              deterministic scatter-add (adjoint of gather)
 stitch                   overlap_add.cu + normalise  Σ w·patch / Σ w with a relative floor
+overlap_products         overlap_products.cu         Σ w_m w_k conj(p_m) p_k over each pair's overlap
 =======================  ==========================  ===============================================
 
+:func:`asnumpy` brings a result back to the host (numpy arrays as they are).
 ``project_exit_waves_fft_order`` is ``project_exit_waves`` against √I already in the FFT's pixel order.
 On the CPU its FFTs are FFTW's when pyFFTW is installed, else scipy.fft's (:mod:`ptyfast.kernels.cpu_fft`).
 """
@@ -63,6 +65,21 @@ def normalise(num, weight_map, *, floor=STITCH_FLOOR, out=None):
     return _impl(num).normalise(num, weight_map, floor=floor, out=out)
 
 
+def overlap_products(patches, rects, weight):
+    """(P,) complex128 ``Σ w_m w_k conj(p_m) p_k`` over each pair's overlap rectangle; ``rects`` (P, 8) int rows
+    (m, k, am, bm, ak, bk, oh, ow), ``weight`` (h, w) shared by the (N, h, w) patches."""
+    return _impl(patches).overlap_products(patches, rects, weight)
+
+
+def asnumpy(a):
+    """``a`` on the host: a CuPy array copied back once, anything else as ``numpy.asarray`` gives it."""
+    if _is_cupy(a):
+        return a.get()
+    import numpy
+
+    return numpy.asarray(a)
+
+
 def modulus_projection(psi, intensity, mask=None):
     """``(Ψ', err_per_frame)``: ``Ψ' = √I · Ψ/|Ψ|`` (masked pixels keep Ψ), err = Σ_valid (|Ψ| − √I)²."""
     return _impl(psi).modulus_projection(psi, intensity, mask)
@@ -97,6 +114,7 @@ def project_exit_waves_fft_order(psi, amplitude, mask=None):
 
 __all__ = [
     "STITCH_FLOOR",
+    "asnumpy",
     "back_propagate",
     "exit_waves",
     "far_field",
@@ -105,6 +123,7 @@ __all__ = [
     "modulus_projection",
     "normalise",
     "overlap_add",
+    "overlap_products",
     "project_exit_waves",
     "project_exit_waves_fft_order",
     "stitch",

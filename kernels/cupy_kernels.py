@@ -20,6 +20,7 @@ from ptyfast.kernels.numpy_twins import STITCH_FLOOR
 _BLOCK2D = (32, 8, 1)
 _MAX_GRID_Z = 65535
 _MP_BLOCK = 256  # PTF_MP_BLOCK in modulus.cu
+_OP_BLOCK = 256  # PTF_OP_BLOCK in overlap_products.cu
 
 
 def _i32(v) -> np.int32:
@@ -211,6 +212,22 @@ def stitch(patches, weights, positions, object_shape, *, floor=STITCH_FLOOR):
     wmap = cupy.zeros(tuple(object_shape), cupy.float32)
     overlap_add(num, patches, positions, weights=weights, weight_accum=wmap)
     return normalise(num, wmap, floor=floor), wmap
+
+
+def overlap_products(patches, rects, weight):
+    """Weighted inner products of overlapping patch pairs (P,) complex128, one block per pair (sums in double);
+    see the twin. ``rects`` (P, 8) and ``weight`` (h, w) may be numpy or CuPy arrays."""
+    patches = _c64(patches, "patches")
+    n, h, w = patches.shape
+    r = cupy.ascontiguousarray(cupy.asarray(rects, dtype=cupy.int32)).reshape(-1, 8)
+    wt = cupy.ascontiguousarray(cupy.asarray(weight, dtype=cupy.float32))
+    if wt.shape != (h, w):
+        raise ValueError(f"weight has shape {wt.shape}; expected the windows' {(h, w)}")
+    out = cupy.empty(r.shape[0], cupy.complex128)
+    if r.shape[0]:
+        k = get_function("overlap_products", "overlap_products_c64")
+        k((r.shape[0], 1, 1), (_OP_BLOCK, 1, 1), (patches, _i32(h), _i32(w), wt, r, _i32(r.shape[0]), out))
+    return out
 
 
 def far_field(exit_wave):

@@ -256,6 +256,36 @@ def normalise(num, weight_map, *, floor=STITCH_FLOOR, out=None):
     return out
 
 
+def overlap_products(patches, rects, weight):
+    """Weighted inner products of overlapping patch pairs (the overlap matrix's entries, one per pair).
+
+    ``H_j = Σ conj(p_m[am:am+oh, bm:bm+ow]) · p_k[ak:ak+oh, bk:bk+ow] · w[am:…, bm:…] · w[ak:…, bk:…]``,
+    each pair's sum one ``np.vdot`` in the patches' precision.
+
+    Parameters
+    ----------
+    patches : (N, h, w) complex64
+    rects : (P, 8) int, per pair (m, k, am, bm, ak, bk, oh, ow): the patches' rows, the overlap's top-left
+        corner (y, x) in window m and in window k, its size (rows, cols); it must lie inside both windows
+    weight : (h, w) real, shared by every window
+
+    Returns
+    -------
+    (P,) complex128
+    """
+    weight = np.asarray(weight, np.float32)
+    out = np.empty(len(rects), np.complex128)
+    both: dict = {}  # w_m · w_k per rectangle pair (one per rounded relative shift)
+    for j, (m, k, am, bm, ak, bk, oh, ow) in enumerate(np.asarray(rects).reshape(-1, 8).tolist()):
+        key = (am, bm, ak, bk, oh, ow)
+        b = both.get(key)
+        if b is None:
+            b = both[key] = (weight[am : am + oh, bm : bm + ow] * weight[ak : ak + oh, bk : bk + ow]).astype(
+                np.complex64)
+        out[j] = np.vdot(patches[m, am : am + oh, bm : bm + ow], patches[k, ak : ak + oh, bk : bk + ow] * b)
+    return out
+
+
 # ------------------------------------------------------------------------------- propagation, projection
 def far_field(exit_wave):
     """``fftshift(fft2(ψ, norm="ortho"))`` over the last two axes (scipy.fft: the same result whatever the batch

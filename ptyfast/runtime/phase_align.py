@@ -25,6 +25,7 @@ from scipy.sparse.linalg import eigsh
 from scipy.spatial import cKDTree
 
 from ptyfast import threads
+from ptyfast.kernels import asnumpy, overlap_products
 
 #: Pairs whose overlap Σ w_m w_n is below this fraction of a window's own Σ w² are ignored.
 MIN_OVERLAP = 0.02
@@ -56,6 +57,14 @@ class OverlapPairs:
         """H_mk = Σ w_m w_k conj(p_m) p_k over the overlap of pair ``j`` (patches ``pm``, ``pk``)."""
         in_m, in_k, both = self.shifts[self.shift_of[j]]
         return np.vdot(pm[in_m], pk[in_k] * both)
+
+    def rects(self) -> np.ndarray:
+        """(P, 8) int32 per pair: m, k, the overlap's top-left corner (y, x) in window m, in window k, and its
+        size (rows, cols), in pixels of the whole window: the ``rects`` of :func:`ptyfast.kernels.overlap_products`."""
+        per_shift = np.array([[in_m[0].start, in_m[1].start, in_k[0].start, in_k[1].start,
+                               in_m[0].stop - in_m[0].start, in_m[1].stop - in_m[1].start]
+                              for in_m, in_k, _ in self.shifts], np.int64).reshape(-1, 6)
+        return np.column_stack([self.pairs, per_shift[self.shift_of]]).astype(np.int32).reshape(-1, 8)
 
     def last_partner(self) -> np.ndarray:
         """For each window, the largest index of a window it overlaps (itself when none): in a scan read in
@@ -113,19 +122,21 @@ def overlap_pairs(positions: np.ndarray, weight: np.ndarray) -> OverlapPairs:
     return OverlapPairs(len(pos), pairs, shift_of, shifts)
 
 
-def overlap_matrix(patches: np.ndarray, positions: np.ndarray, weight: np.ndarray) -> sparse.csr_matrix:
-    """Sparse Hermitian H (N × N), H_mn = Σ w_m w_n conj(p_m) p_n over the overlap of windows m ≠ n.
+def overlap_matrix(patches, positions: np.ndarray, weight: np.ndarray) -> sparse.csr_matrix:
+    """Sparse Hermitian H (N × N) on the host, H_mn = Σ w_m w_n conj(p_m) p_n over the overlap of windows m ≠ n.
 
-    ``patches`` (N, h, w) complex, ``positions`` (N, 2) (y, x) of each window's top-left corner,
-    ``weight`` (h, w) the stitching weight (see :func:`overlap_pairs` for which pairs count). No weighted copy
-    of the patches is made (1.3 GB at 20,000 frames)."""
+    ``patches`` (N, h, w) complex64, numpy or CuPy: the products are taken where the patches are
+    (:func:`ptyfast.kernels.overlap_products`) and only they, one per pair, come to the host; ``positions``
+    (N, 2) (y, x) of each window's top-left corner, ``weight`` (h, w) the stitching weight (see
+    :func:`overlap_pairs` for which pairs count). No weighted copy of the patches is made (1.3 GB at 20,000
+    frames)."""
     op = overlap_pairs(positions, weight)
-    return op.matrix([op.product(j, patches[m], patches[k]) for j, (m, k) in enumerate(op.pairs.tolist())])
+    return op.matrix(asnumpy(overlap_products(patches, op.rects(), weight)))
 
 
-def solve_phase_offsets(patches: np.ndarray, positions: np.ndarray, weight: np.ndarray, *,
-                        iterations: int = 30) -> np.ndarray:
-    """Unit factors z (N,) complex such that z_n · patch_n agree on the overlaps (least squares, see module)."""
+def solve_phase_offsets(patches, positions: np.ndarray, weight: np.ndarray, *, iterations: int = 30) -> np.ndarray:
+    """Unit factors z (N,) complex64 on the host such that z_n · patch_n agree on the overlaps (least squares,
+    see module); ``patches`` numpy or CuPy (see :func:`overlap_matrix`)."""
     if len(patches) < 2:
         return np.ones(len(patches), np.complex64)
     return offsets_from_overlaps(overlap_matrix(patches, positions, weight), iterations=iterations)
