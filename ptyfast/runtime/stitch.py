@@ -15,6 +15,12 @@ partials of several workers keep them in memory.
 validate, preprocess), inference from the calling thread (:meth:`~ptyfast.runtime.backends.Backend.map`: on the
 CPU several batches side by side) and a stitching thread (frame order). Peak memory is O(chunk · H · W) for the
 data plus O(object area) for the object and its weight map, independent of the number of frames.
+
+The stitching runs on the array module of the batch outputs (``xp``, :func:`ptyfast.physics.xp.get_array_module`):
+numpy arrays on the host, CuPy arrays (or torch CUDA tensors, taken through DLPack) on their device, where the
+kept patches, the grid sums, the overlap products, the blend and the normalisation then stay; only the overlap
+products (for the host's eigen-solve) and, from :func:`finish_stitch`, the object and its weight map come back.
+Spilled patches stay on the host (see :meth:`_BatchStitcher._spill`).
 """
 
 from __future__ import annotations
@@ -26,9 +32,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ptyfast.choices import Fit, Weighting
-from ptyfast.kernels import normalise, overlap_add
+from ptyfast.kernels import asnumpy, normalise, overlap_add
 from ptyfast.models.preprocess import fit_frames, fit_probe, model_grid, preprocess
 from ptyfast.physics.probe import lit_pixels
+from ptyfast.physics.xp import get_array_module
 from ptyfast.runtime.consistency import measured_amplitudes
 from ptyfast.runtime.phase_align import offsets_from_overlaps, solve_phase_offsets, support_box
 from ptyfast.runtime.spilled_patches import SpilledPatches
@@ -117,7 +124,8 @@ class PartialStitch:
     in memory (``patches``, which partials of several workers can combine), or, in one process, with their
     overlap products taken as they arrive and the patches beyond a memory budget spilled to a temporary file
     (``spilled``: memory that does not grow with the frames; ``num`` and ``wsum`` then hold the zeroed grid and
-    the weight map, summed while stitching)."""
+    the weight map, summed while stitching). ``num``, ``wsum`` and ``patches`` are arrays of the batch outputs'
+    module (numpy, or CuPy on a device); spilled patches and their grid are numpy."""
 
     start: int
     stop: int
@@ -136,13 +144,31 @@ class PartialStitch:
         self.num = self.wsum = self.patches = self.spilled = self.measured = None
 
 
-def complex_patches(amp: np.ndarray, pha: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """A·exp(iφ) as complex64, computed in float32 (``np.exp(1j * φ)`` would go through complex128), into
-    ``out`` when given."""
-    out = np.empty(amp.shape, np.complex64) if out is None else out
-    np.multiply(amp, np.cos(pha, dtype=np.float32), out=out.real)
-    np.multiply(amp, np.sin(pha, dtype=np.float32), out=out.imag)
+def complex_patches(amp, pha, out=None):
+    """A·exp(iφ) as complex64 (same shape, e.g. (B, h, w)), computed in float32 (``np.exp(1j * φ)`` would go
+    through complex128), into ``out`` when given; on the array module of ``amp`` (numpy or CuPy)."""
+    xp = get_array_module(amp)
+    out = xp.empty(amp.shape, xp.complex64) if out is None else out
+    xp.multiply(amp, xp.cos(pha, dtype=xp.float32), out=out.real)
+    xp.multiply(amp, xp.sin(pha, dtype=xp.float32), out=out.imag)
     return out
+
+
+def as_array(a):
+    """A batch output as a numpy or CuPy array: torch tensors are shared through DLPack (CPU → numpy, CUDA →
+    CuPy; no copy), anything else is returned as it is."""
+    if type(a).__module__.startswith("torch"):
+        from ptyfast.kernels.memory import from_torch
+
+        return from_torch(a)
+    return a
+
+
+def _on(xp, a):
+    """``a`` as an array of ``xp`` (copied between host and device only when it is not one already)."""
+    if get_array_module(a) is xp:
+        return a
+    return asnumpy(a) if xp is np else xp.asarray(a)
 
 
 class _BatchStitcher:
@@ -151,6 +177,20 @@ class _BatchStitcher:
 
     def __init__(self, plan: StitchPlan, part: PartialStitch, keep: bool, spilling: bool) -> None:
         self.plan, self.part, self.keep, self.spilling = plan, part, keep, spilling
+        self._weight = None  # plan.weight on the store's array module
+
+    def store(self, xp) -> None:
+        """Allocate the kept-patch store or the grid sums on ``xp`` (the first batch's module) if not yet done."""
+        plan, part = self.plan, self.part
+        if self.spilling:
+            return
+        if self.keep and part.patches is None:  # filled in place: no list of batches to concatenate
+            part.patches = xp.empty((part.stop - part.start, *plan.weight[plan.box].shape), xp.complex64)
+        elif not self.keep and part.num is None:
+            part.num = xp.zeros(plan.shape, xp.complex64)
+            part.wsum = xp.zeros(plan.shape, xp.float32)
+        if not self.keep and self._weight is None:
+            self._weight = _on(get_array_module(part.num), plan.weight)
 
     def setup(self) -> None:
         """Find the overlapping pairs of the spilled patches: this takes a while, so it runs in the stitching
@@ -160,28 +200,36 @@ class _BatchStitcher:
         part.spilled = SpilledPatches(plan.grid_pos[part.start : part.stop] + plan.box_offset, plan.solve_weight)
         part.timings["stitch"] += time.perf_counter() - t
 
-    def __call__(self, first: int, amp: np.ndarray, pha: np.ndarray) -> None:
+    def __call__(self, first: int, amp, pha) -> None:
+        """Stitch the (B, H, W) float32 amplitude and phase (radians) of frames [first, first + B)."""
         t = time.perf_counter()
         plan, part = self.plan, self.part
+        amp, pha = as_array(amp), as_array(pha)
         if self.spilling:
             self._spill(first, amp, pha)
-        elif self.keep:
-            complex_patches(amp[:, plan.box[0], plan.box[1]], pha[:, plan.box[0], plan.box[1]],
-                            out=part.patches[first - part.start : first - part.start + len(amp)])
         else:
-            patches = complex_patches(amp, pha)
-            overlap_add(part.num, patches, plan.grid_pos[first : first + len(patches)], weights=plan.weight,
-                        weight_accum=part.wsum)
+            self.store(get_array_module(amp))
+            xp = get_array_module(part.patches if self.keep else part.num)
+            amp, pha = _on(xp, amp), _on(xp, pha)
+            if self.keep:
+                complex_patches(amp[:, plan.box[0], plan.box[1]], pha[:, plan.box[0], plan.box[1]],
+                                out=part.patches[first - part.start : first - part.start + len(amp)])
+            else:
+                patches = complex_patches(amp, pha)
+                overlap_add(part.num, patches, plan.grid_pos[first : first + len(patches)], weights=self._weight,
+                            weight_accum=part.wsum)
         part.timings["stitch"] += time.perf_counter() - t
 
-    def _spill(self, first: int, amp: np.ndarray, pha: np.ndarray) -> None:
+    def _spill(self, first: int, amp, pha) -> None:
+        """Host only: a device batch's complex patches are built on the device and their box copied to the host
+        once per batch."""
         plan, part = self.plan, self.part
         if part.num is None:  # in this thread, beside inference: the grid's pages are touched here, not after
             part.num = np.zeros(plan.shape, np.complex64)
             part.num.fill(0)
             part.wsum = np.zeros(plan.shape, np.float32)
         # only the box is kept: the complex patches are built there alone
-        part.spilled.add(complex_patches(amp[:, plan.box[0], plan.box[1]], pha[:, plan.box[0], plan.box[1]]))
+        part.spilled.add(asnumpy(complex_patches(amp[:, plan.box[0], plan.box[1]], pha[:, plan.box[0], plan.box[1]])))
         box_w = plan.box_weight
         # the weight map does not depend on the offsets: summed now, so the blend only adds the patches
         overlap_add(part.wsum, np.broadcast_to(box_w, (len(amp), *box_w.shape)),
@@ -213,6 +261,8 @@ def stitch_frames(scan: Scan, backend, plan: StitchPlan, start: int = 0, stop: i
     """Read, preprocess and infer frames [start, stop) of ``scan`` and stitch them (see :class:`PartialStitch`);
     kept patches are spilled (:mod:`ptyfast.runtime.spilled_patches`) when ``spill``. The measured amplitudes
     of the frames ``keep_measured`` (sorted indices in [start, stop)) are kept for the consistency figure.
+    The kept patches or grid sums are allocated at the first batch on its array module (CuPy for device
+    outputs, numpy otherwise); spilled patches stay on the host, each device batch copied back once.
 
     Reading and stitching run in background threads beside inference (see the module docstring);
     ``timings`` holds each stage's own busy time, so their sum may exceed the wall time."""
@@ -221,11 +271,6 @@ def stitch_frames(scan: Scan, backend, plan: StitchPlan, start: int = 0, stop: i
     keep = plan.align if keep_patches is None else keep_patches
     part = PartialStitch(start, stop, timings={"read": 0.0, "preprocess": 0.0, "infer": 0.0, "stitch": 0.0})
     spilling = keep and spill
-    if keep and not spill:  # filled in place: no list of batches to concatenate (a second copy of every patch)
-        part.patches = np.empty((stop - start, *plan.weight[plan.box].shape), np.complex64)
-    elif not keep:
-        part.num = np.zeros(plan.shape, np.complex64)
-        part.wsum = np.zeros(plan.shape, np.float32)
     if keep_measured is not None and plan.probe is not None:
         part.measured_frames = np.asarray(keep_measured, np.int64)
         part.measured = np.empty((len(part.measured_frames), *plan.size), np.float32)
@@ -258,22 +303,25 @@ def stitch_frames(scan: Scan, backend, plan: StitchPlan, start: int = 0, stop: i
         if outputs is not None:  # on an error: stop the batches still running and the reader now, not at GC
             outputs.close()
         stage.close()
+    stitcher.store(np)  # no frames: an empty store on the host
     return part
 
 
 def combine_partials(parts: list[PartialStitch]) -> PartialStitch:
     """One partial from partials of adjacent frame ranges (sums added; kept patches concatenated in frame
-    order; timings added)."""
+    order; timings added), on the array module of the first partial's arrays."""
     parts = sorted(parts, key=lambda p: p.start)
     for a, b in zip(parts, parts[1:]):
         if a.stop != b.start:
             raise ValueError(f"partials [{a.start}, {a.stop}) and [{b.start}, {b.stop}) are not adjacent")
     out = PartialStitch(parts[0].start, parts[-1].stop)
     if all(p.patches is not None for p in parts):
-        out.patches = np.concatenate([p.patches for p in parts])
+        xp = get_array_module(parts[0].patches)
+        out.patches = xp.concatenate([_on(xp, p.patches) for p in parts])
     elif all(p.num is not None for p in parts):
-        out.num = np.sum([p.num for p in parts], axis=0) if len(parts) > 1 else parts[0].num
-        out.wsum = np.sum([p.wsum for p in parts], axis=0) if len(parts) > 1 else parts[0].wsum
+        xp = get_array_module(parts[0].num)
+        out.num = xp.sum(xp.stack([_on(xp, p.num) for p in parts]), axis=0) if len(parts) > 1 else parts[0].num
+        out.wsum = xp.sum(xp.stack([_on(xp, p.wsum) for p in parts]), axis=0) if len(parts) > 1 else parts[0].wsum
     else:
         raise ValueError("cannot combine partials that keep patches with partials that keep sums")
     for p in parts:
@@ -286,19 +334,24 @@ BLEND_CHUNK = 1024  # patches read back from the spill file at a time for the bl
 ROTATE = 64  # patches rotated by their phase offsets at a time (4 MiB for the default probe's 89² box)
 
 
-def finish_stitch(plan: StitchPlan, part: PartialStitch, fit=None, notes: list | None = None
-                  ) -> tuple[np.ndarray, np.ndarray, dict]:
+def finish_stitch(plan: StitchPlan, part: PartialStitch, fit=None, notes: list | None = None, *,
+                  to_host: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
     """(object, weight map, timings) from the partial of all frames: solve the phase offsets when the plan
-    says so, blend kept patches, normalise. With ``fit(patches, z) → (z, note)`` the solved offsets are then
-    refined (e.g. against the data, :mod:`ptyfast.runtime.offset_fit`; a note is appended to ``notes``) and
-    the object takes its phase from the blend with the fitted offsets and its amplitude from the blend with
-    the solved ones (the fit's model: offsets move phase, never amplitude)."""
+    says so, blend kept patches, normalise — on the partial's array module (numpy, or CuPy: then only the
+    overlap products come to the host for the offset solve, and the object (rows, cols) complex64 and weight
+    map float32 at the end, unless ``to_host`` is False). With ``fit(patches, z) → (z, note)`` the solved
+    offsets are then refined (e.g. against the data, :mod:`ptyfast.runtime.offset_fit`, on the host: device
+    patches are copied back for it; a note is appended to ``notes``) and the object takes its phase from the
+    blend with the fitted offsets and its amplitude from the blend with the solved ones (the fit's model:
+    offsets move phase, never amplitude)."""
     timings: dict = {}
     t = time.perf_counter()
+    back = asnumpy if to_host else (lambda a: a)
     if part.patches is None and part.spilled is None:
         obj = normalise(part.num, part.wsum, out=part.num)
         timings["stitch"] = time.perf_counter() - t
-        return obj, part.wsum, timings
+        return back(obj), back(part.wsum), timings
+    xp = np if part.spilled is not None else get_array_module(part.patches)
     pos = plan.grid_pos[part.start : part.stop] + plan.box_offset
     z = np.ones(len(pos), np.complex64)
     solved = None
@@ -308,7 +361,7 @@ def finish_stitch(plan: StitchPlan, part: PartialStitch, fit=None, notes: list |
         timings["align"] = time.perf_counter() - t
         if fit is not None:
             t_fit = time.perf_counter()
-            kept = part.patches if part.spilled is None else np.concatenate(
+            kept = asnumpy(part.patches) if part.spilled is None else np.concatenate(
                 [c for _, c in part.spilled.chunks(BLEND_CHUNK)])
             solved, (z, note) = z, fit(kept, z)
             del kept
@@ -318,29 +371,34 @@ def finish_stitch(plan: StitchPlan, part: PartialStitch, fit=None, notes: list |
     if part.spilled is not None and part.num is not None:  # the weight map was summed while stitching
         num, wsum, wacc = part.num, part.wsum, None
     else:
-        num = np.zeros(plan.shape, np.complex64)
-        wsum = wacc = np.zeros(plan.shape, np.float32)
+        num = xp.zeros(plan.shape, xp.complex64)
+        wsum = wacc = xp.zeros(plan.shape, xp.float32)
     _blend(plan, part, pos, z, num, wacc)
     obj = normalise(num, wsum, out=num)  # in place: no second object-sized array
     if solved is not None and solved is not z:
-        amplitude = np.abs(normalise(_blend(plan, part, pos, solved, np.zeros(plan.shape, np.complex64)), wsum))
-        mag = np.abs(obj)
-        np.multiply(obj, np.divide(amplitude, mag, out=np.zeros_like(mag), where=mag > 0), out=obj)
+        amplitude = xp.abs(normalise(_blend(plan, part, pos, solved, xp.zeros(plan.shape, xp.complex64)), wsum))
+        mag = xp.abs(obj)
+        lit = mag > 0
+        xp.multiply(obj, xp.where(lit, amplitude / xp.where(lit, mag, xp.float32(1)), xp.float32(0)), out=obj)
     timings["stitch"] = time.perf_counter() - t
-    return obj, wsum, timings
+    return back(obj), back(wsum), timings
 
 
-def _blend(plan: StitchPlan, part: PartialStitch, pos: np.ndarray, z: np.ndarray, num: np.ndarray,
-           wacc: np.ndarray | None = None) -> np.ndarray:
-    """``num`` += Σ_k z_k w·p_k over the kept patches (and ``wacc`` += Σ w), rotated ``ROTATE`` at a time into
-    one reused buffer: no second copy of every patch, no fresh memory per chunk."""
+def _blend(plan: StitchPlan, part: PartialStitch, pos: np.ndarray, z: np.ndarray, num, wacc=None):
+    """``num`` += Σ_k z_k w·p_k over the kept patches (and ``wacc`` += Σ w), on ``num``'s array module: rotated
+    ``ROTATE`` at a time into one reused buffer on the host (no second copy of every patch, no fresh memory per
+    chunk), ``BLEND_CHUNK`` at a time on a device (one kernel launch each). ``pos`` (N, 2) and ``z`` (N,)
+    are host arrays."""
+    xp = get_array_module(num)
+    step = ROTATE if xp is np else BLEND_CHUNK
+    z, weight = _on(xp, z), _on(xp, plan.box_weight)
     chunks = part.spilled.chunks(BLEND_CHUNK) if part.spilled is not None else \
         ((s, part.patches[s : s + BLEND_CHUNK]) for s in range(0, len(pos), BLEND_CHUNK))
     rotated = None
     for s, patches in chunks:
-        for a in range(0, len(patches), ROTATE):
-            b = min(a + ROTATE, len(patches))
-            rotated = np.empty((ROTATE, *patches.shape[1:]), np.complex64) if rotated is None else rotated
-            out = np.multiply(patches[a:b], z[s + a : s + b, None, None], out=rotated[: b - a])
-            overlap_add(num, out, pos[s + a : s + b], weights=plan.box_weight, weight_accum=wacc)
+        for a in range(0, len(patches), step):
+            b = min(a + step, len(patches))
+            rotated = xp.empty((step, *patches.shape[1:]), xp.complex64) if rotated is None else rotated
+            out = xp.multiply(patches[a:b], z[s + a : s + b, None, None], out=rotated[: b - a])
+            overlap_add(num, out, pos[s + a : s + b], weights=weight, weight_accum=wacc)
     return num
