@@ -276,10 +276,40 @@ def _stitch_and_finish(scan: Scan, backend, plan: StitchPlan, *, batch, chunk: i
     of the consistency sample; then :func:`finish_reconstruction`."""
     sample = (consistency_sample(scan.n_frames, consistency_frames)
               if consistency and consistency_frames > 0 else None)
-    part = stitch_frames(scan, backend, plan, batch=batch, chunk=chunk, spill=True, progress=progress,
-                         keep_measured=sample)
-    return finish_reconstruction(scan, plan, part, consistency=consistency, chunk=chunk, progress=progress,
-                                 t_start=t_start, release=True, offset_fitter=offset_fitter)
+    on_device = device_stitching(backend, plan, scan.n_frames)
+    backend.device_outputs = on_device
+    try:
+        part = stitch_frames(scan, backend, plan, batch=batch, chunk=chunk, spill=not on_device, progress=progress,
+                             keep_measured=sample)
+    finally:
+        backend.device_outputs = False
+    rec = finish_reconstruction(scan, plan, part, consistency=consistency, chunk=chunk, progress=progress,
+                                t_start=t_start, release=True, offset_fitter=offset_fitter)
+    if getattr(backend, "memory_note", None):
+        rec.notes.append(backend.memory_note)
+    return rec
+
+
+#: Share of the device's free memory the kept patches and the object grid may take when stitching there.
+DEVICE_STITCH_MEMORY = 0.5
+
+
+def device_stitching(backend, plan: StitchPlan, n_frames: int) -> bool:
+    """Whether to stitch on the GPU: a torch CUDA backend, CuPy with a device, and the kept patches
+    (n_frames × the lit box, complex64) plus the object grid (complex64 + float32) within
+    :data:`DEVICE_STITCH_MEMORY` of the device's free memory; else the host stitches, spilling patches to disk
+    beyond its memory budget."""
+    if backend.device != "cuda" or backend.name != "torch":
+        return False
+    try:
+        import cupy
+
+        free, _ = cupy.cuda.runtime.memGetInfo()
+    except Exception:  # noqa: BLE001 - no CuPy, or no device it can use: stitch on the host
+        return False
+    box = plan.weight[plan.box]
+    need = n_frames * box.size * 8 + int(np.prod(plan.shape)) * 12
+    return need <= DEVICE_STITCH_MEMORY * free
 
 
 def finish_reconstruction(scan: Scan, plan: StitchPlan, part: PartialStitch, *, consistency: bool = True,

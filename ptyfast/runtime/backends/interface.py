@@ -74,6 +74,9 @@ class Backend:
     manifest: Manifest
     model_path: Path | None = None
     streams: int = 1  # batches run side by side (CPU: :func:`cpu_streams`)
+    #: Return each batch's outputs where they were computed (torch CUDA tensors) instead of as numpy: set by
+    #: reconstruct while it stitches on the device (:func:`ptyfast.runtime.reconstruct.device_stitching`).
+    device_outputs: bool = False
     _pool: ThreadPoolExecutor | None = None
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -124,6 +127,8 @@ class Backend:
             empty = np.zeros((0, h, w), np.float32)
             return empty, empty.copy()
         amp, phase = self._run(x)
+        if self.device_outputs and not isinstance(amp, np.ndarray):
+            return amp, phase
         return np.asarray(amp, dtype=np.float32), np.asarray(phase, dtype=np.float32)
 
     def _executor(self) -> ThreadPoolExecutor:

@@ -66,6 +66,7 @@ class TorchBackend(Backend):
         self.model_path = Path(checkpoint)
         self.note = None  # why the CPU path runs eager PyTorch, when it does
         self.cached = False  # the traced module came from the on-disk cache (ptyfast.runtime.backends.torch_cache)
+        self.memory_note = None  # set when a batch did not fit in the GPU's memory and ran in parts
         if device == "cpu":
             self._model = fold_batchnorm(model)  # run_fp32's model
             from ptyfast.models.preprocess import input_channels
@@ -78,7 +79,24 @@ class TorchBackend(Backend):
             self._model = model.eval()
             self._compiled = None
 
-    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _run(self, x: np.ndarray):
+        """One batch; on a GPU that runs out of memory, the batch in halves (down to one pattern), said once in
+        :attr:`memory_note`."""
+        torch = self._torch
+        try:
+            return self._run_batch(x)
+        except torch.cuda.OutOfMemoryError:
+            if len(x) < 2:
+                raise SetupError("the GPU ran out of memory for a single pattern; free the GPU (another process "
+                                 "may hold its memory) or use --device cpu.") from None
+            torch.cuda.empty_cache()
+            self.memory_note = self.memory_note or (f"the GPU ran out of memory at a batch of {len(x)}; smaller "
+                                                    "batches were run (give a smaller --batch)")
+            (a0, p0), (a1, p1) = self._run(x[: len(x) // 2]), self._run(x[len(x) // 2 :])
+            cat = torch.cat if isinstance(a0, torch.Tensor) else np.concatenate
+            return cat([a0, a1]), cat([p0, p1])
+
+    def _run_batch(self, x: np.ndarray):
         torch = self._torch
         if self.device == "cpu" and torch.get_num_threads() != self._per_stream:
             torch.set_num_threads(self._per_stream)  # ptyfast.threads.set_threads after opening must not oversubscribe
@@ -92,6 +110,8 @@ class TorchBackend(Backend):
             with torch.inference_mode(), torch.autocast(self.device, dtype=self._dtype or torch.float32,
                                                          enabled=self._dtype is not None):
                 amp, phase = self._model(t)
+        if self.device_outputs and self.device == "cuda":
+            return amp.float(), phase.float()  # CUDA tensors, for a stitch on the device (runtime.reconstruct)
         return amp.float().cpu().numpy(), phase.float().cpu().numpy()
 
     def noted(self, reason: str) -> str:
