@@ -299,7 +299,7 @@ def device_stitching(backend, plan: StitchPlan, n_frames: int) -> bool:
     (n_frames × the lit box, complex64) plus the object grid (complex64 + float32) within
     :data:`DEVICE_STITCH_MEMORY` of the device's free memory; else the host stitches, spilling patches to disk
     beyond its memory budget."""
-    if backend.device != "cuda" or backend.name != "torch":
+    if getattr(backend, "device", "cpu") != "cuda" or getattr(backend, "name", "") != "torch":
         return False
     try:
         import cupy
