@@ -199,6 +199,31 @@ def test_reconstruct_takes_the_probe_from_a_file_or_a_ptyfast_output(conditioned
     assert res.returncode == 0 and "the probe of given.h5" in res.stdout, res.stderr
 
 
+def test_a_probe_in_another_power_convention_is_scaled_to_the_data(conditioned):
+    """A unit-norm probe (other codes' convention) would feed the network patterns 10⁶ times too bright: it is
+    scaled to the data's photons per frame and said so; a probe within the plausible range is used as given."""
+    from ptyfast.models.probe_choice import PROBE_POWER_RANGE
+
+    model, f = conditioned
+    probe = np.load(f["dir"] / "probe.npy")
+    np.save(f["dir"] / "unit.npy", probe / np.linalg.norm(probe))
+    outs = {}
+    for name in ("unit.npy", "probe.npy"):
+        res = run("reconstruct", f["scan"], "--model", model, "--probe", f["dir"] / name, "-o",
+                  f["dir"] / f"power-{name}.h5", "--no-png")
+        assert res.returncode == 0, res.stderr
+        outs[name] = res.stdout
+        with h5py.File(f["dir"] / f"power-{name}.h5") as h:
+            power = float(np.sum(np.abs(h["probe"][()]) ** 2))
+        with h5py.File(f["scan"]) as h:
+            photons = float(np.mean(np.sum(h["entry_1/data_1/data"][()], axis=(1, 2))))
+        assert PROBE_POWER_RANGE[0] <= power / photons <= PROBE_POWER_RANGE[1], (name, power, photons)
+    assert "scaled to the data" in " ".join(outs["unit.npy"].split())
+    assert "scaled to the data" not in " ".join(outs["probe.npy"].split())
+    with h5py.File(f["dir"] / "power-unit.npy.h5") as a, h5py.File(f["dir"] / "power-probe.npy.h5") as b:
+        np.testing.assert_allclose(a["object"][()], b["object"][()], rtol=0, atol=2e-2 * np.abs(b["object"][()]).max())
+
+
 @pytest.mark.parametrize("case, fragment", [
     ("wide", "not confined"),
     ("small.npy", "window is 128×128"),

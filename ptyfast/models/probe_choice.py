@@ -59,6 +59,46 @@ def refined_probe(manifest, model_path=None) -> np.ndarray | None:
     return np.asarray(p, np.complex64) if probe_hash(p) == manifest.refined_probe_sha256 else None
 
 
+#: Range of a probe's power Σ|P|² over the data's mean photons per frame taken to be in ptyfast's convention
+#: (``refine``'s: Σ|P|² = the photons a frame would hold behind an empty object, with the ortho forward model).
+#: A passive sample cannot send more photons to the detector than the probe brings (ratio ≥ 1, less a margin for
+#: flux drift and noise), and one that absorbs 95 % or more leaves too little signal; a probe outside the range is
+#: in another normalisation (unit norm, an unnormalised FFT, another code's units) and is scaled to the data.
+PROBE_POWER_RANGE = (0.8, 20.0)
+
+
+def data_photons(scan: Scan, n: int = 32) -> float | None:
+    """Mean photons per frame (valid pixels, negative counts as zero) of ``n`` evenly spaced frames; None when
+    the scan has no frames or none hold photons."""
+    if scan.n_frames == 0:
+        return None
+    valid = None if scan.mask is None else np.asarray(scan.mask, bool)
+    totals = []
+    for i in np.unique(np.linspace(0, scan.n_frames - 1, min(n, scan.n_frames)).astype(int)):
+        frame = np.maximum(np.asarray(scan.frames(int(i), int(i) + 1)[0], np.float64), 0)
+        totals.append(float(np.sum(frame if valid is None else frame[valid])))
+    mean = float(np.mean(totals))
+    return mean if np.isfinite(mean) and mean > 0 else None
+
+
+def power_checked(probe: np.ndarray, scan: Scan, note: str) -> tuple[np.ndarray, str]:
+    """``probe`` scaled to the data's photons per frame when its power is outside :data:`PROBE_POWER_RANGE` of
+    them (the note says so and by how much), else unchanged: the network's input is the pattern over the probe's
+    mean intensity, so a probe in another normalisation would feed it patterns millions of times too bright or
+    too dark."""
+    photons = data_photons(scan)
+    power = float(np.sum(np.abs(probe) ** 2))
+    if photons is None or not np.isfinite(power) or power <= 0:
+        return probe, note
+    ratio = power / photons
+    lo, hi = PROBE_POWER_RANGE
+    if lo <= ratio <= hi:
+        return probe, note
+    scaled = (probe * np.sqrt(photons / power)).astype(np.complex64)
+    return scaled, (f"{note}; its power Σ|P|² = {power:.4g} was {ratio:.3g}× the data's {photons:.4g} photons per "
+                    "frame (another normalisation), so it was scaled to the data")
+
+
 def conditioned_probe(scan: Scan, manifest, *, fit: str, allow_mismatch: bool, model_path=None,
                       given: np.ndarray | None = None, given_name: str = "") -> tuple[np.ndarray, str, None]:
     """The probe a probe-conditioned model (manifest ``conditioning``) is given: ``given`` (``--probe``), else
@@ -82,7 +122,10 @@ def conditioned_probe(scan: Scan, manifest, *, fit: str, allow_mismatch: bool, m
     if problem and not allow_mismatch:
         raise InputError(f"{note[0].upper() + note[1:]} is outside the probes '{manifest.architecture}' was trained "
                          f"for: {problem} (--allow-probe-mismatch runs anyway).")
-    return np.asarray(probe, np.complex64), f"{note} (inside the model's probe family)", None
+    probe, note = np.asarray(probe, np.complex64), f"{note} (inside the model's probe family)"
+    if fit == "none":  # cropped or binned frames hold another share of the photons
+        probe, note = power_checked(probe, scan, note)
+    return probe, note, None
 
 
 def choose_probe(scan: Scan, manifest, *, fit: str, allow_mismatch: bool, model_path=None,
