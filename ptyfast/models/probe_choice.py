@@ -154,6 +154,9 @@ def choose_probe(scan: Scan, manifest, *, fit: str, allow_mismatch: bool, model_
             return known, "the scan has no probe: using the probe the model was trained for", None
         return None, "the scan has no probe and the model's probe is unknown: Hann-window weights, no consistency", None
     probe = fit_probe(own, size, fit)
+    power_note = ""
+    if fit == "none" and (getattr(manifest, "preprocessing", None) or {}).get("normalise") == "photons":
+        probe, power_note = power_checked(probe, scan, "")  # the input is the pattern over the probe's intensity
     if known is not None:
         sim = probe_similarity(probe, known)
         if sim < PROBE_SIMILARITY_MIN and not allow_mismatch:
@@ -167,8 +170,8 @@ def choose_probe(scan: Scan, manifest, *, fit: str, allow_mismatch: bool, model_
             refined = scaled_to(refined, probe)
             return refined, (f"the refined probe of the model's reference reconstruction (the scan's own probe "
                              f"matches the model's, similarity {sim:.3f}, and weights the stitching)"), probe
-        return probe, f"the scan's probe (similarity to the model's probe {sim:.3f})", None
-    return probe, "the scan's probe", None
+        return probe, f"the scan's probe (similarity to the model's probe {sim:.3f}){power_note}", None
+    return probe, "the scan's probe" + power_note, None
 
 
 def default_model_for(probes: list[np.ndarray | None]) -> tuple[str, str]:
