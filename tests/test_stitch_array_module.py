@@ -374,3 +374,24 @@ def test_reconstruct_on_a_cuda_backend_stitches_on_the_device_like_the_host(sim)
     assert isinstance(on_device.object, np.ndarray) and not gpu.device_outputs
     _assert_close(on_device.object, on_host.object, rel=1e-3)
     gpu.close()
+
+
+def test_a_batch_larger_than_the_read_chunk_reaches_the_backend_whole(sim):
+    """``--batch`` above the read chunk (128 frames) is what the backend runs, not cut to the chunk."""
+    from ptyfast.runtime.stitch import stitch_frames
+
+    scan, backend = sim
+    sizes = []
+
+    class Recorded:
+        manifest, default_batch = backend.manifest, backend.default_batch
+
+        def map(self, batches):
+            def seen():
+                for x in batches:
+                    sizes.append(len(x))
+                    yield x
+            return backend.map(seen())
+
+    stitch_frames(scan, Recorded(), _plan(scan, backend), batch=48, chunk=16, spill=False)
+    assert sizes == [48, 16], sizes

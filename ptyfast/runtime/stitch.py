@@ -268,6 +268,7 @@ def stitch_frames(scan: Scan, backend, plan: StitchPlan, start: int = 0, stop: i
     ``timings`` holds each stage's own busy time, so their sum may exceed the wall time."""
     stop = scan.n_frames if stop is None else stop
     batch = backend.default_batch if batch is None else batch
+    chunk = max(chunk, batch)  # a batch never spans two reads: a read as large as the batch asked for
     keep = plan.align if keep_patches is None else keep_patches
     part = PartialStitch(start, stop, timings={"read": 0.0, "preprocess": 0.0, "infer": 0.0, "stitch": 0.0})
     spilling = keep and spill
