@@ -295,11 +295,11 @@ DEVICE_STITCH_MEMORY = 0.5
 
 
 def device_stitching(backend, plan: StitchPlan, n_frames: int) -> bool:
-    """Whether to stitch on the GPU: a torch CUDA backend, CuPy with a device, and the kept patches
-    (n_frames × the lit box, complex64) plus the object grid (complex64 + float32) within
+    """Whether to stitch on the GPU: a CUDA backend that can hand its outputs over on the device (torch), CuPy,
+    and the kept patches (n_frames × the lit box, complex64) plus the object grid (complex64 + float32) within
     :data:`DEVICE_STITCH_MEMORY` of the device's free memory; else the host stitches, spilling patches to disk
     beyond its memory budget."""
-    if getattr(backend, "device", "cpu") != "cuda" or getattr(backend, "name", "") != "torch":
+    if getattr(backend, "device", "cpu") != "cuda" or not getattr(backend, "supports_device_outputs", False):
         return False
     try:
         import cupy

@@ -77,6 +77,7 @@ class Backend:
     #: Return each batch's outputs where they were computed (torch CUDA tensors) instead of as numpy: set by
     #: reconstruct while it stitches on the device (:func:`ptyfast.runtime.reconstruct.device_stitching`).
     device_outputs: bool = False
+    supports_device_outputs: bool = False  # whether _run honours device_outputs
     _pool: ThreadPoolExecutor | None = None
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

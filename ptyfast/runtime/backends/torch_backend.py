@@ -35,6 +35,7 @@ class TorchBackend(Backend):
     """
 
     name = "torch"
+    supports_device_outputs = True
 
     def __init__(self, checkpoint: str | Path, *, device: str = "cpu", precision: str = "fp32",
                  threads: int | None = None) -> None:
