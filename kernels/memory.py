@@ -5,6 +5,8 @@ Nothing here imports CuPy, torch or onnxruntime at module import time.
 * :class:`PinnedStager` — a pinned (page-locked) host buffer and a non-blocking CUDA stream: copy a
   chunk of diffraction frames into the pinned buffer, then ``cudaMemcpyAsync`` it to the device on
   the stream, so the upload overlaps the previous chunk's compute.
+* :class:`HostRing` — reusable (pinned) host buffers for batches sent to the device, each reused only once its
+  asynchronous copy has completed (an event per slot).
 * DLPack helpers — hand arrays to torch / ONNX Runtime without copies: ``to_torch`` / ``from_torch``
   (CuPy ↔ torch CUDA or numpy ↔ torch CPU, zero copy), ``to_ortvalue`` (``OrtValue.from_dlpack``
   where the installed onnxruntime has it) and ``bind_array`` (IOBinding by pointer: the documented,
@@ -62,6 +64,54 @@ class PinnedStager:
 
     def synchronize(self):
         self.stream.synchronize()
+
+
+class HostRing:
+    """A ring of reusable host staging buffers for host → device copies of batches (what the torch CUDA backend
+    sends its inputs through): a batch is copied into the next slot (pinned memory, so the copy to the device
+    can run asynchronously), the caller starts the device copy and calls :meth:`sent`, which records an event
+    behind it; a slot is overwritten only after its event has completed, so ``slots`` copies can be in flight.
+
+    Parameters
+    ----------
+    slots : int
+        Buffers in the ring (≥ 1).
+    make_buffer : callable
+        ``make_buffer(shape) → tensor``: a host buffer (e.g. ``torch.empty(shape, pin_memory=True)``), made when
+        a slot is first used or a batch outgrows it.
+    make_event : callable
+        ``make_event() → event`` with ``record()`` and ``synchronize()`` (e.g. ``torch.cuda.Event``).
+    """
+
+    def __init__(self, slots: int, make_buffer, make_event) -> None:
+        if slots < 1:
+            raise ValueError("a host ring needs at least one slot")
+        self._buffers: list = [None] * slots
+        self._events: list = [None] * slots
+        self._make_buffer, self._make_event = make_buffer, make_event
+        self._next = 0
+        self.allocations = 0  # buffers made so far (one per slot when the batch shape does not change)
+
+    def stage(self, x: np.ndarray):
+        """``(view, slot)``: ``x`` copied into the next slot's buffer (its first ``len(x)`` rows)."""
+        slot = self._next
+        self._next = (slot + 1) % len(self._buffers)
+        if self._events[slot] is not None:
+            self._events[slot].synchronize()  # its last device copy has left the buffer
+            self._events[slot] = None
+        buf = self._buffers[slot]
+        if buf is None or buf.shape[0] < len(x) or tuple(buf.shape[1:]) != x.shape[1:]:
+            buf = self._buffers[slot] = self._make_buffer(x.shape)
+            self.allocations += 1
+        view = buf[: len(x)]
+        np.copyto(view.numpy(), x, casting="same_kind")
+        return view, slot
+
+    def sent(self, slot: int) -> None:
+        """Record an event behind the device copy just started from ``slot``'s buffer."""
+        event = self._make_event()
+        event.record()
+        self._events[slot] = event
 
 
 # ----------------------------------------------------------------------------------------- DLPack

@@ -412,3 +412,49 @@ def test_far_field_unshifted_is_the_far_field_before_its_shift():
     psi = (rng.standard_normal((3, 16, 16)) + 1j * rng.standard_normal((3, 16, 16))).astype(np.complex64)
     np.testing.assert_allclose(kernels.far_field_unshifted(psi), np.fft.ifftshift(kernels.far_field(psi), axes=(-2, -1)),
                                rtol=1e-5, atol=1e-6)
+
+
+class _FakeEvent:
+    """Stands in for a CUDA event behind an asynchronous copy: it is complete once synchronized."""
+
+    made: list = []
+
+    def __init__(self):
+        self.recorded = self.waited = False
+        _FakeEvent.made.append(self)
+
+    def record(self):
+        self.recorded = True
+
+    def synchronize(self):
+        self.waited = True
+
+
+def test_host_ring_reuses_a_slot_only_after_its_copy_completed():
+    torch = pytest.importorskip("torch")
+    from ptyfast.kernels.memory import HostRing
+
+    _FakeEvent.made = []
+    ring = HostRing(2, lambda shape: torch.empty(shape, dtype=torch.float32), _FakeEvent)
+    rng = np.random.default_rng(0)
+    batches = [rng.random((4, 1, 8, 8), dtype=np.float32) for _ in range(5)]
+    sent = []
+    for k, x in enumerate(batches):
+        view, slot = ring.stage(x)
+        assert slot == k % 2
+        if k >= 2:  # the copy sent from this slot two batches ago was waited for before the buffer was overwritten
+            assert _FakeEvent.made[k - 2].waited
+        assert not any(e.waited for e in _FakeEvent.made[max(k - 1, 0):])  # the other slot's copy is still in flight
+        np.testing.assert_array_equal(view.numpy(), x)  # what the device copy reads is this batch
+        sent.append(view.clone())
+        ring.sent(slot)
+        assert _FakeEvent.made[-1].recorded
+    for x, got in zip(batches, sent):
+        np.testing.assert_array_equal(got.numpy(), x)
+    assert ring.allocations == 2  # one buffer per slot for a steady batch shape
+    view, _ = ring.stage(rng.random((6, 1, 8, 8), dtype=np.float32))  # a larger batch: that slot grows
+    assert view.shape == (6, 1, 8, 8) and ring.allocations == 3
+    view, _ = ring.stage(rng.random((3, 1, 8, 8), dtype=np.float32))  # a smaller one: a view of the buffer
+    assert view.shape == (3, 1, 8, 8) and ring.allocations == 3
+    with pytest.raises(ValueError, match="at least one slot"):
+        HostRing(0, None, None)

@@ -12,6 +12,7 @@ from ptyfast.errors import InputError, SetupError
 from ptyfast.runtime.backends.interface import Backend, cpu_streams, cpu_threads, has_module
 
 TORCH_PRECISIONS = ("fp32", "bf16", "fp16")
+HOST_SLOTS = 3  # pinned input buffers in flight on CUDA (one filling, one copying, one spare)
 
 
 class TorchBackend(Backend):
@@ -68,6 +69,7 @@ class TorchBackend(Backend):
         self.note = None  # why the CPU path runs eager PyTorch, when it does
         self.cached = False  # the traced module came from the on-disk cache (ptyfast.runtime.backends.torch_cache)
         self.memory_note = None  # set when a batch did not fit in the GPU's memory and ran in parts
+        self._ring = None  # pinned host buffers for the inputs (CUDA)
         if device == "cpu":
             self._model = fold_batchnorm(model)  # run_fp32's model
             from ptyfast.models.preprocess import input_channels
@@ -101,7 +103,12 @@ class TorchBackend(Backend):
         torch = self._torch
         if self.device == "cpu" and torch.get_num_threads() != self._per_stream:
             torch.set_num_threads(self._per_stream)  # ptyfast.threads.set_threads after opening must not oversubscribe
-        t = torch.from_numpy(x).to(self.device, non_blocking=True)
+        if self.device == "cuda":  # through a pinned staging slot: the copy to the device runs asynchronously
+            view, slot = self._host_ring().stage(x)
+            t = view.to(self.device, non_blocking=True)
+            self._ring.sent(slot)
+        else:
+            t = torch.from_numpy(x)
         if self._channels_last:
             t = t.contiguous(memory_format=torch.channels_last)
         if self._compiled is not None:  # folded, in its precision, traced: no autocast, no Python per layer
@@ -114,6 +121,15 @@ class TorchBackend(Backend):
         if self.device_outputs and self.device == "cuda":
             return amp.float(), phase.float()  # CUDA tensors, for a stitch on the device (runtime.reconstruct)
         return amp.float().cpu().numpy(), phase.float().cpu().numpy()
+
+    def _host_ring(self):
+        if self._ring is None:
+            from ptyfast.kernels.memory import HostRing
+
+            torch = self._torch
+            self._ring = HostRing(HOST_SLOTS, lambda shape: torch.empty(shape, dtype=torch.float32, pin_memory=True),
+                                  torch.cuda.Event)
+        return self._ring
 
     def noted(self, reason: str) -> str:
         """``reason``, and why this backend runs eager PyTorch when it could not be traced."""
