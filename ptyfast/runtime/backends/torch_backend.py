@@ -13,6 +13,7 @@ from ptyfast.runtime.backends.interface import Backend, cpu_streams, cpu_threads
 
 TORCH_PRECISIONS = ("fp32", "bf16", "fp16")
 HOST_SLOTS = 3  # pinned input buffers in flight on CUDA (one filling, one copying, one spare)
+HOST_SLOT_BYTES = 256 * 2**20  # batches above this (4,096 one-channel 128² fp32 patterns) are copied unpinned
 
 
 class TorchBackend(Backend):
@@ -103,12 +104,12 @@ class TorchBackend(Backend):
         torch = self._torch
         if self.device == "cpu" and torch.get_num_threads() != self._per_stream:
             torch.set_num_threads(self._per_stream)  # ptyfast.threads.set_threads after opening must not oversubscribe
-        if self.device == "cuda":  # through a pinned staging slot: the copy to the device runs asynchronously
+        if self.device == "cuda" and x.nbytes <= HOST_SLOT_BYTES:  # pinned staging: an asynchronous copy
             view, slot = self._host_ring().stage(x)
             t = view.to(self.device, non_blocking=True)
             self._ring.sent(slot)
-        else:
-            t = torch.from_numpy(x)
+        else:  # the CPU, or a batch too large to pin three copies of
+            t = torch.from_numpy(x).to(self.device)
         if self._channels_last:
             t = t.contiguous(memory_format=torch.channels_last)
         if self._compiled is not None:  # folded, in its precision, traced: no autocast, no Python per layer
