@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import ctypes
-import shutil
 import subprocess
 
 import numpy as np
@@ -24,7 +23,8 @@ from ptyfast.kernels import numpy_twins as tw
 from ptyfast.kernels.binning import bin_positions
 from ptyfast.kernels.loader import NVRTC_OPTIONS, cu_files, source
 
-NVCC = shutil.which("nvcc")
+from cuda_helpers import NVCC, host_library
+
 needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc not on PATH: cannot compile the CUDA sources")
 CU = cu_files()
 
@@ -104,15 +104,7 @@ extern "C" void h_overlap_add(float2* accum, float* wacc, int use_wacc, int rows
 
 @pytest.fixture(scope="module")
 def host_lib(tmp_path_factory):
-    if NVCC is None:
-        pytest.skip("nvcc not on PATH: cannot build the host emulation of the kernels")
-    d = tmp_path_factory.mktemp("cuda_host")
-    (d / "harness.cu").write_text(HARNESS)
-    lib = d / "libptf_host.so"
-    res = subprocess.run([NVCC, "-shared", "-Xcompiler", "-fPIC", "-arch=sm_90", *NVRTC_OPTIONS,
-                          f"-I{CU[0].parent}", "-o", str(lib), str(d / "harness.cu")], capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
-    return ctypes.CDLL(str(lib))
+    return host_library(tmp_path_factory.mktemp("cuda_host"), HARNESS, "ptf_host", CU[0].parent)
 
 
 def _p(a):

@@ -4,20 +4,18 @@ per-pair products), the new overlap-products kernel in host emulation, CuPy agai
 from __future__ import annotations
 
 import ctypes
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
 
 from ptyfast import kernels
 from ptyfast.kernels import numpy_twins as tw
-from ptyfast.kernels.loader import NVRTC_OPTIONS, KERNEL_DIR
+from ptyfast.kernels.loader import KERNEL_DIR
 from ptyfast.runtime.phase_align import MIN_OVERLAP, offsets_from_overlaps, overlap_matrix, overlap_pairs
 
-pytest.importorskip("onnxruntime")
+from cuda_helpers import host_library
 
-NVCC = shutil.which("nvcc")
+pytest.importorskip("onnxruntime")
 
 
 def crandn(rng, shape):
@@ -210,15 +208,7 @@ extern "C" void h_overlap_products(const float2* patches, int h, int w, const fl
 
 @pytest.fixture(scope="module")
 def host_lib(tmp_path_factory):
-    if NVCC is None:
-        pytest.skip("nvcc not on PATH: cannot build the host emulation of overlap_products.cu")
-    d = tmp_path_factory.mktemp("cuda_host_products")
-    (d / "harness.cu").write_text(HARNESS)
-    lib = d / "libptf_products.so"
-    res = subprocess.run([NVCC, "-shared", "-Xcompiler", "-fPIC", "-arch=sm_90", *NVRTC_OPTIONS, f"-I{KERNEL_DIR}",
-                          "-o", str(lib), str(d / "harness.cu")], capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
-    return ctypes.CDLL(str(lib))
+    return host_library(tmp_path_factory.mktemp("cuda_host_products"), HARNESS, "ptf_products", KERNEL_DIR)
 
 
 @pytest.mark.parametrize("stride", [1, 256])
