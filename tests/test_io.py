@@ -265,3 +265,16 @@ def test_read_image_rgb_to_grey(tmp_path):
     (tmp_path / "bad.png").write_text("not an image")
     with pytest.raises(InputError, match="could not be read"):
         read_image(tmp_path / "bad.png")
+
+
+def test_bundled_preview_colours_are_matplotlibs():
+    """The previews' bundled colour tables are the matplotlib maps they were made from (so a preview looks as it
+    did when matplotlib drew its colours)."""
+    from matplotlib import colormaps
+
+    from ptyfast.runtime.output import LEVELS, PREVIEW_MAPS, colour_table
+
+    for name in PREVIEW_MAPS:
+        want = (colormaps[name](np.linspace(0.0, 1.0, LEVELS))[:, :3] * 255).round().astype(np.uint8)
+        np.testing.assert_array_equal(colour_table(name, LEVELS), want)
+    assert colour_table("twilight", 16).shape == (16, 3)  # any other map still comes from matplotlib
