@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ptyfast.errors import InputError
-from ptyfast.metrics import evaluate_against_truth
+from ptyfast.metrics import evaluate_against_reference
 from ptyfast.physics import raster_positions
 from ptyfast.physics.simulate import simulate_scan
 from ptyfast.refine import refine
@@ -29,10 +29,9 @@ from raster_pathology import held_out_object, probes, score
 def agreement(a, b) -> dict:
     """Phase / amplitude PSNR of half ``a`` against half ``b`` on the pixels ``b`` covers (both on the scan's
     grid, origin (0, 0)), as ``ptyfast evaluate A --reference B`` computes it."""
-    wb = result_weight(b)
-    target = np.where(wb >= 0.1 * float(wb.max()), np.asarray(b.object), 0).astype(np.complex64)
     try:
-        q, _, _ = evaluate_against_truth(np.asarray(a.object), result_weight(a), (0.0, 0.0), target)
+        q, _, _ = evaluate_against_reference(np.asarray(a.object), result_weight(a), (0.0, 0.0),
+                                             np.asarray(b.object), result_weight(b))
     except InputError:  # the halves' well-lit areas do not meet (a probe that drifted off the window)
         return {"phase_psnr": None, "amplitude_psnr": None}
     return {"phase_psnr": q.phase_psnr, "amplitude_psnr": q.amplitude_psnr}

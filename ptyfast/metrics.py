@@ -178,3 +178,14 @@ def evaluate_against_truth(obj: np.ndarray, weight: np.ndarray, origin, truth: n
     t = truth_on_grid(truth, origin, obj.shape)
     region = (weight >= coverage * float(weight.max())) & (np.abs(t) > 0)
     return compare(obj, t, region), baselines(t, region), region
+
+
+def evaluate_against_reference(obj: np.ndarray, weight: np.ndarray, origin, reference: np.ndarray,
+                               reference_weight: np.ndarray, *, coverage: float = 0.1
+                               ) -> tuple[Quality, dict[str, Quality], np.ndarray]:
+    """:func:`evaluate_against_truth` against another reconstruction of the same scan (real data have no truth):
+    on the pixels both cover well (each weight ≥ ``coverage`` × its max). ``origin``: the reference grid's pixel
+    (0, 0) on ``obj``'s grid, (y, x)."""
+    w = np.asarray(reference_weight)
+    target = np.where(w >= coverage * float(w.max()), reference, 0).astype(np.complex64)
+    return evaluate_against_truth(obj, weight, origin, target, coverage=coverage)

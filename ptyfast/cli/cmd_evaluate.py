@@ -63,20 +63,22 @@ def evaluate_cmd(
         raise InputError("give a reconstruction file and either --truth SCAN or --reference REC.h5.")
     from ptyfast.io.atomic import atomic_path
     from ptyfast.io.convert import load_any
-    from ptyfast.metrics import evaluate_against_truth
+    from ptyfast.metrics import evaluate_against_reference, evaluate_against_truth
 
     rec = _aligned(reconstruction)
     if reference is not None:
         ref = _aligned(reference)
-        w = ref["weight"]
-        target = np.where(w >= coverage * float(w.max()), ref["object"], 0).astype(np.complex64)
-        origin, name = np.asarray(rec["origin"]) - np.asarray(ref["origin"]), reference.name
+        name = reference.name
+        q, base, region = evaluate_against_reference(
+            rec["object"], rec["weight"], np.asarray(rec["origin"]) - np.asarray(ref["origin"]), ref["object"],
+            ref["weight"], coverage=coverage)
     else:
         scan = load_any(truth)
         if scan.truth is None:
             raise InputError(f"{truth} holds no ground-truth object; evaluate needs a simulated scan.")
-        target, origin, name = scan.truth, rec["origin"], "truth"
-    q, base, region = evaluate_against_truth(rec["object"], rec["weight"], origin, target, coverage=coverage)
+        name = "truth"
+        q, base, region = evaluate_against_truth(rec["object"], rec["weight"], rec["origin"], scan.truth,
+                                                 coverage=coverage)
     console.print(quality_table({"reconstruction": q, **base},
                                 f"{reconstruction.name} vs {name} ({int(region.sum())} px, weight ≥ {coverage:g}·max)"))
     if json_out is not None:
