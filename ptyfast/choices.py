@@ -142,6 +142,13 @@ class Algorithm(Choice):
     RPIE = "rpie"
 
 
+class Batching(Choice):
+    """How a refinement pass groups positions into batches (:mod:`ptyfast.refine.batches`)."""
+
+    RANDOM = "random"
+    DISJOINT = "disjoint"
+
+
 class Handoff(Choice):
     """Iterative codes ``reconstruct --handoff`` writes a starting point for."""
 

@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from ptyfast.cli.app import (OUTPUT, PROBE, REFINEMENT, AutoMask, Frames, OutPath, choices, command, console,
                              console_err, note_auto_mask)
-from ptyfast.choices import Algorithm, InitialObject
+from ptyfast.choices import Algorithm, Batching, InitialObject
 
 
 #: First iteration (0-based) with probe updates from this command. The library's ``refine()`` starts them at 0,
@@ -44,7 +44,13 @@ def refine_cmd(
                                             help="Passes over all positions (≥ 1).")] = 50,
     batch: Annotated[Optional[int], typer.Option("--batch", rich_help_panel=REFINEMENT,
                                                  help="Mini-batch size; omit for the sequential textbook "
-                                                      "algorithm.")] = None,
+                                                      "algorithm (with --batching disjoint: the largest batch).")
+                 ] = None,
+    batching: Annotated[str, typer.Option(
+        "--batching", metavar=choices(Batching), rich_help_panel=REFINEMENT,
+        help="random: batches cut from a fresh random order; disjoint: batches of windows that do not overlap on the "
+             "probe, updated together exactly as one after another (the sequential algorithm's progress per "
+             "pass, batched: faster, most of all on a GPU).")] = "random",
     alpha: Annotated[Optional[float], typer.Option("--alpha", rich_help_panel=REFINEMENT,
                                                    help="Object α (rPIE weight / ePIE step).")] = None,
     beta: Annotated[Optional[float], typer.Option("--beta", rich_help_panel=REFINEMENT,
@@ -100,7 +106,7 @@ def refine_cmd(
         result = refine(
             scan, init=start["object"], algorithm=algorithm,
             positions=scan.positions - np.asarray(start["origin"]), probe=start["probe"], iterations=iterations, alpha=alpha, beta=beta,
-            batch=batch, update_probe=probe_update, probe_start=probe_start, seed=seed, probe_modes=modes,
+            batch=batch, batching=batching, update_probe=probe_update, probe_start=probe_start, seed=seed, probe_modes=modes,
             progress=lambda i, n, e: bar.update(task, completed=i, err=f"{e:.4g}"),
         )
     provenance = {"source": str(scan_path), "init": init, "frame_selection": frames or "all",

@@ -43,7 +43,7 @@ def mixed_state(probe, modes: int) -> np.ndarray:
 PROBE_TRIAL = 10
 
 
-def _probe_trial(engine, rng, n: int, batch: int, k: int, total: float, power: float):
+def _probe_trial(engine, rng, batcher, k: int, total: float, power: float):
     """``k`` iterations from the engine's current state twice — probe updated, probe held — with the same
     position orders; the engine is left in the state of the branch whose last error is lower (held on a
     tie or a non-finite update). Returns (kept, its errors, its seconds per iteration, last error updated,
@@ -57,10 +57,9 @@ def _probe_trial(engine, rng, n: int, batch: int, k: int, total: float, power: f
         errs, secs = [], []
         for _ in range(k):
             t0 = time.perf_counter()
-            order = rng.permutation(n)
             err = 0.0
-            for s in range(0, n, batch):
-                err = err + engine.step(order[s : s + batch], branch == "updated")
+            for idx in batcher.batches(rng):
+                err = err + engine.step(idx, branch == "updated")
             if branch == "updated":
                 engine.fix_probe_power(power)
             errs.append(float(err) / total)

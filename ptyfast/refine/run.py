@@ -11,10 +11,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ptyfast.choices import Algorithm
+from ptyfast.choices import Algorithm, Batching
 from ptyfast.errors import InputError
 from ptyfast.physics.scanpath import RASTER_REGULARITY, raster_lattice
 from ptyfast.physics.xp import get_array_module
+from ptyfast.refine.batches import make_batches
 from ptyfast.refine.engines import make_engine
 from ptyfast.refine.probe import PROBE_TRIAL, _probe_trial, mixed_state
 from ptyfast.refine.start import RefineStart, _probe_power_ratio, prepare_refinement
@@ -97,6 +98,7 @@ class RefineSettings:
     batch: int | None = None
     probe_step: float | None = None
     probe_start: int = 0
+    batching: str = "random"
 
     def resolve(self, n_frames: int) -> "RefineSettings":
         algorithm = Algorithm.check(self.algorithm, "algorithm")
@@ -110,16 +112,20 @@ class RefineSettings:
                 raise InputError(f"rPIE {name} is a regularisation weight in [0, 1]; found {v}.")
             if algorithm == "epie" and not (v > 0 and math.isfinite(v)):
                 raise InputError(f"ePIE {name} is a step size > 0; found {v}.")
-        batch = 1 if self.batch is None else int(self.batch)
-        if batch < 1:
+        batching = Batching.check(self.batching, "batching")
+        disjoint = batching == Batching.DISJOINT
+        batch = (None if disjoint else 1) if self.batch is None else int(self.batch)
+        if batch is not None and batch < 1:
             raise InputError(f"batch must be ≥ 1 positions; found {batch}.")
-        batch = min(batch, n_frames)
-        probe_step = (0.25 if batch == 1 else 1.0) if self.probe_step is None else float(self.probe_step)
+        batch = None if batch is None else min(batch, n_frames)
+        batched = disjoint or batch > 1
+        probe_step = (1.0 if batched else 0.25) if self.probe_step is None else float(self.probe_step)
         if not 0.0 < probe_step <= 1.0:
             raise InputError(f"probe_step must be in (0, 1]; found {probe_step}.")
         if self.probe_start < 0:
             raise InputError(f"probe_start must be ≥ 0; found {self.probe_start}.")
-        return RefineSettings(algorithm, int(self.iterations), alpha, beta, batch, probe_step, int(self.probe_start))
+        return RefineSettings(algorithm, int(self.iterations), alpha, beta, batch, probe_step, int(self.probe_start),
+                              batching)
 
 
 
@@ -127,8 +133,8 @@ def refine(scan, *, init="flat", algorithm: str = "rpie", iterations: int = 50, 
            beta: float | None = None, batch: int | None = None, update_probe: bool = True, probe_start: int = 0,
            probe_step: float | None = None, probe=None, probe_modes: int | None = None, positions=None,
            rescale_probe: str | bool = "auto", probe_trial: int = PROBE_TRIAL, seed: int | None = 0,
-           target_error: float | None = None, xp=None, progress: ProgressFn | None = None, watch=None
-           ) -> RefineResult:
+           target_error: float | None = None, xp=None, progress: ProgressFn | None = None, watch=None,
+           batching: str = "random") -> RefineResult:
     """Refine an object (and probe) with ePIE or rPIE.
 
     Parameters
@@ -147,7 +153,12 @@ def refine(scan, *, init="flat", algorithm: str = "rpie", iterations: int = 50, 
         > 0 (default 1 each). See the module docstring for the update formulas.
     batch : int, optional
         None or 1: sequential (textbook; random order each iteration). > 1: mini-batches of this many
-        positions, their updates accumulated with overlap_add and normalised (module docstring).
+        positions, their updates accumulated with overlap_add and normalised (module docstring). With
+        ``batching="disjoint"``: the largest batch (None: no limit).
+    batching : {"random", "disjoint"}
+        How positions are grouped into batches (:mod:`ptyfast.refine.batches`): random slices, or groups of
+        windows that do not overlap on the probe's support (the sequential algorithm's progress per pass,
+        batched).
     update_probe : bool
         Update the probe as well as the object.
     probe_start : int
@@ -193,7 +204,8 @@ def refine(scan, *, init="flat", algorithm: str = "rpie", iterations: int = 50, 
     InputError
         Bad options, a missing probe, non-finite data, or positions outside the object grid.
     """
-    st = RefineSettings(algorithm, iterations, alpha, beta, batch, probe_step, probe_start).resolve(scan.n_frames)
+    st = RefineSettings(algorithm, iterations, alpha, beta, batch, probe_step, probe_start,
+                        batching).resolve(scan.n_frames)
     if xp is None:
         xp = get_array_module(init) if not isinstance(init, str) and init is not None else np
     if probe_modes is not None:
@@ -209,11 +221,14 @@ def refine(scan, *, init="flat", algorithm: str = "rpie", iterations: int = 50, 
     power = start.photons / scan.n_frames if arbitrary else float(xp.sum(xp.abs(start.probe) ** 2))
     trial = probe_trial if update_probe and st.probe_start + probe_trial < st.iterations else 0
     warnings = _raster_warning(start.positions, meta) if update_probe else []
-    loop = _Loop(engine, st, scan.n_frames, start.photons, power, seed, progress, watch)
+    batcher = make_batches(st.batching, start.positions, start.probe if xp is np else xp.asnumpy(start.probe),
+                           st.batch)
+    loop = _Loop(engine, st, batcher, start.photons, power, seed, progress, watch)
     loop.run(bool(update_probe), trial, target_error, meta)
     options = dict(
         algorithm=st.algorithm, iterations=st.iterations, alpha=st.alpha, beta=st.beta, batch=st.batch,
-        update_probe=bool(update_probe), probe_start=st.probe_start, probe_step=st.probe_step, seed=seed,
+        batching=st.batching, update_probe=bool(update_probe), probe_start=st.probe_start, probe_step=st.probe_step,
+        seed=seed,
         probe_trial=int(trial), init=init if isinstance(init, str) else "array", rescale_probe=str(rescale_probe),
     )
     return RefineResult(
@@ -265,8 +280,8 @@ class _Loop:
     """The iterations of one :func:`refine` run: errors and timings per iteration, the best iterate so far, and
     why the run stopped."""
 
-    def __init__(self, engine, st: RefineSettings, n: int, photons: float, power: float, seed, progress, watch):
-        self.engine, self.st, self.n, self.photons, self.power = engine, st, n, photons, power
+    def __init__(self, engine, st: RefineSettings, batcher, photons: float, power: float, seed, progress, watch):
+        self.engine, self.st, self.batcher, self.photons, self.power = engine, st, batcher, photons, power
         self.rng = np.random.default_rng(seed)
         self.progress, self.watch = progress, watch
         self.errors: list[float] = []
@@ -300,7 +315,7 @@ class _Loop:
     def _trial(self, it: int, trial: int, meta: dict) -> bool:
         """The same iterations twice from here, probe updated and probe held: keep the better of the two."""
         engine = self.engine
-        kept, errs, secs, e_updated, e_held = _probe_trial(engine, self.rng, self.n, self.st.batch, trial,
+        kept, errs, secs, e_updated, e_held = _probe_trial(engine, self.rng, self.batcher, trial,
                                                            self.photons, self.power)
         meta["probe_trial"] = {"from_iteration": it, "iterations": trial, "kept": kept,
                                "error_updated": e_updated, "error_held": e_held}
@@ -317,10 +332,9 @@ class _Loop:
         engine, xp, best, algorithm = self.engine, self.engine.xp, self.best, self.st.algorithm
         t0, c0 = time.perf_counter(), time.thread_time()
         good = (best[2], best[3]) if best[2] is not None else (engine.obj.copy(), engine.probe.copy())
-        order = self.rng.permutation(self.n)
         err = 0.0
-        for s in range(0, self.n, self.st.batch):
-            err = err + engine.step(order[s : s + self.st.batch], do_probe)
+        for idx in self.batcher.batches(self.rng):
+            err = err + engine.step(idx, do_probe)
         if do_probe:
             engine.fix_probe_power(self.power)
         e = float(err) / self.photons
