@@ -57,17 +57,22 @@ def test_a_disjoint_batch_step_equals_its_positions_one_after_another(scan):
     group = max(groups, key=len)
     assert len(group) >= 3
     engines = []
-    for _ in range(2):
+    for _ in range(3):
         obj = np.ones((200, 200), np.complex64)
         engines.append(make_engine("rpie", obj, scan.probe.copy(), scan.positions, np.array(scan.diffraction,
                                    np.float32), None, 0.1, 0.1, np))
-    together, one_by_one = engines
-    together.step(group, update_probe=False)
+    on_region, apart, one_by_one = engines
+    apart.disjoint = True  # what refine(batching="disjoint") sets
+    apart.apart_ratio = 0.0  # each window's step on its own footprint (large objects), not on a bounding region
+    on_region.step(group, update_probe=False)
+    apart.step(group, update_probe=False)
     for i in group:
         one_by_one.step(np.array([i]), update_probe=False)
-    moved = np.abs(together.obj - 1).max()
+    moved = np.abs(one_by_one.obj - 1).max()
     assert moved > 0.05
-    np.testing.assert_allclose(together.obj, one_by_one.obj, atol=1e-5 * moved)
+    assert not np.allclose(scan.positions[group], np.round(scan.positions[group]))  # sub-pixel footprints
+    np.testing.assert_allclose(on_region.obj, one_by_one.obj, atol=1e-5 * moved)
+    np.testing.assert_allclose(apart.obj, one_by_one.obj, atol=1e-5 * moved)
 
 
 def test_disjoint_batching_converges_like_sequential(scan):
