@@ -216,6 +216,7 @@ def refine(scan, *, init="flat", algorithm: str = "rpie", iterations: int = 50, 
     engine = make_engine(st.algorithm, start.object, start.probe, start.positions, start.intensity, start.mask,
                          st.alpha, st.beta, xp)
     engine.probe_step = st.probe_step
+    engine.disjoint = st.batching == Batching.DISJOINT
     # the power a refined probe is held at: with a flat/random start, the data's mean photons per frame (the
     # probe is only moved there once its update is kept, P·O unchanged); else the starting probe's
     power = start.photons / scan.n_frames if arbitrary else float(xp.sum(xp.abs(start.probe) ** 2))
