@@ -8,7 +8,7 @@
   batch, the colours in random order. Windows of one batch touch different object pixels, so updating them
   together is exactly updating them one after another: the sequential algorithm's progress per pass at a
   batched step's cost (many positions per FFT call, one scatter; what a GPU needs). ``batch`` then caps a batch's
-  size (memory), splitting a colour. The probe's step is the batched one (the average over the batch's windows).
+  size, splitting a colour (default: no cap on a GPU, :data:`CPU_BATCH` on the CPU). The probe's step is the batched one (the average over the batch's windows).
 """
 
 from __future__ import annotations
@@ -77,11 +77,18 @@ def probe_support(probe: np.ndarray, fraction: float = 1e-2) -> tuple[int, int]:
     return ys.stop - ys.start, xs.stop - xs.start
 
 
-def make_batches(batching: str, positions: np.ndarray, probe, batch: int | None):
-    """The batcher of ``batching`` (see the module docstring) for a scan's ``positions`` and starting ``probe``."""
+#: Largest disjoint batch on the CPU when none is given: numpy works best on a few frames at a time (1,600-frame
+#: scan, held probe: 1.4–1.5 s per pass at 16 against 1.9–2.4 s sequential and 2.8 s uncapped, batches of ≈ 130).
+CPU_BATCH = 16
+
+
+def make_batches(batching: str, positions: np.ndarray, probe, batch: int | None, *, on_gpu: bool = False):
+    """The batcher of ``batching`` (see the module docstring) for a scan's ``positions`` and starting ``probe``;
+    disjoint batches are capped at ``batch``, else at :data:`CPU_BATCH` off the GPU."""
     if batching == "disjoint":
-        return DisjointBatches(positions, probe_support(probe), cap=batch)
+        cap = batch if batch is not None else (None if on_gpu else CPU_BATCH)
+        return DisjointBatches(positions, probe_support(probe), cap=cap)
     return RandomBatches(len(positions), batch or 1)
 
 
-__all__ = ["BATCHING", "DisjointBatches", "RandomBatches", "make_batches", "probe_support"]
+__all__ = ["BATCHING", "CPU_BATCH", "DisjointBatches", "RandomBatches", "make_batches", "probe_support"]

@@ -154,7 +154,7 @@ def refine(scan, *, init="flat", algorithm: str = "rpie", iterations: int = 50, 
     batch : int, optional
         None or 1: sequential (textbook; random order each iteration). > 1: mini-batches of this many
         positions, their updates accumulated with overlap_add and normalised (module docstring). With
-        ``batching="disjoint"``: the largest batch (None: no limit).
+        ``batching="disjoint"``: the largest batch (None: no limit on a GPU, 16 on the CPU).
     batching : {"random", "disjoint"}
         How positions are grouped into batches (:mod:`ptyfast.refine.batches`): random slices, or groups of
         windows that do not overlap on the probe's support (the sequential algorithm's progress per pass,
@@ -223,7 +223,7 @@ def refine(scan, *, init="flat", algorithm: str = "rpie", iterations: int = 50, 
     trial = probe_trial if update_probe and st.probe_start + probe_trial < st.iterations else 0
     warnings = _raster_warning(start.positions, meta) if update_probe else []
     batcher = make_batches(st.batching, start.positions, start.probe if xp is np else xp.asnumpy(start.probe),
-                           st.batch)
+                           st.batch, on_gpu=xp is not np)
     loop = _Loop(engine, st, batcher, start.photons, power, seed, progress, watch)
     loop.run(bool(update_probe), trial, target_error, meta)
     options = dict(
