@@ -12,9 +12,9 @@ import typer
 
 from cli_helpers import app, invoke
 from ptyfast import choices as choices_module
-from ptyfast.choices import (Algorithm, Autocast, Backend, Choice, Compression, DetectorDtype, Device, ExportFormat,
-                             FinetuneLoss, Fit, Freeze, Handoff, InitialObject, Normalisation, Objective, Precision,
-                             Scale, ScanPath, Schedule, Simulator, Subset, TrainLoss, Transform, Weighting)
+from ptyfast.choices import (Algorithm, Autocast, Backend, Batching, Choice, Compression, DetectorDtype, Device,
+                             ExportFormat, FinetuneLoss, Fit, Freeze, Handoff, InitialObject, Normalisation, Objective,
+                             Precision, Scale, ScanPath, Schedule, Simulator, Subset, TrainLoss, Transform, Weighting)
 from ptyfast.cli.app import PANELS, Command, plain_help
 
 GROUP = typer.main.get_command(app)
@@ -27,7 +27,7 @@ OPTION_ENUMS = {
     ("reconstruct", "--precision"): Precision, ("reconstruct", "--fit"): Fit,
     ("reconstruct", "--weighting"): Weighting, ("reconstruct", "--refine"): Algorithm,
     ("reconstruct", "--handoff"): Handoff,
-    ("refine", "--algorithm"): Algorithm, ("refine", "--init"): InitialObject,
+    ("refine", "--algorithm"): Algorithm, ("refine", "--init"): InitialObject, ("refine", "--batching"): Batching,
     ("train", "--amp"): Autocast, ("train", "--simulate"): Simulator, ("train", "--schedule"): Schedule,
     ("train", "--loss"): TrainLoss, ("train", "--transform"): Transform, ("train", "--normalise"): Normalisation,
     ("finetune", "--amp"): Autocast, ("finetune", "--fit"): Fit, ("finetune", "--loss"): FinetuneLoss,
