@@ -125,6 +125,8 @@ def refine_cmd(
         console.print(f"  probe {t['kept']}: over the {t['iterations']}-iteration trial from iteration "
                       f"{t['from_iteration'] + 1}, updating it ended at data error {t['error_updated']:.4g}, "
                       f"holding it at {t['error_held']:.4g}")
+    if "probe_updates_stopped" in result.meta and not result.diverged:
+        console.print(f"  {result.message}")
     for warning in result.warnings:
         console_err.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
     console.print("wrote " + ", ".join(str(f) for f in files))
