@@ -162,7 +162,7 @@ class Engine:
         overlap_add(num, pdpsi, stacked_dev)
         overlap_add(den, xp.broadcast_to(p2, (n, h, w)), stacked_dev)
         num *= self.weights(den, self.alpha)
-        blocks = num.reshape(n, h + 2, w + 1)[:, : h + 1]
+        blocks = xp.ascontiguousarray(num.reshape(n, h + 2, w + 1)[:, : h + 1])  # the CUDA kernel reads C order
         overlap_add(self.obj, blocks, base if xp is np else xp.asarray(base))
 
     def _region(self, idx: np.ndarray):
