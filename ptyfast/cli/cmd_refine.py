@@ -106,7 +106,8 @@ def refine_cmd(
         result = refine(
             scan, init=start["object"], algorithm=algorithm,
             positions=scan.positions - np.asarray(start["origin"]), probe=start["probe"], iterations=iterations, alpha=alpha, beta=beta,
-            batch=batch, batching=batching, update_probe=probe_update, probe_start=probe_start, seed=seed, probe_modes=modes,
+            batch=batch, batching=batching, update_probe=probe_update, probe_start=probe_start, seed=seed,
+            probe_modes=modes,
             progress=lambda i, n, e: bar.update(task, completed=i, err=f"{e:.4g}"),
         )
     provenance = {"source": str(scan_path), "init": init, "frame_selection": frames or "all",

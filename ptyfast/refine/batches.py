@@ -8,7 +8,8 @@
   batch, the colours in random order. Windows of one batch touch different object pixels, so updating them
   together is exactly updating them one after another: the sequential algorithm's progress per pass at a
   batched step's cost (many positions per FFT call, one scatter; what a GPU needs). ``batch`` then caps a batch's
-  size, splitting a colour (default: no cap on a GPU, :data:`CPU_BATCH` on the CPU). The probe's step is the batched one (the average over the batch's windows).
+  size, splitting a colour (default: no cap on a GPU, :data:`CPU_BATCH` on the CPU). The probe's step is the
+  batched one (the average over the batch's windows).
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from __future__ import annotations
 import numpy as np
 
 from ptyfast.choices import Batching
-
-BATCHING = Batching.values()
 
 
 class RandomBatches:
@@ -85,10 +84,10 @@ CPU_BATCH = 16
 def make_batches(batching: str, positions: np.ndarray, probe, batch: int | None, *, on_gpu: bool = False):
     """The batcher of ``batching`` (see the module docstring) for a scan's ``positions`` and starting ``probe``;
     disjoint batches are capped at ``batch``, else at :data:`CPU_BATCH` off the GPU."""
-    if batching == "disjoint":
+    if batching == Batching.DISJOINT:
         cap = batch if batch is not None else (None if on_gpu else CPU_BATCH)
         return DisjointBatches(positions, probe_support(probe), cap=cap)
     return RandomBatches(len(positions), batch or 1)
 
 
-__all__ = ["BATCHING", "CPU_BATCH", "DisjointBatches", "RandomBatches", "make_batches", "probe_support"]
+__all__ = ["CPU_BATCH", "DisjointBatches", "RandomBatches", "make_batches", "probe_support"]

@@ -232,8 +232,8 @@ def refine(scan, *, init="flat", algorithm: str = "rpie", iterations: int = 50, 
     loop.run(bool(update_probe), trial, target_error, meta)
     options = dict(
         algorithm=st.algorithm, iterations=st.iterations, alpha=st.alpha, beta=st.beta, batch=st.batch,
-        batching=st.batching, update_probe=bool(update_probe), probe_start=st.probe_start, probe_step=st.probe_step,
-        seed=seed,
+        batching=st.batching, disjoint_cap=getattr(batcher, "cap", None), update_probe=bool(update_probe),
+        probe_start=st.probe_start, probe_step=st.probe_step, seed=seed,
         probe_trial=int(trial), init=init if isinstance(init, str) else "array", rescale_probe=str(rescale_probe),
     )
     return RefineResult(
