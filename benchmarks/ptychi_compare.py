@@ -46,43 +46,36 @@ ALPHA = 0.5
 BATCH = 16
 MARGIN = 2  # object-buffer pixels around the windows on Pty-Chi's side (its Fourier shift reads one beyond)
 
-PTYCHI_WORKER = textwrap.dedent(
+#: Worker code both Pty-Chi benchmarks send (after their imports of numpy as np, torch, ptychi.api as api and
+#: PtychographyTask): ptyfast's conventions as Pty-Chi options, the task, and the full-scan MSE_SQRT score.
+PTYCHI_HELPERS = textwrap.dedent(
     """
-    import json, sys, time
-    import numpy as np, torch
-    torch.set_num_threads(1)
-    torch.set_num_interop_threads(1)
-    import ptychi.api as api
-    from ptychi.api.task import PtychographyTask
+    def configure(o, batch, seed):
+        # data centred at the corner with no fft shift; probe-centre positions from a zero origin; SGD steps of 1;
+        # positions fixed
+        o.data_options.fft_shift = False
+        o.object_options.determine_position_origin_coords_by = api.ObjectPosOriginCoordsMethods.SPECIFIED
+        o.object_options.position_origin_coords = np.zeros(2)
+        o.object_options.pixel_size_m = 1e-8
+        for part in (o.object_options, o.probe_options):
+            part.optimizable = True
+            part.optimizer = api.Optimizers.SGD
+            part.step_size = 1.0
+        o.probe_position_options.optimizable = False
+        o.reconstructor_options.batch_size = int(batch)
+        o.reconstructor_options.default_device = api.Devices.CPU
+        o.reconstructor_options.random_seed = int(seed)
+        return o
 
-    d = np.load(sys.argv[1])
-    data = torch.tensor(d["data_corner"])
-    o = api.RPIEOptions()
-    o.data_options.fft_shift = False
-    o.object_options.determine_position_origin_coords_by = api.ObjectPosOriginCoordsMethods.SPECIFIED
-    o.object_options.position_origin_coords = np.zeros(2)
-    o.object_options.pixel_size_m = 1e-8
-    o.object_options.optimizable = True
-    o.object_options.optimizer = api.Optimizers.SGD
-    o.object_options.step_size = 1.0
-    o.object_options.alpha = float(d["alpha"])
-    o.probe_options.optimizable = True
-    o.probe_options.optimizer = api.Optimizers.SGD
-    o.probe_options.step_size = 1.0
-    o.probe_options.alpha = float(d["alpha"])
-    o.probe_position_options.optimizable = False
-    o.reconstructor_options.batch_size = int(d["batch"])
-    o.reconstructor_options.num_epochs = 100000
-    o.reconstructor_options.default_device = api.Devices.CPU
-    o.reconstructor_options.random_seed = 0
-    task = PtychographyTask(o, diffraction_data=data,
-                            object_data=torch.ones((1, *d["buffer"]), dtype=torch.complex64),
-                            probe_data=torch.tensor(d["probe"])[None, None],
-                            probe_position_y_px=torch.tensor(d["centres"][:, 0]),
-                            probe_position_x_px=torch.tensor(d["centres"][:, 1]))
-    fm = task.reconstructor.forward_model
+    def make_task(o, d, data):
+        return PtychographyTask(o, diffraction_data=data,
+                                object_data=torch.ones((1, *d["buffer"]), dtype=torch.complex64),
+                                probe_data=torch.tensor(d["probe"])[None, None],
+                                probe_position_y_px=torch.tensor(d["centres"][:, 0]),
+                                probe_position_x_px=torch.tensor(d["centres"][:, 1]))
 
-    def score():
+    def score(fm, data):
+        # MSE_SQRT over all frames with Pty-Chi's own forward model (not counted in the epoch times)
         total, count = 0.0, 0
         with torch.no_grad():
             for s in range(0, len(data), 64):
@@ -91,15 +84,38 @@ PTYCHI_WORKER = textwrap.dedent(
                 total += float(((torch.sqrt(y + 1e-7) - torch.sqrt(data[idx] + 1e-7)) ** 2).sum())
                 count += y.numel()
         return total / count
+    """
+)
 
-    print(json.dumps({"ready": True, "torch": torch.__version__, "start_score": score()}), flush=True)
+PTYCHI_WORKER = textwrap.dedent(
+    """
+    import json, sys, time
+    import numpy as np, torch
+    torch.set_num_threads(1)
+    torch.set_num_interop_threads(1)
+    import ptychi.api as api
+    from ptychi.api.task import PtychographyTask
+    """
+) + PTYCHI_HELPERS + textwrap.dedent(
+    """
+    d = np.load(sys.argv[1])
+    data = torch.tensor(d["data_corner"])
+    o = configure(api.RPIEOptions(), d["batch"], 0)
+    o.object_options.alpha = float(d["alpha"])
+    o.probe_options.alpha = float(d["alpha"])
+    o.reconstructor_options.num_epochs = 100000
+    task = make_task(o, d, data)
+    fm = task.reconstructor.forward_model
+
+    print(json.dumps({"ready": True, "torch": torch.__version__, "start_score": score(fm, data)}), flush=True)
     for line in sys.stdin:
         t0 = time.thread_time()
         w0 = time.perf_counter()
         task.run(1)
         cpu, wall = time.thread_time() - t0, time.perf_counter() - w0
         tracked = float(task.reconstructor.loss_tracker.table["loss"].iloc[-1])
-        print(json.dumps({"cpu_s": cpu, "wall_s": wall, "tracked_loss": tracked, "score": score()}), flush=True)
+        print(json.dumps({"cpu_s": cpu, "wall_s": wall, "tracked_loss": tracked, "score": score(fm, data)}),
+              flush=True)
     """
 )
 

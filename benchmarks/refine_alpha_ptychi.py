@@ -57,7 +57,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-from ptychi_compare import MARGIN, mse_sqrt, start_probe  # noqa: E402  (its conventions, not a copy)
+from ptychi_compare import MARGIN, PTYCHI_HELPERS, mse_sqrt, start_probe  # noqa: E402  (its conventions, not a copy)
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
               "NUMEXPR_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -90,7 +90,9 @@ PTYCHI_WORKER = textwrap.dedent(
         stub = repr(exc)[:200]
     import ptychi, ptychi.api as api
     from ptychi.api.task import PtychographyTask
-
+    """
+) + PTYCHI_HELPERS + textwrap.dedent(
+    """
     d = np.load(sys.argv[1])
     cfg = json.loads(sys.argv[2])
     data = torch.tensor(d["data_corner"])
@@ -103,40 +105,12 @@ PTYCHI_WORKER = textwrap.dedent(
         o.probe_options.alpha = float(cfg["alpha"])
     else:
         raise SystemExit("unknown solver " + cfg["solver"])
-    o.data_options.fft_shift = False
-    o.object_options.determine_position_origin_coords_by = api.ObjectPosOriginCoordsMethods.SPECIFIED
-    o.object_options.position_origin_coords = np.zeros(2)
-    o.object_options.pixel_size_m = 1e-8
-    o.object_options.optimizable = True
-    o.object_options.optimizer = api.Optimizers.SGD
-    o.object_options.step_size = 1.0
-    o.probe_options.optimizable = True
-    o.probe_options.optimizer = api.Optimizers.SGD
-    o.probe_options.step_size = 1.0
+    configure(o, cfg["batch"], cfg["seed"])
     o.probe_options.optimization_plan.start = int(cfg["probe_start"])
-    o.probe_position_options.optimizable = False
-    o.reconstructor_options.batch_size = int(cfg["batch"])
     o.reconstructor_options.num_epochs = int(cfg["epochs"])
-    o.reconstructor_options.default_device = api.Devices.CPU
-    o.reconstructor_options.random_seed = int(cfg["seed"])
-    task = PtychographyTask(o, diffraction_data=data,
-                            object_data=torch.ones((1, *d["buffer"]), dtype=torch.complex64),
-                            probe_data=torch.tensor(d["probe"])[None, None],
-                            probe_position_y_px=torch.tensor(d["centres"][:, 0]),
-                            probe_position_x_px=torch.tensor(d["centres"][:, 1]))
+    task = make_task(o, d, data)
     fm = task.reconstructor.forward_model
     ro = o.reconstructor_options
-
-    def score():
-        # MSE_SQRT over all frames with Pty-Chi's own forward model (not counted in the epoch times)
-        total, count = 0.0, 0
-        with torch.no_grad():
-            for s in range(0, len(data), 64):
-                idx = torch.arange(s, min(s + 64, len(data)))
-                y = fm.forward(idx)
-                total += float(((torch.sqrt(y + 1e-7) - torch.sqrt(data[idx] + 1e-7)) ** 2).sum())
-                count += y.numel()
-        return total / count
 
     def arrays():
         obj = task.get_data_to_cpu("object", as_numpy=True)
@@ -156,7 +130,7 @@ PTYCHI_WORKER = textwrap.dedent(
             settings["object_" + k] = float(getattr(o.object_options, k))
         if hasattr(o.probe_options, k):
             settings["probe_" + k] = float(getattr(o.probe_options, k))
-    start = score()
+    start = score(fm, data)
     print(json.dumps({"ready": True, "torch": torch.__version__, "ptychi": getattr(ptychi, "__version__", "?"),
                       "torchvision_stubbed": stub,
                       "start_score": start, "settings": settings}), flush=True)
@@ -170,7 +144,7 @@ PTYCHI_WORKER = textwrap.dedent(
                "tracked_loss": float(task.reconstructor.loss_tracker.table["loss"].iloc[-1])}
         se, n = int(cfg["score_every"]), int(cfg["epochs"])
         if (e + 1) % se == 0 or (e + 2) % se == 0 or e + 2 >= n or e < 3:  # pairs: the loss-bracket check
-            row["score"] = score()
+            row["score"] = score(fm, data)
         if e + 1 in cfg["snapshots"]:
             snaps[e + 1] = arrays()
         rows.append(row)
